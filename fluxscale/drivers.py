@@ -1,0 +1,103 @@
+"""The 10 drivers of Table A2 and the assembly of daily driver blocks.
+
+Layout of ``drivers.zarr`` (land cells gathered on ``cell``, see :mod:`fluxscale.grid`):
+
+* daily ``(time, cell)``: ``Tair`` (degC), ``WAI2`` (mm);
+* mean seasonal cycles ``(doy, cell)``, ``doy`` = 1…366 (day of year; in non-leap years
+  day 366 is never used, day 60 is 1 March): ``MSC_EVIRpot`` (MJ m-2 d-1),
+  ``MSC_FparLST`` (K), ``MSC_LST_Night`` (K), ``Rg_VIMSC`` (MJ m-2 d-1);
+* one value per cell ``(cell,)``: ``MIN_MSC_NDWI`` (1), ``AMP_Band4`` (1),
+  ``AMP_MSC_NDVI`` (1), ``AMP_MSC_WAI`` (mm).
+
+No daily copies of the seasonal or static drivers are stored; :func:`assemble_driver_block`
+builds the ``(days, cells, 10)`` matrix for any block on demand, reading only the
+chunks that the block touches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = [
+    "DRIVER_NAMES",
+    "DAILY_DRIVERS",
+    "SEASONAL_DRIVERS",
+    "STATIC_DRIVERS",
+    "DRIVER_UNITS",
+    "assemble_driver_block",
+    "driver_block",
+    "day_of_year_index",
+]
+
+DRIVER_NAMES: tuple[str, ...] = (
+    "WAI2", "MSC_EVIRpot", "MSC_FparLST", "MIN_MSC_NDWI", "AMP_Band4",
+    "MSC_LST_Night", "Rg_VIMSC", "AMP_MSC_NDVI", "Tair", "AMP_MSC_WAI",
+)
+"""The drivers in Table A2 order: the feature order of every driver block."""
+DAILY_DRIVERS = ("Tair", "WAI2")
+SEASONAL_DRIVERS = ("MSC_EVIRpot", "MSC_FparLST", "MSC_LST_Night", "Rg_VIMSC")
+STATIC_DRIVERS = ("MIN_MSC_NDWI", "AMP_Band4", "AMP_MSC_NDVI", "AMP_MSC_WAI")
+DRIVER_UNITS = {
+    "Tair": "degC", "WAI2": "mm", "MSC_EVIRpot": "MJ m-2 d-1", "MSC_FparLST": "K",
+    "MSC_LST_Night": "K", "Rg_VIMSC": "MJ m-2 d-1", "MIN_MSC_NDWI": "1", "AMP_Band4": "1",
+    "AMP_MSC_NDVI": "1", "AMP_MSC_WAI": "mm",
+}
+
+
+def day_of_year_index(time: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
+    """Row of the ``doy`` axis (0…365) for each date: ``dayofyear - 1``."""
+    return (pd.DatetimeIndex(time).dayofyear.to_numpy() - 1).astype(np.intp)
+
+
+def _assemble(daily: dict[str, np.ndarray], seasonal: dict[str, np.ndarray], static: dict[str, np.ndarray],
+              doy_idx: np.ndarray) -> np.ndarray:
+    """Kernel: stack daily (days, cells), seasonal (366, cells) rows picked by
+    ``doy_idx`` and static (cells,) into a float32 (days, cells, 10) array."""
+    ndays = doy_idx.size
+    ncells = next(iter(static.values())).shape[0]
+    out = np.empty((ndays, ncells, len(DRIVER_NAMES)), dtype=np.float32)
+    for k, name in enumerate(DRIVER_NAMES):
+        if name in daily:
+            out[:, :, k] = daily[name]
+        elif name in seasonal:
+            out[:, :, k] = seasonal[name][doy_idx]
+        else:
+            out[:, :, k] = static[name][None, :]
+    return out
+
+
+def assemble_driver_block(drivers: xr.Dataset, time: slice | np.ndarray = slice(None),
+                          cell: slice | np.ndarray = slice(None)) -> np.ndarray:
+    """The daily driver matrix of a block of days × cells.
+
+    Parameters
+    ----------
+    drivers : xarray.Dataset
+        ``drivers.zarr`` as opened by :func:`fluxscale.stores.open_store` (lazy).
+    time, cell : slice or integer array
+        Positional selection along ``time`` and ``cell``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(days, cells, 10)`` in :data:`DRIVER_NAMES` order. Reads only the
+        chunks of the daily variables that the block touches, plus the seasonal and
+        static values of the block's cells.
+    """
+    sub = drivers.isel(time=time, cell=cell)
+    doy_idx = day_of_year_index(sub.time.values)
+    daily = {n: np.asarray(sub[n].values, dtype=np.float32) for n in DAILY_DRIVERS}
+    seasonal = {n: np.asarray(sub[n].values, dtype=np.float32) for n in SEASONAL_DRIVERS}
+    static = {n: np.asarray(sub[n].values, dtype=np.float32) for n in STATIC_DRIVERS}
+    return _assemble(daily, seasonal, static, doy_idx)
+
+
+def driver_block(drivers: xr.Dataset, time: slice | np.ndarray = slice(None),
+                 cell: slice | np.ndarray = slice(None)) -> xr.DataArray:
+    """:func:`assemble_driver_block` as a labelled ``(time, cell, driver)`` DataArray."""
+    sub = drivers.isel(time=time, cell=cell)
+    data = assemble_driver_block(drivers, time, cell)
+    coords = {"time": sub.time.values, "cell": sub.cell.values, "driver": list(DRIVER_NAMES)}
+    return xr.DataArray(data, dims=("time", "cell", "driver"), coords=coords, name="drivers")

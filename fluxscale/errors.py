@@ -1,0 +1,34 @@
+"""fluxscale's exceptions: every user-facing failure is a :class:`FluxscaleError`."""
+
+from __future__ import annotations
+
+__all__ = ["FluxscaleError", "StoreError", "ConfigError"]
+
+
+class FluxscaleError(Exception):
+    """Base class of errors that the CLI reports as one line and exit code 2."""
+
+
+class ConfigError(FluxscaleError, ValueError):
+    """A configuration value is invalid (names the field and the problem)."""
+
+
+class StoreError(FluxscaleError):
+    """A store does not match its schema.
+
+    Parameters
+    ----------
+    store : str
+        Path or name of the store (e.g. ``.../grid.zarr``).
+    variable : str or None
+        The offending variable, coordinate or attribute; None for the store itself.
+    problem : str
+        What is wrong, in words.
+    """
+
+    def __init__(self, store: str, variable: str | None, problem: str):
+        self.store = str(store)
+        self.variable = variable
+        self.problem = problem
+        where = f"{self.store}: variable {variable!r}: " if variable else f"{self.store}: "
+        super().__init__(where + problem)

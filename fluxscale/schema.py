@@ -1,0 +1,177 @@
+"""The schema of every fluxscale store, in code, and its checks.
+
+Each store is a Zarr v3 group with attribute ``fluxscale_store`` = its name. A
+:class:`VarSpec` gives a variable's dims, dtype kind, units, valid range and whether
+NaN is allowed. Checks come in two depths:
+
+* **structure** (every open, reads no data variable of a large store): presence,
+  dims, dtype, units, store-specific rules on coordinates and the small metadata
+  variables (``eager=True``: grid masks, region table, site table, GCB);
+* **deep** (:func:`fluxscale.stores.validate_store` with ``deep=True``, e.g. in
+  ``fluxscale run`` and ``fluxscale validate``): NaN and range of every large
+  variable, computed chunk by chunk with Dask in one pass.
+
+Every failure raises :class:`fluxscale.errors.StoreError` naming the store, the variable
+and the problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, STATIC_DRIVERS
+
+__all__ = ["VarSpec", "StoreSchema", "SCHEMAS", "STORE_NAMES", "NEE_UNITS", "normalise_units"]
+
+NEE_UNITS = "gC m-2 d-1"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VarSpec:
+    """What one variable (or coordinate) of a store must be.
+
+    ``kind`` is a set of numpy dtype kinds (``"f"`` float, ``"iu"`` integer, ``"b"`` bool,
+    ``"M"`` datetime, ``"OUST"`` string). ``valid_range`` is inclusive. ``eager``
+    variables are small and checked on every open; the others on a deep validation.
+    """
+
+    dims: tuple[str, ...]
+    kind: str
+    units: str | None = None
+    valid_range: tuple[float, float] | None = None
+    allow_nan: bool = False
+    eager: bool = True
+    long_name: str = ""
+    standard_name: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreSchema:
+    name: str
+    variables: dict[str, VarSpec]
+    description: str = ""
+
+
+_LAT = VarSpec(("lat",), "f", "degrees_north", (-90, 90), standard_name="latitude")
+_LON = VarSpec(("lon",), "f", "degrees_east", (-180, 180), standard_name="longitude")
+_STR = "OUST"
+
+_DRIVER_RANGES = {
+    "Tair": (-80.0, 60.0), "WAI2": (0.0, 2000.0), "MSC_EVIRpot": (0.0, 60.0), "MSC_FparLST": (0.0, 400.0),
+    "MSC_LST_Night": (170.0, 350.0), "Rg_VIMSC": (0.0, 60.0), "MIN_MSC_NDWI": (-1.0, 1.0), "AMP_Band4": (0.0, 1.0),
+    "AMP_MSC_NDVI": (0.0, 2.0), "AMP_MSC_WAI": (0.0, 2000.0),
+}
+_DRIVER_LONG = {
+    "Tair": "air temperature", "WAI2": "water availability index",
+    "MSC_EVIRpot": "mean seasonal cycle of EVI x Rg", "MSC_FparLST": "mean seasonal cycle of fAPAR x LST_day",
+    "MSC_LST_Night": "mean seasonal cycle of night-time land surface temperature",
+    "Rg_VIMSC": "mean seasonal cycle of NDVI x Rpot", "MIN_MSC_NDWI": "minimum of the mean seasonal cycle of NDWI",
+    "AMP_Band4": "amplitude of MODIS band 4 reflectance", "AMP_MSC_NDVI": "amplitude of the mean seasonal cycle of NDVI",
+    "AMP_MSC_WAI": "amplitude of the mean seasonal cycle of WAI",
+}
+
+
+def _driver_dims(name: str, daily: tuple[str, ...]) -> tuple[str, ...]:
+    if name in DAILY_DRIVERS:
+        return daily
+    if name in SEASONAL_DRIVERS:
+        return ("doy", "cell")
+    assert name in STATIC_DRIVERS
+    return ("cell",)
+
+
+def _drivers() -> dict[str, VarSpec]:
+    v = {
+        "time": VarSpec(("time",), "M"),
+        "doy": VarSpec(("doy",), "iu", None, (1, 366)),
+        "cell": VarSpec(("cell",), "iu", None, (0, 10**7)),
+        "cell_lat": VarSpec(("cell",), "f", "degrees_north", (-90, 90)),
+        "cell_lon": VarSpec(("cell",), "f", "degrees_east", (-180, 180)),
+    }
+    for n in DRIVER_NAMES:
+        v[n] = VarSpec(_driver_dims(n, ("time", "cell")), "f", DRIVER_UNITS[n], _DRIVER_RANGES[n],
+                       eager=False, long_name=_DRIVER_LONG[n],
+                       standard_name="air_temperature" if n == "Tair" else None)
+    return v
+
+
+def _sites() -> dict[str, VarSpec]:
+    v = {
+        "site": VarSpec(("site",), _STR),
+        "time": VarSpec(("time",), "M"),
+        "lat": VarSpec(("site",), "f", "degrees_north", (-90, 90), standard_name="latitude"),
+        "lon": VarSpec(("site",), "f", "degrees_east", (-180, 180), standard_name="longitude"),
+        "fold": VarSpec(("site",), "iu", None, (0, 9)),
+        "cell": VarSpec(("site",), "iu", None, (0, 10**7)),
+        "NEE": VarSpec(("site", "time"), "f", NEE_UNITS, (-40, 40), allow_nan=True, eager=False,
+                       long_name="observed daily net ecosystem exchange (negative = uptake)"),
+        "NEE_QC": VarSpec(("site", "time"), "f", "1", (0, 1), allow_nan=True, eager=False,
+                          long_name="fraction of good half-hourly data in the day"),
+    }
+    for n in DRIVER_NAMES:
+        v[n] = VarSpec(("site", "time"), "f", DRIVER_UNITS[n], _DRIVER_RANGES[n], eager=False,
+                       long_name=_DRIVER_LONG[n] + " at the tower")
+    return v
+
+
+_GRIDDED_MONTHLY = ("time", "lat", "lon")
+
+SCHEMAS: dict[str, StoreSchema] = {
+    "grid": StoreSchema("grid", {
+        "lat": _LAT, "lon": _LON,
+        "cell_area": VarSpec(("lat", "lon"), "f", "m2", (0.0, 2e11), standard_name="cell_area"),
+        "land_fraction": VarSpec(("lat", "lon"), "f", "1", (0.0, 1.0), standard_name="land_area_fraction"),
+        "land": VarSpec(("lat", "lon"), "b"),
+        "region": VarSpec(("lat", "lon"), "iu", None, (-1, 17)),
+        "region_id": VarSpec(("region_id",), "iu", None, (0, 17)),
+        "region_abbrev": VarSpec(("region_id",), _STR),
+        "region_name": VarSpec(("region_id",), _STR),
+        "cell": VarSpec(("cell",), "iu", None, (0, 10**7)),
+        "cell_ilat": VarSpec(("cell",), "iu", None, (0, 10**5)),
+        "cell_ilon": VarSpec(("cell",), "iu", None, (0, 10**5)),
+        "cell_lat": VarSpec(("cell",), "f", "degrees_north", (-90, 90)),
+        "cell_lon": VarSpec(("cell",), "f", "degrees_east", (-180, 180)),
+    }, "global grid, land mask, regions and the gathered land cells"),
+    "drivers": StoreSchema("drivers", _drivers(), "the 10 drivers of Table A2 on land cells"),
+    "sites": StoreSchema("sites", _sites(), "eddy-covariance towers: NEE with QC and the drivers at the tower"),
+    "inversions": StoreSchema("inversions", {
+        "system": VarSpec(("system",), _STR), "time": VarSpec(("time",), "M"), "lat": _LAT, "lon": _LON,
+        "land_flux": VarSpec(("system", *_GRIDDED_MONTHLY), "f", NEE_UNITS, (-60, 60), allow_nan=True, eager=False,
+                             long_name="monthly mean land-atmosphere CO2 flux of each inversion, fire included "
+                                       "(negative = uptake)"),
+    }, "atmospheric inversions, monthly, before the fire adjustment"),
+    "fire": StoreSchema("fire", {
+        "time": VarSpec(("time",), "M"), "lat": _LAT, "lon": _LON,
+        "co2fire": VarSpec(_GRIDDED_MONTHLY, "f", NEE_UNITS, (0, 200), allow_nan=True, eager=False,
+                           long_name="monthly mean fire CO2 emission (GFAS role, positive = to atmosphere)"),
+    }, "fire CO2 emissions on the inversions' grid"),
+    "prior": StoreSchema("prior", {
+        "time": VarSpec(("time",), "M"), "lat": _LAT, "lon": _LON,
+        "NEE": VarSpec(_GRIDDED_MONTHLY, "f", NEE_UNITS, (-40, 40), allow_nan=True, eager=False,
+                       long_name="prior monthly mean NEE (FLUXCOM RS+METEO role, negative = uptake)"),
+    }, "prior NEE (FLUXCOM role) on the model grid"),
+    "gcb": StoreSchema("gcb", {
+        "year": VarSpec(("year",), "iu", None, (1900, 2200)),
+        "NEE": VarSpec(("year",), "f", "PgC yr-1", (-30, 30),
+                       long_name="global annual NEE from the GCB residual land sink (= -S_LAND, negative = uptake)"),
+        "NEE_sigma": VarSpec(("year",), "f", "PgC yr-1", (0, 20), long_name="1-sigma uncertainty of NEE"),
+    }, "Global Carbon Budget residual land sink"),
+    "truth": StoreSchema("truth", {
+        "time": VarSpec(("time",), "M"), "month": VarSpec(("month",), "M"), "year": VarSpec(("year",), "iu"),
+        "cell": VarSpec(("cell",), "iu", None, (0, 10**7)),
+        "NEE": VarSpec(("time", "cell"), "f", NEE_UNITS, (-60, 60), eager=False, long_name="true daily NEE"),
+        "NEE_monthly": VarSpec(("month", "cell"), "f", NEE_UNITS, (-60, 60), eager=False, long_name="true monthly mean NEE"),
+        "GPP_monthly": VarSpec(("month", "cell"), "f", NEE_UNITS, (0, 80), eager=False, long_name="true monthly mean GPP"),
+        "Reco_monthly": VarSpec(("month", "cell"), "f", NEE_UNITS, (0, 80), eager=False,
+                                long_name="true monthly mean ecosystem respiration"),
+        "NEE_global_annual": VarSpec(("year",), "f", "PgC yr-1", (-60, 60), long_name="true global annual NEE"),
+    }, "the twin's true fluxes on land cells"),
+}
+STORE_NAMES: tuple[str, ...] = tuple(SCHEMAS)
+REQUIRED_STORES: tuple[str, ...] = ("grid", "drivers", "sites", "inversions", "fire", "prior", "gcb")
+
+
+def normalise_units(units: str) -> str:
+    """Spelling-insensitive form of a units string (spaces, ``*``, ``^`` and case ignored)."""
+    return "".join(units.replace("*", " ").replace("^", "").lower().split())

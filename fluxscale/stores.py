@@ -1,0 +1,417 @@
+"""Opening, validating and writing fluxscale's Zarr stores.
+
+A dataset directory holds one store per name (``grid.zarr``, ``drivers.zarr``, …, see
+:data:`fluxscale.schema.STORE_NAMES`) and a ``fluxscale.json`` manifest written last,
+when every store is complete. Opening is lazy: big variables stay Dask arrays; only
+coordinates and the small metadata variables are read (and checked).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+
+from .errors import StoreError
+from .regions import REGION_ABBREVS
+from .schema import REQUIRED_STORES, SCHEMA_VERSION, SCHEMAS, STORE_NAMES, StoreSchema, VarSpec, normalise_units
+
+__all__ = [
+    "MANIFEST",
+    "store_path",
+    "open_store",
+    "open_stores",
+    "validate_store",
+    "write_store",
+    "write_template",
+    "write_region",
+    "commit_store",
+    "partial_path",
+    "read_manifest",
+]
+
+MANIFEST = "fluxscale.json"
+
+
+def store_path(root: str | Path, name: str) -> Path:
+    """``root/<name>.zarr``."""
+    return Path(root) / f"{name}.zarr"
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where a store is written before :func:`commit_store` moves it into place."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def _label(path: Path | str) -> str:
+    return str(path)
+
+
+def _infer_name(path: Path) -> str | None:
+    stem = path.name[:-5] if path.name.endswith(".zarr") else path.name
+    return stem if stem in SCHEMAS else None
+
+
+def open_store(path: str | Path, name: str | None = None, *, deep: bool = False) -> xr.Dataset:
+    """Open one store lazily and check it against its schema.
+
+    Parameters
+    ----------
+    path : path
+        The ``.zarr`` directory.
+    name : str, optional
+        Store kind (``"grid"``, ``"drivers"``, …); default: the ``fluxscale_store``
+        attribute, else the directory name.
+    deep : bool
+        Also check NaN and ranges of the large variables (one Dask pass).
+
+    Returns
+    -------
+    xarray.Dataset
+        Big variables are Dask arrays with the stored chunks; coordinates and the
+        schema's ``eager`` variables are in memory.
+
+    Raises
+    ------
+    StoreError
+        If the store is missing, unreadable or does not match the schema.
+    """
+    path = Path(path)
+    label = _label(path)
+    if not path.exists():
+        hint = " (an unfinished write: rerun the command that makes it)" if partial_path(path).exists() else ""
+        raise StoreError(label, None, "store not found" + hint)
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
+    except Exception as e:  # noqa: BLE001
+        raise StoreError(label, None, f"not a readable Zarr group ({type(e).__name__}: {e})") from None
+    name = name or attrs.get("fluxscale_store") or _infer_name(path)
+    if name not in SCHEMAS:
+        raise StoreError(label, None, f"unknown store kind {name!r}; expected one of {', '.join(STORE_NAMES)}")
+    if attrs.get("fluxscale_store") not in (None, name):
+        raise StoreError(label, None, f"is a {attrs['fluxscale_store']!r} store, expected {name!r}")
+    schema = SCHEMAS[name]
+    try:
+        ds = xr.open_zarr(str(path), consolidated=False, zarr_format=3)
+        # Small variables read through the non-dask backend: opening runs no Dask graph.
+        raw = xr.open_zarr(str(path), consolidated=False, zarr_format=3, chunks=None)
+        eager = [n for n, s in schema.variables.items() if s.eager and n in raw.variables and n not in raw.coords]
+        loaded = {n: raw[n].variable.load() for n in eager}
+    except StoreError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise StoreError(label, None, f"cannot be opened with xarray ({type(e).__name__}: {e})") from None
+    for n, var in loaded.items():
+        ds[n] = var
+    _check_structure(ds, schema, label)
+    _check_values(ds, schema, label, [n for n, s in schema.variables.items() if s.eager])
+    _STORE_CHECKS.get(name, lambda *a: None)(ds, label)
+    if deep:
+        validate_store(ds, name, label, deep=True)
+    return ds
+
+
+def _check_structure(ds: xr.Dataset, schema: StoreSchema, label: str) -> None:
+    for n, spec in schema.variables.items():
+        if n not in ds.variables:
+            raise StoreError(label, n, "missing")
+        var = ds[n]
+        if tuple(var.dims) != spec.dims:
+            raise StoreError(label, n, f"has dims {tuple(var.dims)}, expected {spec.dims}")
+        if var.dtype.kind not in spec.kind:
+            raise StoreError(label, n, f"has dtype {var.dtype}, expected kind {spec.kind!r}")
+        if spec.units is not None:
+            units = var.attrs.get("units")
+            if units is None:
+                raise StoreError(label, n, f"has no units attribute; expected {spec.units!r}")
+            if normalise_units(str(units)) != normalise_units(spec.units):
+                raise StoreError(label, n, f"has units {units!r}, expected {spec.units!r}")
+
+
+def _check_values(ds: xr.Dataset, schema: StoreSchema, label: str, names: Iterable[str]) -> None:
+    for n in names:
+        spec = schema.variables[n]
+        if spec.kind not in ("f", "iu") or n not in ds.variables:
+            continue
+        vals = np.asarray(ds[n].values)
+        _check_array(vals, spec, label, n)
+
+
+def _check_array(vals: np.ndarray, spec: VarSpec, label: str, n: str) -> None:
+    if vals.dtype.kind == "f":
+        nan = np.isnan(vals)
+        if nan.any() and not spec.allow_nan:
+            first = tuple(int(i) for i in np.argwhere(nan)[0])
+            raise StoreError(label, n, f"{int(nan.sum())} NaN values where none is allowed (first at index {first})")
+    if spec.valid_range is not None and vals.size:
+        lo, hi = spec.valid_range
+        finite = vals[~np.isnan(vals)] if vals.dtype.kind == "f" else vals
+        if finite.size and (finite.min() < lo or finite.max() > hi):
+            raise StoreError(label, n, f"values out of range [{lo:g}, {hi:g}]: min {finite.min():g}, max {finite.max():g}")
+
+
+def validate_store(ds: xr.Dataset, name: str, label: str | None = None, *, deep: bool = True) -> None:
+    """Check NaN and valid ranges of the large (non-eager) variables of a store.
+
+    One Dask pass: per variable, NaN count, min and max are computed together with
+    whatever scheduler is active (a distributed Client if one exists). Memory per task
+    is one stored chunk.
+    """
+    label = label or name
+    schema = SCHEMAS[name]
+    names = [n for n, s in schema.variables.items() if not s.eager and s.kind == "f" and n in ds]
+    if not deep or not names:
+        return
+    stats = {}
+    for n in names:
+        d = ds[n].data
+        arr = d if hasattr(d, "dask") else dask.array.from_array(np.asarray(d))
+        nan = dask.array.isnan(arr)
+        stats[n] = (nan.sum(), dask.array.nanmin(arr), dask.array.nanmax(arr), arr.size)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        (computed,) = dask.compute(stats)
+    for n, (nnan, vmin, vmax, size) in computed.items():
+        spec = schema.variables[n]
+        if nnan and not spec.allow_nan:
+            raise StoreError(label, n, f"{int(nnan)} NaN values where none is allowed")
+        if nnan == size:
+            raise StoreError(label, n, "all values are NaN")
+        if spec.valid_range is not None:
+            lo, hi = spec.valid_range
+            if vmin < lo or vmax > hi:
+                raise StoreError(label, n, f"values out of range [{lo:g}, {hi:g}]: min {vmin:g}, max {vmax:g}")
+
+
+# --- store-specific rules (structure depth) -------------------------------------------
+
+def _check_time(ds: xr.Dataset, label: str, dim: str, freq: str) -> None:
+    t = ds[dim].values
+    if t.size == 0:
+        raise StoreError(label, dim, "empty time axis")
+    if np.any(np.diff(t) <= np.timedelta64(0, "ns")):
+        dup = t[:-1][np.diff(t) == np.timedelta64(0, "ns")]
+        what = f"duplicated {np.datetime_as_string(dup[0], 'D')}" if dup.size else "not increasing"
+        raise StoreError(label, dim, f"time axis is {what}")
+    if freq == "D":
+        steps = np.diff(t).astype("timedelta64[D]").astype(int)
+        if np.any(steps != 1):
+            i = int(np.argmax(steps != 1))
+            raise StoreError(label, dim, f"daily time axis has a gap after {np.datetime_as_string(t[i], 'D')}")
+    elif freq == "MS":
+        m = t.astype("datetime64[M]")
+        if np.any(m != t.astype("datetime64[D]").astype("datetime64[M]")) or np.any(np.diff(m).astype(int) != 1):
+            raise StoreError(label, dim, "monthly time axis must hold consecutive month starts")
+
+
+def _check_regular(ds: xr.Dataset, label: str) -> float:
+    lat, lon = ds.lat.values, ds.lon.values
+    res = 180.0 / lat.size
+    exp_lat = -90 + res * (np.arange(lat.size) + 0.5)
+    exp_lon = -180 + res * (np.arange(lon.size) + 0.5)
+    if lon.size != 2 * lat.size or not np.allclose(lat, exp_lat, atol=1e-6) or not np.allclose(lon, exp_lon, atol=1e-6):
+        raise StoreError(label, "lat", f"not the global regular grid with ascending cell centres "
+                                       f"({lat.size}x{lon.size}, lat {lat.min():g}..{lat.max():g})")
+    return res
+
+
+def _grid_checks(ds: xr.Dataset, label: str) -> None:
+    res = _check_regular(ds, label)
+    if abs(float(ds.attrs.get("resolution_deg", res)) - res) > 1e-9:
+        raise StoreError(label, "lat", f"spacing {res:g}° disagrees with attribute resolution_deg={ds.attrs['resolution_deg']}")
+    abbrevs = [str(a) for a in ds.region_abbrev.values]
+    if abbrevs != list(REGION_ABBREVS):
+        raise StoreError(label, "region_abbrev", f"region table {abbrevs} differs from Table A1 {list(REGION_ABBREVS)}")
+    ilat, ilon = ds.cell_ilat.values, ds.cell_ilon.values
+    if ilat.max(initial=0) >= ds.sizes["lat"] or ilon.max(initial=0) >= ds.sizes["lon"]:
+        raise StoreError(label, "cell_ilat", "land-cell index outside the grid")
+    if not ds.land.values[ilat, ilon].all() or ds.land.values.sum() != ilat.size:
+        raise StoreError(label, "cell_ilat", "gathered cells do not match the land mask")
+    if np.any(ds.region.values[ilat, ilon] < 0):
+        raise StoreError(label, "region", "some land cells have no region (-1)")
+
+
+def _daily_checks(ds: xr.Dataset, label: str) -> None:
+    _check_time(ds, label, "time", "D")
+
+
+def _drivers_checks(ds: xr.Dataset, label: str) -> None:
+    _check_time(ds, label, "time", "D")
+    if ds.sizes["doy"] != 366 or not np.array_equal(ds.doy.values, np.arange(1, 367)):
+        raise StoreError(label, "doy", "must be 1..366")
+
+
+def _sites_checks(ds: xr.Dataset, label: str) -> None:
+    _check_time(ds, label, "time", "D")
+    ids = [str(s) for s in ds.site.values]
+    seen: set[str] = set()
+    dups = sorted({s for s in ids if s in seen or seen.add(s)})
+    if dups:
+        raise StoreError(label, "site", f"duplicated site ids: {', '.join(dups[:10])}")
+
+
+def _monthly_checks(ds: xr.Dataset, label: str) -> None:
+    _check_time(ds, label, "time", "MS")
+    _check_regular(ds, label)
+
+
+def _truth_checks(ds: xr.Dataset, label: str) -> None:
+    _check_time(ds, label, "time", "D")
+    _check_time(ds, label, "month", "MS")
+
+
+def _gcb_checks(ds: xr.Dataset, label: str) -> None:
+    y = ds.year.values
+    if y.size == 0 or np.any(np.diff(y) != 1):
+        raise StoreError(label, "year", "years must be consecutive and not empty")
+
+
+_STORE_CHECKS = {
+    "grid": _grid_checks, "drivers": _drivers_checks, "sites": _sites_checks, "inversions": _monthly_checks,
+    "fire": _monthly_checks, "prior": _monthly_checks, "gcb": _gcb_checks, "truth": _truth_checks,
+}
+
+
+def open_stores(root: str | Path, *, deep: bool = False, names: Iterable[str] | None = None) -> dict[str, xr.Dataset]:
+    """Open every store of a dataset directory and check them against each other.
+
+    Cross-store rules: the drivers, sites and truth use the grid's land cells; the
+    prior is on the grid; inversions and fire share one grid, an integer coarsening of
+    the model grid, and one monthly time axis; each tower lies in the cell it names.
+
+    Returns
+    -------
+    dict
+        Store name → lazily opened Dataset (``truth`` only when present).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise StoreError(str(root), None, "dataset directory not found")
+    wanted = list(names) if names is not None else [n for n in STORE_NAMES if n in REQUIRED_STORES or store_path(root, n).exists()]
+    stores = {n: open_store(store_path(root, n), n, deep=deep) for n in wanted}
+    _cross_checks(stores, root)
+    return stores
+
+
+def _cross_checks(s: dict[str, xr.Dataset], root: Path) -> None:
+    grid = s.get("grid")
+    if grid is None:
+        return
+    for n in ("drivers", "truth"):
+        if n in s:
+            ds = s[n]
+            lab = str(store_path(root, n))
+            if ds.sizes["cell"] != grid.sizes["cell"]:
+                raise StoreError(lab, "cell", f"{ds.sizes['cell']} cells, but the grid has {grid.sizes['cell']} land cells (wrong grid)")
+            if "cell_lat" in ds.coords and not (np.allclose(ds.cell_lat.values, grid.cell_lat.values)
+                                                and np.allclose(ds.cell_lon.values, grid.cell_lon.values)):
+                raise StoreError(lab, "cell_lat", "land cells are not the grid's cells (wrong grid)")
+    if "prior" in s and (s["prior"].sizes["lat"] != grid.sizes["lat"] or s["prior"].sizes["lon"] != grid.sizes["lon"]):
+        raise StoreError(str(store_path(root, "prior")), "NEE",
+                         f"grid {s['prior'].sizes['lat']}x{s['prior'].sizes['lon']} is not the model grid "
+                         f"{grid.sizes['lat']}x{grid.sizes['lon']}")
+    if "inversions" in s and "fire" in s:
+        inv, fire = s["inversions"], s["fire"]
+        if inv.sizes["lat"] != fire.sizes["lat"] or not np.array_equal(inv.time.values, fire.time.values):
+            raise StoreError(str(store_path(root, "fire")), "co2fire", "not on the inversions' grid and months")
+        if grid.sizes["lat"] % inv.sizes["lat"]:
+            raise StoreError(str(store_path(root, "inversions")), "land_flux",
+                             f"grid {inv.sizes['lat']}x{inv.sizes['lon']} is not an integer coarsening of the model grid")
+    if "sites" in s:
+        st = s["sites"]
+        lab = str(store_path(root, "sites"))
+        cell = st.cell.values.astype(np.int64)
+        if np.any(cell < 0) or np.any(cell >= grid.sizes["cell"]):
+            raise StoreError(lab, "cell", "site cell index outside the grid's land cells")
+        res = float(grid.attrs["resolution_deg"])
+        dlat = np.abs(st.lat.values - grid.cell_lat.values[cell])
+        dlon = np.abs(((st.lon.values - grid.cell_lon.values[cell]) + 180) % 360 - 180)
+        off = (dlat > res / 2 + 1e-6) | (dlon > res / 2 + 1e-6)
+        if off.any():
+            i = int(np.argmax(off))
+            raise StoreError(lab, "lat", f"site {st.site.values[i]!s} at ({st.lat.values[i]:.3f}, {st.lon.values[i]:.3f}) "
+                                         f"is not inside land cell {cell[i]} of the grid")
+
+
+# --- writing --------------------------------------------------------------------------
+
+def _stamp(ds: xr.Dataset, name: str) -> xr.Dataset:
+    ds = ds.copy()
+    ds.attrs.update(fluxscale_store=name, fluxscale_schema_version=SCHEMA_VERSION)
+    return ds
+
+
+def write_store(ds: xr.Dataset, path: str | Path, name: str, encoding: dict | None = None,
+                commit: bool = True) -> Path:
+    """Write a small in-memory store completely to ``path.partial``, then (``commit``)
+    move it into place; returns where it now is."""
+    path = Path(path)
+    tmp = partial_path(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    _stamp(ds, name).to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
+    return commit_store(path) if commit else tmp
+
+
+def write_template(ds: xr.Dataset, path: str | Path, name: str, encoding: dict | None = None) -> Path:
+    """Write a lazy template (coords, attrs, encoding; no data chunks) to ``path.partial``.
+
+    ``ds``'s data variables should be Dask arrays whose chunks match the Zarr chunks
+    in ``encoding``; they are not computed. Blocks are then written with
+    :func:`write_region` and the store is moved into place by :func:`commit_store`.
+    """
+    tmp = partial_path(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    _stamp(ds, name).to_zarr(str(tmp), mode="w", compute=False, zarr_format=3, consolidated=False,
+                             encoding=encoding or {})
+    return tmp
+
+
+def write_region(block: xr.Dataset, path: str | Path, region: dict[str, slice]) -> None:
+    """Write one block into its region of a template (coordinates dropped).
+
+    The region must be aligned to the stored chunks; a failure names the store and the
+    region.
+    """
+    drop = [c for c in block.coords if any(d not in region for d in block[c].dims) or c in block.dims]
+    try:
+        block.drop_vars(drop).to_zarr(str(path), region=region, mode="r+", consolidated=False, zarr_format=3)
+    except Exception as e:  # noqa: BLE001
+        raise StoreError(str(path), None, f"writing block {region} failed: {type(e).__name__}: {e}") from e
+
+
+def commit_store(path: str | Path) -> Path:
+    """Move ``path.partial`` to ``path`` (replacing an older store)."""
+    path = Path(path)
+    tmp = partial_path(path)
+    if path.exists():
+        old = path.with_name(f"{path.name}.old-{uuid.uuid4().hex[:8]}")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(path)
+    return path
+
+
+def read_manifest(root: str | Path) -> dict[str, Any] | None:
+    """The ``fluxscale.json`` manifest of a complete dataset directory, or None."""
+    p = Path(root) / MANIFEST
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise StoreError(str(p), None, f"manifest is not valid JSON ({e})") from None
