@@ -46,12 +46,12 @@ class TwinConfig:
     heterogeneity: float = 0.5
     """Standard deviation (log-space) of a smooth random field multiplying the local
     sink strength; the part of the truth that no driver explains."""
-    enso_amplitude: float = 1.0
+    enso_amplitude: float = 0.4
     """Scale of the ENSO-like mode's effect on tropical temperature (°C per unit
     index) and water availability; sets the interannual variability of the sink."""
     weather_sd_tair: float = 2.5
     """Day-to-day air-temperature anomaly standard deviation at mid-latitudes, °C."""
-    gpp_trend_per_year: float = 0.002
+    gpp_trend_per_year: float = 0.0005
     """Relative GPP increase per year around the middle of the record (CO2 fertilisation)."""
 
     # --- towers ----------------------------------------------------------------------
@@ -72,10 +72,10 @@ class TwinConfig:
     """Fraction of days missing inside a tower's record (runs of ~10 days)."""
     obs_noise: float = 0.8
     """Standard deviation of the random error of daily tower NEE, gC m-2 d-1."""
-    night_bias_tropics: float = 0.35
+    night_bias_tropics: float = 0.25
     """Fraction of ecosystem respiration missed by tropical towers (the night-time
     low-turbulence bias), which makes their NEE too negative."""
-    night_bias_extratropics: float = 0.10
+    night_bias_extratropics: float = 0.08
     """The same fraction at extratropical towers (|lat| > 30°; linear in between)."""
     site_offset_sd: float = 0.3
     """Standard deviation of a constant per-tower offset, gC m-2 d-1."""
@@ -85,7 +85,7 @@ class TwinConfig:
     # --- inversions, fire, GCB, prior -----------------------------------------------
     inversion_systems: tuple[str, ...] = ("CAMS", "CTE", "CarboScope", "UoE", "NISMON")
     """Names of the inversion systems."""
-    inversion_regional_error: float = 0.15
+    inversion_regional_error: float = 0.1
     """Relative system-specific error of extratropical regional monthly integrals
     (fraction of the region's seasonal amplitude)."""
     inversion_tropical_error_factor: float = 3.0

@@ -171,6 +171,6 @@ def daily_weather(seed: int, clim: dict[str, np.ndarray], seas: dict[str, np.nda
     tair = (seas["t_clim"][didx] + sd_t[None, :] * (0.75 * coarse_t / 0.7 + 0.6 * local_t)
             + 0.6 * clim["trop"][None, :] * e)
     tele = enso_tele_water(clim["lat"], clim["lon"])
-    wfrac = seas["wfrac"][didx] + 0.10 * (0.7 * coarse_w / 0.7 + 0.6 * local_w) - 0.12 * tele[None, :] * e
+    wfrac = seas["wfrac"][didx] + 0.08 * (0.5 * coarse_w / 0.7 + 0.6 * local_w) - 0.12 * tele[None, :] * e
     wai = clim["cap"][None, :] * np.clip(wfrac, 0.0, 1.0)
     return tair.astype(np.float32), wai.astype(np.float32)

@@ -16,7 +16,7 @@ from ..config import TwinConfig
 from ..drivers import day_of_year_index
 from .climate import cell_climate, daily_weather, seasonal_climatology
 
-LUE = 0.9  # gC MJ-1
+LUE = 0.5  # gC MJ-1 (global GPP ≈ 120 PgC yr-1)
 Q10 = 1.6
 SINK_CAP = 0.6
 

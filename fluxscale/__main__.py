@@ -1,0 +1,5 @@
+from .cli import main
+
+# Guarded: LocalCluster worker processes are spawned and re-import the main module.
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Readable summaries of stores and dataset directories (``fluxscale info``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .regions import REGIONS
+from .schema import SCHEMAS
+from .stores import MANIFEST, open_store, open_stores, read_manifest, store_path
+
+__all__ = ["summarize_store", "summarize_dataset", "region_table"]
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _span(ds: xr.Dataset) -> str:
+    parts = []
+    for dim in ("time", "month"):
+        if dim in ds.coords and ds.sizes.get(dim):
+            t = ds[dim].values
+            parts.append(f"{dim} {np.datetime_as_string(t[0], 'D')} … {np.datetime_as_string(t[-1], 'D')}")
+    if "year" in ds.coords and ds.sizes.get("year"):
+        parts.append(f"years {int(ds.year[0])}–{int(ds.year[-1])}")
+    return "; ".join(parts) or "-"
+
+
+def summarize_store(path: str | Path, name: str | None = None, ds: xr.Dataset | None = None) -> str:
+    """Variables (dims, dtype, units, chunks), sizes, time span and size on disk of one store."""
+    path = Path(path)
+    ds = ds if ds is not None else open_store(path, name)
+    name = name or ds.attrs.get("fluxscale_store", path.stem)
+    lines = [f"{path}  [{name}]  {_du(path) / 2**20:.1f} MiB on disk",
+             f"  dims: {', '.join(f'{k}={v}' for k, v in ds.sizes.items())}", f"  span: {_span(ds)}"]
+    for v, var in sorted(ds.data_vars.items()):
+        chunks = "" if var.chunks is None else " chunks " + "x".join(str(c[0]) for c in var.chunks)
+        units = var.attrs.get("units", "")
+        lines.append(f"  {v:<20} ({', '.join(var.dims)}) {var.dtype} {units}{chunks}")
+    return "\n".join(lines)
+
+
+def region_table(grid: xr.Dataset, sites: xr.Dataset | None = None) -> str:
+    """Per region of Table A1: land cells, land area (10⁶ km²) and towers."""
+    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
+    reg = grid.region.values[il, jl]
+    area = grid.cell_area.values[il, jl] * grid.land_fraction.values[il, jl]
+    nsite = np.bincount(reg[sites.cell.values], minlength=len(REGIONS)) if sites is not None else None
+    head = f"  {'id':>2} {'abbrev':<5} {'name':<25} {'cells':>7} {'area 1e6 km2':>12}" + (f" {'towers':>6}" if nsite is not None else "")
+    lines = [head]
+    for r in REGIONS:
+        m = reg == r.id
+        row = f"  {r.id:>2} {r.abbrev:<5} {r.name:<25} {int(m.sum()):>7} {area[m].sum() / 1e12:>12.2f}"
+        lines.append(row + (f" {int(nsite[r.id]):>6}" if nsite is not None else ""))
+    total = f"  {'':>2} {'all':<5} {'':<25} {reg.size:>7} {area.sum() / 1e12:>12.2f}"
+    lines.append(total + (f" {int(nsite.sum()):>6}" if nsite is not None else ""))
+    return "\n".join(lines)
+
+
+def summarize_dataset(root: str | Path) -> str:
+    """Summary of a dataset directory: manifest, every store, the region table."""
+    root = Path(root)
+    stores = open_stores(root)
+    man = read_manifest(root)
+    lines = [f"dataset {root}"]
+    if man:
+        cfg = man.get("config", {})
+        lines.append(f"  {man.get('kind', '?')} preset={man.get('preset')} seed={cfg.get('seed')} "
+                     f"resolution={cfg.get('resolution_deg')}° years={cfg.get('start_year')}–{cfg.get('end_year')} "
+                     f"created {man.get('created')} by fluxscale {man.get('fluxscale_version')}")
+    else:
+        lines.append(f"  (no {MANIFEST}: not written by the twin, or unfinished)")
+    for n in SCHEMAS:
+        if n in stores:
+            lines.append(summarize_store(store_path(root, n), n, stores[n]))
+    lines.append("regions (Table A1):")
+    lines.append(region_table(stores["grid"], stores.get("sites")))
+    if "truth" in stores:
+        ann = stores["truth"].NEE_global_annual.values
+        lines.append(f"truth: global NEE {ann.mean():.2f} PgC/yr (IAV sd {ann.std(ddof=1):.2f})")
+    gcb = stores["gcb"]
+    lines.append(f"gcb: global NEE {float(gcb.NEE.mean()):.2f} ± {float(gcb.NEE_sigma.mean()):.2f} PgC/yr")
+    return "\n".join(lines)

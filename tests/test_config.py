@@ -1,0 +1,32 @@
+import pytest
+
+from fluxscale.config import PRESETS, TwinConfig, twin_preset
+from fluxscale.errors import ConfigError
+
+
+def test_presets_only_choose_field_values():
+    names = set(TwinConfig.__dataclass_fields__)
+    for preset, values in PRESETS.items():
+        assert set(values) <= names, preset
+        cfg = twin_preset(preset)
+        for k, v in values.items():
+            assert getattr(cfg, k) == v
+    assert twin_preset("full").resolution_deg == 0.5 and twin_preset("full").inversion_resolution_deg == 1.0
+    assert twin_preset("full").start_year == 2001 and twin_preset("full").end_year == 2017
+
+
+@pytest.mark.parametrize("knobs, msg", [
+    (dict(resolution_deg=0.7), "resolution_deg=0.7"),
+    (dict(inversion_resolution_deg=1.5), "integer multiple"),
+    (dict(n_sites=3), "n_sites=3"),
+    (dict(end_year=2001), "end_year"),
+    (dict(no_such_knob=1), "unknown twin knob"),
+])
+def test_bad_config_is_refused_with_the_field(knobs, msg):
+    with pytest.raises(ConfigError, match=msg):
+        twin_preset("tiny", **knobs)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        twin_preset("huge")

@@ -1,0 +1,131 @@
+"""Every bad store gets one clear StoreError naming the store, the variable and the problem."""
+
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+
+from fluxscale.errors import StoreError
+from fluxscale.stores import open_store, open_stores, store_path
+
+from .conftest import raise_if_dask_computes
+
+
+@pytest.fixture
+def twin_copy(tiny_twin, tmp_path):
+    dst = tmp_path / "data"
+    shutil.copytree(tiny_twin, dst)
+    return dst
+
+
+def _group(root, name):
+    return zarr.open_group(str(store_path(root, name)), mode="r+")
+
+
+def test_opening_is_lazy_and_valid(tiny_twin):
+    with raise_if_dask_computes():
+        stores = open_stores(tiny_twin)
+    assert set(stores) == {"grid", "drivers", "sites", "inversions", "fire", "prior", "gcb", "truth"}
+    assert stores["truth"].NEE.chunks is not None and stores["drivers"].Tair.chunks is not None
+    open_stores(tiny_twin, deep=True)  # the real values pass the deep checks
+
+
+def _expect(root, name, pattern, deep=False):
+    with pytest.raises(StoreError) as info:
+        open_stores(root, deep=deep)
+    msg = str(info.value)
+    assert f"{name}.zarr" in msg, msg
+    assert pytest.importorskip("re").search(pattern, msg), msg
+    return info.value
+
+
+def test_missing_variable(twin_copy):
+    del _group(twin_copy, "drivers")["WAI2"]
+    e = _expect(twin_copy, "drivers", r"variable 'WAI2': missing")
+    assert e.variable == "WAI2" and e.problem == "missing"
+
+
+def test_wrong_units(twin_copy):
+    _group(twin_copy, "prior")["NEE"].attrs["units"] = "kg m-2 s-1"
+    _expect(twin_copy, "prior", r"variable 'NEE': has units 'kg m-2 s-1', expected 'gC m-2 d-1'")
+
+
+def test_units_spelling_is_tolerated(twin_copy):
+    _group(twin_copy, "prior")["NEE"].attrs["units"] = "gC  m-2 d-1"
+    open_stores(twin_copy)
+
+
+def test_wrong_grid(twin_copy, tmp_path):
+    from fluxscale.twin import make_twin
+
+    other = make_twin(tmp_path / "other", preset="tiny", resolution_deg=4.0, inversion_resolution_deg=8.0,
+                      show_progress=False)
+    shutil.rmtree(store_path(twin_copy, "prior"))
+    shutil.copytree(store_path(other, "prior"), store_path(twin_copy, "prior"))
+    _expect(twin_copy, "prior", r"variable 'NEE': grid 45x90 is not the model grid 90x180")
+    shutil.rmtree(store_path(twin_copy, "drivers"))
+    shutil.copytree(store_path(other, "drivers"), store_path(twin_copy, "drivers"))
+    _expect(twin_copy, "drivers", r"variable 'cell': \d+ cells, but the grid has 3842 land cells \(wrong grid\)")
+
+
+def test_nan_where_none_allowed_small_variable(twin_copy):
+    _group(twin_copy, "grid")["cell_area"][3, 4] = np.nan
+    _expect(twin_copy, "grid", r"variable 'cell_area': 1 NaN values where none is allowed \(first at index \(3, 4\)\)")
+
+
+def test_nan_where_none_allowed_big_variable_found_by_deep_check(twin_copy):
+    _group(twin_copy, "drivers")["Tair"][5, 7] = np.nan
+    open_stores(twin_copy)  # structure is fine; values are checked deep
+    _expect(twin_copy, "drivers", r"variable 'Tair': 1 NaN values where none is allowed", deep=True)
+
+
+def test_values_out_of_range(twin_copy):
+    _group(twin_copy, "drivers")["AMP_Band4"][0] = 3.5
+    _expect(twin_copy, "drivers", r"variable 'AMP_Band4': values out of range \[0, 1\].*max 3.5", deep=True)
+    _group(twin_copy, "sites")["fold"][0] = 12
+    _expect(twin_copy, "sites", r"variable 'fold': values out of range \[0, 9\]")
+
+
+def test_duplicated_site_ids(twin_copy):
+    g = _group(twin_copy, "sites")
+    ids = g["site"][:]
+    g["site"][1] = ids[0]
+    _expect(twin_copy, "sites", rf"variable 'site': duplicated site ids: {ids[0]}")
+
+
+def test_unknown_region_ids(twin_copy):
+    _group(twin_copy, "grid")["region"][10, 10] = 42
+    _expect(twin_copy, "grid", r"variable 'region': values out of range \[-1, 17\]")
+
+
+def test_time_axis_gap_and_duplicate(twin_copy):
+    t = _group(twin_copy, "drivers")["time"]
+    vals = t[:]
+    t[100] = vals[99]
+    _expect(twin_copy, "drivers", r"variable 'time': time axis is duplicated 2001-04-10")
+    t[100:] = vals[100:] + 1
+    _expect(twin_copy, "drivers", r"variable 'time': daily time axis has a gap after 2001-04-10")
+
+
+def test_site_outside_its_cell(twin_copy):
+    _group(twin_copy, "sites")["lat"][0] = 89.0
+    _expect(twin_copy, "sites", r"variable 'lat': site \S+ at \(89.000, .*\) is not inside land cell")
+
+
+def test_missing_store_and_unfinished_write(twin_copy):
+    p = store_path(twin_copy, "fire")
+    p.rename(p.with_name("fire.zarr.partial"))
+    _expect(twin_copy, "fire", r"store not found \(an unfinished write")
+
+
+def test_wrong_store_kind(twin_copy):
+    with pytest.raises(StoreError, match=r"is a 'prior' store, expected 'grid'"):
+        open_store(store_path(twin_copy, "prior"), "grid")
+
+
+def test_not_a_zarr_store(tmp_path):
+    (tmp_path / "grid.zarr").mkdir()
+    (tmp_path / "grid.zarr" / "junk.txt").write_text("x")
+    with pytest.raises(StoreError, match=r"grid.zarr: not a readable Zarr group"):
+        open_store(tmp_path / "grid.zarr")
