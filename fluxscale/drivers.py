@@ -48,7 +48,7 @@ DRIVER_UNITS = {
 
 def day_of_year_index(time: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
     """Row of the ``doy`` axis (0…365) for each date: ``dayofyear - 1``."""
-    return (pd.DatetimeIndex(time).dayofyear.to_numpy() - 1).astype(np.intp)
+    return (pd.DatetimeIndex(time).day_of_year.to_numpy() - 1).astype(np.intp)
 
 
 def _assemble(daily: dict[str, np.ndarray], seasonal: dict[str, np.ndarray], static: dict[str, np.ndarray],

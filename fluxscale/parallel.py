@@ -60,7 +60,11 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
         if client is not None:
             from distributed import as_completed
 
-            shared = {k: client.scatter(v, broadcast=True) if _is_big(v) else v for k, v in kwargs.items()}
+            # Non-scalar arguments are scattered once (in a list, so that a mapping is sent whole):
+            # sent inline, a mapping argument of client.map becomes a graph node keyed by its
+            # name and shared by every task, which the scheduler rejects.
+            shared = {k: v if isinstance(v, (str, int, float, bool, type(None))) else client.scatter([v], broadcast=True)[0]
+                      for k, v in kwargs.items()}
             futures = client.map(func, items, pure=False, key=[f"{label}-{i}-{time.monotonic_ns()}" for i in range(len(items))],
                                  **shared)
             for fut in as_completed(futures):
@@ -73,7 +77,3 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
         with _RichCallback(progress, task, keys):
             return list(dask.compute(*tasks, scheduler="threads"))
 
-
-def _is_big(v: Any) -> bool:
-    nbytes = getattr(v, "nbytes", 0)
-    return isinstance(nbytes, int) and nbytes > 1_000_000

@@ -20,7 +20,7 @@ def test_block_equals_naive_lookup(tiny_twin):
     assert block.shape == (50, 40, 10) and block.dtype == np.float32
     # independent reference: per element, pick by calendar day of year / by name
     for a, ti in enumerate(t[:10]):
-        doy = pd.Timestamp(mem.time.values[ti]).dayofyear
+        doy = pd.Timestamp(mem.time.values[ti]).day_of_year
         for b, ci in enumerate(c[:10]):
             for k, name in enumerate(DRIVER_NAMES):
                 v = mem[name]

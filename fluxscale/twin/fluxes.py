@@ -56,7 +56,7 @@ def climatological_gpp(cfg: TwinConfig, lat: np.ndarray, lon: np.ndarray) -> np.
 
 def _lue_trend(cfg: TwinConfig, time: pd.DatetimeIndex) -> np.ndarray:
     mid = 0.5 * (cfg.start_year + cfg.end_year + 1)
-    years = time.year.to_numpy() + (time.dayofyear.to_numpy() - 0.5) / 365.25
+    years = time.year.to_numpy() + (time.day_of_year.to_numpy() - 0.5) / 365.25
     return (1.0 + cfg.gpp_trend_per_year * (years - mid)).astype(np.float32)[:, None]
 
 

@@ -169,29 +169,31 @@ def _cell_task(block: tuple[int, int], *, cfg: TwinConfig, lat: np.ndarray, lon:
     return out
 
 
-def _month_task(block: tuple[int, int], *, cfg: TwinConfig, grid: xr.Dataset, inv: xr.Dataset, truth_path: str,
+def _month_task(block: tuple[int, int], *, cfg: TwinConfig, geo: dict[str, np.ndarray], truth_path: str,
                 errors: np.ndarray, misplace: np.ndarray, fire: np.ndarray, month_days: np.ndarray,
                 prior_path: str, inv_path: str, fire_path: str) -> None:
-    """Write one 12-month block of the prior, the inversions and the fire flux."""
+    """Write one 12-month block of the prior, the inversions and the fire flux.
+
+    ``geo``: numpy arrays of the model grid (``cell_ilat``, ``cell_ilon``, ``cell_lat``,
+    ``cell_lon``, ``fine_weight`` (lat, lon)) and of the inversion grid (``coarse_weight``
+    (lat, lon), ``coarse_region`` (lat, lon)); weights are area × land fraction, m².
+    """
     m0, m1 = block
     truth = xr.open_zarr(truth_path, consolidated=False, zarr_format=3)
     nee = truth.NEE_monthly[m0:m1].values
     reco = truth.Reco_monthly[m0:m1].values
-    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
-    nlat, nlon = grid.sizes["lat"], grid.sizes["lon"]
+    il, jl = geo["cell_ilat"], geo["cell_ilon"]
+    nlat, nlon = geo["fine_weight"].shape
     prior = np.full((m1 - m0, nlat, nlon), np.nan, dtype=np.float32)
-    prior[:, il, jl] = prior_flux(cfg, nee, reco, grid.cell_lat.values, grid.cell_lon.values)
+    prior[:, il, jl] = prior_flux(cfg, nee, reco, geo["cell_lat"], geo["cell_lon"])
     write_region(xr.Dataset({"NEE": (("time", "lat", "lon"), prior)}), prior_path, {"time": slice(m0, m1)})
 
     fine = np.full((m1 - m0, nlat, nlon), np.nan)
     fine[:, il, jl] = nee
-    fine_w = np.zeros((nlat, nlon))
-    fine_w[il, jl] = _cell_weight(grid)
-    coarse_w = inv.cell_area.values * inv.land_fraction.values.astype(np.float64)
-    factor = nlat // inv.sizes["lat"]
-    truth_c = aggregate_to_coarse(fine, fine_w, factor, coarse_w)
+    coarse_w = geo["coarse_weight"]
+    truth_c = aggregate_to_coarse(fine, geo["fine_weight"], nlat // coarse_w.shape[0], coarse_w)
     ci, cj = np.nonzero(coarse_w > 0)
-    flux = inversion_fluxes(cfg, truth_c[:, ci, cj], inv.region.values[ci, cj], coarse_w[ci, cj],
+    flux = inversion_fluxes(cfg, truth_c[:, ci, cj], geo["coarse_region"][ci, cj], coarse_w[ci, cj],
                             errors[:, :, m0:m1], misplace, fire[m0:m1], month_days[m0:m1])
     out = np.full((flux.shape[0], m1 - m0) + coarse_w.shape, np.nan, dtype=np.float32)
     out[:, :, ci, cj] = flux
@@ -290,13 +292,18 @@ def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: 
     t = _time.perf_counter()
     coarse_w = inv.cell_area.values * inv.land_fraction.values.astype(np.float64)
     ci, cj = np.nonzero(coarse_w > 0)
+    fine_w = np.zeros(grid.land.shape)
+    fine_w[grid.cell_ilat.values, grid.cell_ilon.values] = weight
+    geo = {"cell_ilat": grid.cell_ilat.values, "cell_ilon": grid.cell_ilon.values, "cell_lat": grid.cell_lat.values,
+           "cell_lon": grid.cell_lon.values, "fine_weight": fine_w, "coarse_weight": coarse_w,
+           "coarse_region": inv.region.values}
     c_lat, c_lon = inv.lat.values[ci], inv.lon.values[cj]
     tropical = tropical_regions(cell_region, grid.cell_lat.values, weight)
     errors = regional_errors(cfg, integrals, tropical)
     misplace = misplacement_fields(cfg, c_lat, c_lon, inv.region.values[ci, cj], coarse_w[ci, cj])
     enso_month = pd.Series(enso, index=time).resample("MS").mean().to_numpy()
     enso_year = np.repeat(enso_month.reshape(years.size, 12).mean(axis=1), 12)
-    fire = fire_field(cfg, c_lat, c_lon, coarse_w[ci, cj], np.asarray(months.dayofyear + 14, dtype=float),
+    fire = fire_field(cfg, c_lat, c_lon, coarse_w[ci, cj], np.asarray(months.day_of_year + 14, dtype=float),
                       month_days, enso_year)
     for name, var, g, lead, title in (
         ("prior", "NEE", grid, None, "fluxscale twin: prior NEE (FLUXCOM RS+METEO role)"),
@@ -308,7 +315,7 @@ def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: 
         write_template(ds, paths[name], name, enc)
     run_tasks(
         _month_task, month_block_plan(months.size), client=client, label="twin: inversions + fire + prior",
-        show_progress=show_progress, cfg=cfg, grid=grid, inv=inv, truth_path=str(partial_path(paths["truth"])),
+        show_progress=show_progress, cfg=cfg, geo=geo, truth_path=str(partial_path(paths["truth"])),
         errors=errors, misplace=misplace, fire=fire, month_days=month_days,
         prior_path=str(partial_path(paths["prior"])), inv_path=str(partial_path(paths["inversions"])),
         fire_path=str(partial_path(paths["fire"])),
