@@ -111,9 +111,11 @@ class TwinConfig:
 
     def __post_init__(self) -> None:
         ratio = self.inversion_resolution_deg / self.resolution_deg
-        factor = self.resolution_deg / 0.5
-        if self.resolution_deg <= 0 or abs(factor - round(factor)) > 1e-9:
-            raise ConfigError(f"resolution_deg={self.resolution_deg}: must be a multiple of 0.5")
+        for name in ("resolution_deg", "inversion_resolution_deg"):
+            k = getattr(self, name) / 0.5  # 0.5° cells per cell side
+            if abs(k - round(k)) > 1e-9 or round(k) < 1 or 360 % round(k):
+                raise ConfigError(f"{name}={getattr(self, name)}: must be a whole number of 0.5° cells "
+                                  f"that divides 180° (0.5, 1, 1.5, 2, 2.5, 3, 4, 4.5, 5, 6, …)")
         if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
             raise ConfigError(
                 f"inversion_resolution_deg={self.inversion_resolution_deg}: must be an integer "

@@ -160,6 +160,8 @@ SCHEMAS: dict[str, StoreSchema] = {
     "truth": StoreSchema("truth", {
         "time": VarSpec(("time",), "M"), "month": VarSpec(("month",), "M"), "year": VarSpec(("year",), "iu"),
         "cell": VarSpec(("cell",), "iu", None, (0, 10**7)),
+        "cell_lat": VarSpec(("cell",), "f", "degrees_north", (-90, 90)),
+        "cell_lon": VarSpec(("cell",), "f", "degrees_east", (-180, 180)),
         "NEE": VarSpec(("time", "cell"), "f", NEE_UNITS, (-60, 60), eager=False, long_name="true daily NEE"),
         "NEE_monthly": VarSpec(("month", "cell"), "f", NEE_UNITS, (-60, 60), eager=False, long_name="true monthly mean NEE"),
         "GPP_monthly": VarSpec(("month", "cell"), "f", NEE_UNITS, (0, 80), eager=False, long_name="true monthly mean GPP"),

@@ -105,14 +105,17 @@ def open_store(path: str | Path, name: str | None = None, *, deep: bool = False)
         ds = xr.open_zarr(str(path), consolidated=False, zarr_format=3)
         # Small variables read through the non-dask backend: opening runs no Dask graph.
         raw = xr.open_zarr(str(path), consolidated=False, zarr_format=3, chunks=None)
-        eager = [n for n, s in schema.variables.items() if s.eager and n in raw.variables and n not in raw.coords]
+        eager = [n for n, s in schema.variables.items() if s.eager and n in raw.variables]
         loaded = {n: raw[n].variable.load() for n in eager}
     except StoreError:
         raise
     except Exception as e:  # noqa: BLE001
         raise StoreError(label, None, f"cannot be opened with xarray ({type(e).__name__}: {e})") from None
     for n, var in loaded.items():
-        ds[n] = var
+        if n in ds.coords:
+            ds = ds.assign_coords({n: var})
+        else:
+            ds[n] = var
     _check_structure(ds, schema, label)
     _check_values(ds, schema, label, [n for n, s in schema.variables.items() if s.eager])
     _STORE_CHECKS.get(name, lambda *a: None)(ds, label)

@@ -17,7 +17,8 @@ def test_presets_only_choose_field_values():
 
 @pytest.mark.parametrize("knobs, msg", [
     (dict(resolution_deg=0.7), "resolution_deg=0.7"),
-    (dict(inversion_resolution_deg=1.5), "integer multiple"),
+    (dict(inversion_resolution_deg=3.0), "integer multiple"),
+    (dict(resolution_deg=4.0, inversion_resolution_deg=8.0), "inversion_resolution_deg=8.0: must be a whole number of 0.5° cells"),
     (dict(n_sites=3), "n_sites=3"),
     (dict(end_year=2001), "end_year"),
     (dict(no_such_knob=1), "unknown twin knob"),

@@ -59,11 +59,11 @@ def test_units_spelling_is_tolerated(twin_copy):
 def test_wrong_grid(twin_copy, tmp_path):
     from fluxscale.twin import make_twin
 
-    other = make_twin(tmp_path / "other", preset="tiny", resolution_deg=4.0, inversion_resolution_deg=8.0,
+    other = make_twin(tmp_path / "other", preset="tiny", resolution_deg=3.0, inversion_resolution_deg=6.0,
                       show_progress=False)
     shutil.rmtree(store_path(twin_copy, "prior"))
     shutil.copytree(store_path(other, "prior"), store_path(twin_copy, "prior"))
-    _expect(twin_copy, "prior", r"variable 'NEE': grid 45x90 is not the model grid 90x180")
+    _expect(twin_copy, "prior", r"variable 'NEE': grid 60x120 is not the model grid 90x180")
     shutil.rmtree(store_path(twin_copy, "drivers"))
     shutil.copytree(store_path(other, "drivers"), store_path(twin_copy, "drivers"))
     _expect(twin_copy, "drivers", r"variable 'cell': \d+ cells, but the grid has 3842 land cells \(wrong grid\)")
