@@ -51,7 +51,11 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
             write_twin(cfg.data_dir, cfg.twin, client=client, show_progress=show_progress, preset=preset)
         timings["twin"] = time.perf_counter() - t
         t = time.perf_counter()
-        open_stores(cfg.data_dir, deep=True)
+        if console is not None and show_progress:
+            with console.status("validate: checking every value of every store (one Dask pass)"):
+                open_stores(cfg.data_dir, deep=True)
+        else:
+            open_stores(cfg.data_dir, deep=True)
         timings["validate"] = time.perf_counter() - t
         say(f"validate: every store of {cfg.data_dir} matches the schema")
     timings["total"] = time.perf_counter() - t0

@@ -1,0 +1,1 @@
+"""fluxscale benchmarks: ``python -m benchmarks --size {tiny,small,full}``."""

@@ -1,0 +1,66 @@
+"""``python -m benchmarks --size {tiny,small,full} [--repeats N] [--out DIR]``.
+
+Writes ``results.json`` and ``results.md`` into ``--out`` (default ``bench-out/``), with
+the machine (cores, memory, versions) in the header. Each figure is a median of
+``--repeats`` runs, reported with its peer measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+from .twin import bench_twin
+
+
+def machine() -> dict:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    pkgs = {p: version(p) for p in ("fluxscale", "numpy", "dask", "distributed", "xarray", "zarr", "numba")}
+    return {"cores": os.cpu_count(), "memory_gib": round(mem, 1), "python": platform.python_version(),
+            "platform": platform.platform(), "packages": pkgs,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def to_markdown(res: dict) -> str:
+    m = res["machine"]
+    lines = [f"# fluxscale benchmarks ({res['size']})", "",
+             f"{m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
+             + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + f"; {m['date']}", "",
+             f"Command: `python -m benchmarks --size {res['size']} --repeats {res['repeats']}`", "",
+             "| benchmark | fluxscale | peer | ratio |", "|---|---|---|---|"]
+    for b in res["benchmarks"]:
+        lines.append(f"| {b['name']}: {b['cells']} cells × {b['days']} days | {b['twin_wall_s']:.2f} s, "
+                     f"peak {b['twin_peak_rss_mib']:.0f} MiB | raw Zarr write of the same daily bytes "
+                     f"{b['raw_wall_s']:.2f} s ({b['raw_MBps']:.0f} MB/s) | {b['ratio_twin_over_raw_time']:.2f}× the time |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks")
+    ap.add_argument("--size", choices=("tiny", "small", "full"), default="small")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="bench-out")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="fluxscale-bench-", dir=out)
+    try:
+        res = {"size": args.size, "repeats": args.repeats, "machine": machine(),
+               "benchmarks": [bench_twin(args.size, work, args.repeats)]}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    (out / "results.md").write_text(to_markdown(res))
+    print(to_markdown(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
