@@ -214,7 +214,7 @@ def _check_time(ds: xr.Dataset, label: str, dim: str, freq: str) -> None:
             raise StoreError(label, dim, f"daily time axis has a gap after {np.datetime_as_string(t[i], 'D')}")
     elif freq == "MS":
         m = t.astype("datetime64[M]")
-        if np.any(m != t.astype("datetime64[D]").astype("datetime64[M]")) or np.any(np.diff(m).astype(int) != 1):
+        if np.any(m.astype(t.dtype) != t) or np.any(np.diff(m).astype(int) != 1):
             raise StoreError(label, dim, "monthly time axis must hold consecutive month starts")
 
 

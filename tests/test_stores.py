@@ -129,3 +129,9 @@ def test_not_a_zarr_store(tmp_path):
     (tmp_path / "grid.zarr" / "junk.txt").write_text("x")
     with pytest.raises(StoreError, match=r"grid.zarr: not a readable Zarr group"):
         open_store(tmp_path / "grid.zarr")
+
+
+def test_monthly_axis_must_be_month_starts(twin_copy):
+    t = _group(twin_copy, "prior")["time"]
+    t[3] = t[3] + 14  # mid-April instead of 1 April
+    _expect(twin_copy, "prior", r"variable 'time': monthly time axis must hold consecutive month starts")
