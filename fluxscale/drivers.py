@@ -16,6 +16,7 @@ chunks that the block touches.
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -88,10 +89,12 @@ def assemble_driver_block(drivers: xr.Dataset, time: slice | np.ndarray = slice(
     """
     sub = drivers.isel(time=time, cell=cell)
     doy_idx = day_of_year_index(sub.time.values)
-    daily = {n: np.asarray(sub[n].values, dtype=np.float32) for n in DAILY_DRIVERS}
-    seasonal = {n: np.asarray(sub[n].values, dtype=np.float32) for n in SEASONAL_DRIVERS}
-    static = {n: np.asarray(sub[n].values, dtype=np.float32) for n in STATIC_DRIVERS}
-    return _assemble(daily, seasonal, static, doy_idx)
+    # One synchronous read of the ten arrays: cheap, and safe inside a task on a Dask worker
+    # (no nested graph on the cluster's scheduler).
+    (arrays,) = dask.compute({n: sub[n].data for n in DRIVER_NAMES}, scheduler="synchronous")
+    arrays = {n: np.asarray(a, dtype=np.float32) for n, a in arrays.items()}
+    return _assemble({n: arrays[n] for n in DAILY_DRIVERS}, {n: arrays[n] for n in SEASONAL_DRIVERS},
+                     {n: arrays[n] for n in STATIC_DRIVERS}, doy_idx)
 
 
 def driver_block(drivers: xr.Dataset, time: slice | np.ndarray = slice(None),

@@ -41,9 +41,8 @@ from ..schema import NEE_UNITS, SCHEMAS
 from ..stores import MANIFEST, commit_store, partial_path, store_path, write_region, write_store, write_template
 from .atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, inversion_fluxes,
                          misplacement_fields, prior_flux, regional_errors, tropical_regions)
-from .climate import enso_index
+from .climate import cell_climate, enso_index
 from .fluxes import climatological_gpp, simulate_cells, sink_shape
-from .climate import cell_climate
 from .sites import make_sites
 
 __all__ = ["make_twin", "write_twin", "cell_block_plan", "month_block_plan", "calibrate_sink"]
