@@ -54,6 +54,7 @@ def _parse_knobs(items: list[str] | None) -> dict:
 
 
 PresetOpt = Annotated[str, typer.Option(help=f"Twin size: {', '.join(PRESETS)}.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to try reaching --scheduler before failing.")]
 
 
 @app.command()
@@ -66,6 +67,7 @@ def twin(
     region_mask: Annotated[Optional[Path], typer.Option(help="Your own 18-region mask NetCDF.")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: threads here).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    connect_timeout: TimeoutOpt = 10.0,
 ):
     """Write a synthetic twin Earth (every store, from a known true NEE) into OUT."""
     from .twin import write_twin
@@ -75,7 +77,7 @@ def twin(
     if scheduler:
         from .cluster import cluster_client
 
-        with cluster_client(ClusterConfig(scheduler_address=scheduler)) as client:
+        with cluster_client(ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout)) as client:
             write_twin(out, cfg, client=client, show_progress=progress, region_mask=region_mask, preset=preset)
     else:
         write_twin(out, cfg, show_progress=progress, region_mask=region_mask, preset=preset)
@@ -99,6 +101,7 @@ def info(path: Annotated[Path, typer.Argument(help="A dataset directory or one .
 def validate(
     path: Annotated[Path, typer.Argument(help="A dataset directory or one .zarr store.")],
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: threads here).")] = None,
+    connect_timeout: TimeoutOpt = 10.0,
 ):
     """Check every store against the schema, values included (NaN, ranges), in one Dask pass."""
     from .stores import open_store, open_stores
@@ -112,7 +115,7 @@ def validate(
     if scheduler:
         from .cluster import cluster_client
 
-        with cluster_client(ClusterConfig(scheduler_address=scheduler)):
+        with cluster_client(ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout)):
             go()
     else:
         go()
@@ -131,13 +134,15 @@ def run(
     memory_limit: Annotated[str, typer.Option(help="Memory limit per LocalCluster worker.")] = "6GiB",
     reuse: Annotated[bool, typer.Option(help="Reuse a complete twin of the same config in DATA_DIR.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    connect_timeout: TimeoutOpt = 10.0,
 ):
     """The whole pipeline on a Dask cluster. Stages so far: twin → validation → summary."""
     from .pipeline import run_pipeline
 
     cfg = RunConfig(data_dir=str(data_dir), twin=twin_preset(preset, seed=seed),
                     cluster=ClusterConfig(scheduler_address=scheduler, n_workers=workers,
-                                          threads_per_worker=threads_per_worker, memory_limit=memory_limit),
+                                          threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                                          connect_timeout_s=connect_timeout),
                     reuse=reuse)
     report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset)
     console.print(report["summary"], highlight=False)

@@ -12,20 +12,20 @@ __all__ = ["cluster_client"]
 
 
 @contextlib.contextmanager
-def cluster_client(cfg: ClusterConfig, timeout: float = 20.0) -> Iterator["distributed.Client"]:  # noqa: F821
+def cluster_client(cfg: ClusterConfig) -> Iterator["distributed.Client"]:  # noqa: F821
     """A ``distributed.Client``: connected to ``cfg.scheduler_address`` or to a new
     ``LocalCluster`` of worker processes bound to ``cfg.host``; closed on exit.
 
     Raises
     ------
     FluxscaleError
-        When the scheduler cannot be reached within ``timeout`` seconds.
+        When the scheduler cannot be reached within ``cfg.connect_timeout_s`` seconds.
     """
     from distributed import Client, LocalCluster
 
     if cfg.scheduler_address:
         try:
-            client = Client(cfg.scheduler_address, timeout=timeout)
+            client = Client(cfg.scheduler_address, timeout=cfg.connect_timeout_s)
         except (OSError, TimeoutError) as e:
             raise FluxscaleError(f"cannot reach the Dask scheduler at {cfg.scheduler_address}: {e}") from None
         with client:

@@ -183,6 +183,8 @@ class ClusterConfig:
     memory_limit: str = "6GiB"
     host: str = "127.0.0.1"
     dashboard_address: str | None = ":0"
+    connect_timeout_s: float = 10.0
+    """How long to try reaching ``scheduler_address`` before failing, seconds."""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ coordinates and the small metadata variables are read (and checked).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import warnings
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -181,7 +183,6 @@ def validate_store(ds: xr.Dataset, name: str, label: str | None = None, *, deep:
         arr = d if hasattr(d, "dask") else dask.array.from_array(np.asarray(d))
         nan = dask.array.isnan(arr)
         stats[n] = (nan.sum(), dask.array.nanmin(arr), dask.array.nanmax(arr), arr.size)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
         (computed,) = dask.compute(stats)
@@ -349,6 +350,15 @@ def _cross_checks(s: dict[str, xr.Dataset], root: Path) -> None:
 
 # --- writing --------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _quiet_consolidation():
+    """Stores carry consolidated metadata so that a plain ``xr.open_zarr(path)`` opens them
+    quickly and without a warning; zarr warns that v3 does not specify it yet."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
+
+
 def _stamp(ds: xr.Dataset, name: str) -> xr.Dataset:
     ds = ds.copy()
     ds.attrs.update(fluxscale_store=name, fluxscale_schema_version=SCHEMA_VERSION)
@@ -363,7 +373,8 @@ def write_store(ds: xr.Dataset, path: str | Path, name: str, encoding: dict | No
     tmp = partial_path(path)
     if tmp.exists():
         shutil.rmtree(tmp)
-    _stamp(ds, name).to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
+    with _quiet_consolidation():
+        _stamp(ds, name).to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=True, encoding=encoding or {})
     return commit_store(path) if commit else tmp
 
 
@@ -377,8 +388,9 @@ def write_template(ds: xr.Dataset, path: str | Path, name: str, encoding: dict |
     tmp = partial_path(path)
     if tmp.exists():
         shutil.rmtree(tmp)
-    _stamp(ds, name).to_zarr(str(tmp), mode="w", compute=False, zarr_format=3, consolidated=False,
-                             encoding=encoding or {})
+    with _quiet_consolidation():
+        _stamp(ds, name).to_zarr(str(tmp), mode="w", compute=False, zarr_format=3, consolidated=True,
+                                 encoding=encoding or {})
     return tmp
 
 

@@ -59,8 +59,12 @@ def test_run_on_a_local_cluster_matches_threaded_twin(tmp_path, tiny_twin):
 
 
 def test_unreachable_scheduler_fails_fast(tmp_path):
-    r = runner.invoke(app, ["validate", str(tmp_path), "--scheduler", "tcp://127.0.0.1:1"])
+    import time
+
+    t = time.perf_counter()
+    r = runner.invoke(app, ["validate", str(tmp_path), "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", "2"])
     assert r.exit_code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in r.output
+    assert time.perf_counter() - t < 15  # the timeout is honoured, not distributed's default
 
 
 def test_import_does_not_import_torch():

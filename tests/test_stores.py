@@ -135,3 +135,18 @@ def test_monthly_axis_must_be_month_starts(twin_copy):
     t = _group(twin_copy, "prior")["time"]
     t[3] = t[3] + 14  # mid-April instead of 1 April
     _expect(twin_copy, "prior", r"variable 'time': monthly time axis must hold consecutive month starts")
+
+
+def test_plain_xarray_opens_every_store_quietly(tiny_twin):
+    import warnings
+
+    import xarray as xr
+
+    ours = open_stores(tiny_twin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name, ds in ours.items():
+            plain = xr.open_zarr(store_path(tiny_twin, name))
+            assert set(plain.data_vars) == set(ds.data_vars), name
+    np.testing.assert_array_equal(xr.open_zarr(store_path(tiny_twin, "truth")).NEE.values, ours["truth"].NEE.values)
+    assert xr.open_zarr(store_path(tiny_twin, "drivers")).time.attrs["standard_name"] == "time"

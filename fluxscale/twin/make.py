@@ -88,6 +88,11 @@ def _attrs(store: str, var: str) -> dict[str, Any]:
     return a
 
 
+def time_coord(dim: str, values, long_name: str) -> tuple:
+    """A CF time coordinate (encoded by xarray as days since the first date)."""
+    return (dim, values, {"standard_name": "time", "long_name": long_name, "axis": "T"})
+
+
 def _zeros(shape, chunks):
     return da.zeros(shape, chunks=chunks, dtype=np.float32)
 
@@ -105,7 +110,9 @@ def _drivers_template(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex)
         data[name] = (dims, _zeros(shape, chunks), _attrs("drivers", name))
         enc[name] = {"chunks": chunks}
     ds = xr.Dataset(data, coords={
-        "time": time, "doy": ("doy", np.arange(1, 367, dtype=np.int16)), "cell": grid.cell.values,
+        "time": time_coord("time", time, "day"),
+        "doy": ("doy", np.arange(1, 367, dtype=np.int16), {"long_name": "day of year of the mean seasonal cycle"}),
+        "cell": grid.cell,
         "cell_lat": grid.cell_lat, "cell_lon": grid.cell_lon,
     }, attrs={"title": "fluxscale twin: drivers (Table A2)", "layout": "land cells gathered on 'cell' (see grid.zarr)",
               "Conventions": "CF-1.10"})
@@ -122,7 +129,9 @@ def _truth_template(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex, m
         enc[v] = {"chunks": (months.size, cc)}
     data["NEE_global_annual"] = (("year",), da.zeros(years.size, chunks=-1, dtype=np.float64),
                                  _attrs("truth", "NEE_global_annual"))
-    ds = xr.Dataset(data, coords={"time": time, "month": months, "year": years, "cell": grid.cell.values,
+    ds = xr.Dataset(data, coords={"time": time_coord("time", time, "day"),
+                                  "month": time_coord("month", months, "month start"),
+                                  "year": ("year", years, {"long_name": "calendar year"}), "cell": grid.cell,
                                   "cell_lat": grid.cell_lat, "cell_lon": grid.cell_lon},
                     attrs={"title": "fluxscale twin: the true NEE (negative = uptake)"})
     return ds, enc
@@ -136,7 +145,7 @@ def _gridded_template(store: str, var: str, months: pd.DatetimeIndex, g: xr.Data
     chunks = (1,) * len(lead) + (12, g.sizes["lat"], g.sizes["lon"])
     arr = da.full(shape, np.nan, chunks=chunks, dtype=np.float32)
     ds = xr.Dataset({var: (dims, arr, _attrs(store, var))},
-                    coords={**{k: (k, np.asarray(v, dtype=object)) for k, v in lead.items()}, "time": months, "lat": g.lat, "lon": g.lon},
+                    coords={**{k: (k, np.asarray(v, dtype=object)) for k, v in lead.items()}, "time": time_coord("time", months, "month start"), "lat": g.lat, "lon": g.lon},
                     attrs={"title": title, "resolution_deg": g.attrs["resolution_deg"], "Conventions": "CF-1.10"})
     return ds, {var: {"chunks": chunks}}
 

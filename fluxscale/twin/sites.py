@@ -128,7 +128,8 @@ def make_sites(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex, enso: 
             "night_bias_fraction": (("site",), bias_frac.astype(np.float32),
                                     {"units": "1", "long_name": "twin: fraction of Reco missed by the tower"}),
         },
-        coords={"site": pl["site"].astype(object), "time": time},
+        coords={"site": ("site", pl["site"].astype(object), {"long_name": "tower id", "cf_role": "timeseries_id"}),
+                "time": ("time", time, {"standard_name": "time", "long_name": "day", "axis": "T"})},
         attrs={"title": "fluxscale twin: eddy-covariance towers"},
     )
     return ds
