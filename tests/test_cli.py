@@ -70,3 +70,18 @@ def test_unreachable_scheduler_fails_fast(tmp_path):
 def test_import_does_not_import_torch():
     code = "import sys, fluxscale, fluxscale.stores, fluxscale.grid; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_bad_store_exits_2_naming_store_variable_problem(tmp_path, tiny_twin):
+    import shutil
+
+    import zarr
+
+    d = tmp_path / "d"
+    shutil.copytree(tiny_twin, d)
+    zarr.open_group(str(d / "fire.zarr"), mode="r+")["co2fire"].attrs["units"] = "kg m-2 s-1"
+    for cmd in (["validate", str(d)], ["info", str(d)], ["validate", str(d / "fire.zarr")]):
+        r = runner.invoke(app, cmd)
+        assert r.exit_code == 2, r.output
+        assert "fire.zarr: variable 'co2fire': has units 'kg m-2 s-1', expected 'gC m-2 d-1'" in r.output
+        assert "Traceback" not in r.output
