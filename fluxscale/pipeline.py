@@ -6,7 +6,7 @@ Later stages (integrals, DTW, bridges, training, inference, evaluation) append h
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,15 +21,8 @@ __all__ = ["run_pipeline", "twin_is_current"]
 def twin_is_current(data_dir: str | Path, cfg) -> bool:
     """True when ``data_dir`` holds a complete twin written with exactly ``cfg``."""
     man = read_manifest(data_dir)
-    return bool(man) and man.get("kind") == "twin" and man.get("config") == _jsonable(dataclasses.asdict(cfg))
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
+    # the manifest holds the config as JSON (tuples became lists): compare like with like
+    return bool(man) and man.get("kind") == "twin" and man.get("config") == json.loads(json.dumps(cfg.to_dict()))
 
 
 def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, preset: str | None = None) -> dict[str, Any]:
@@ -53,10 +46,10 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
         t = time.perf_counter()
         if console is not None and show_progress:
             with console.status("validate: checking every value of every store (one Dask pass)"):
-                open_stores(cfg.data_dir, deep=True)
+                stores = open_stores(cfg.data_dir, deep=True)
         else:
-            open_stores(cfg.data_dir, deep=True)
+            stores = open_stores(cfg.data_dir, deep=True)
         timings["validate"] = time.perf_counter() - t
         say(f"validate: every store of {cfg.data_dir} matches the schema")
     timings["total"] = time.perf_counter() - t0
-    return {"timings_s": {k: round(v, 2) for k, v in timings.items()}, "summary": summarize_dataset(cfg.data_dir)}
+    return {"timings_s": {k: round(v, 2) for k, v in timings.items()}, "summary": summarize_dataset(cfg.data_dir, stores)}

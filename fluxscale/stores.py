@@ -54,10 +54,6 @@ def partial_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def _label(path: Path | str) -> str:
-    return str(path)
-
-
 def _infer_name(path: Path) -> str | None:
     stem = path.name[:-5] if path.name.endswith(".zarr") else path.name
     return stem if stem in SCHEMAS else None
@@ -88,7 +84,7 @@ def open_store(path: str | Path, name: str | None = None, *, deep: bool = False)
         If the store is missing, unreadable or does not match the schema.
     """
     path = Path(path)
-    label = _label(path)
+    label = str(path)
     if not path.exists():
         hint = " (an unfinished write: rerun the command that makes it)" if partial_path(path).exists() else ""
         raise StoreError(label, None, "store not found" + hint)
@@ -244,10 +240,6 @@ def _grid_checks(ds: xr.Dataset, label: str) -> None:
         raise StoreError(label, "cell_ilat", "gathered cells do not match the land mask")
     if np.any(ds.region.values[ilat, ilon] < 0):
         raise StoreError(label, "region", "some land cells have no region (-1)")
-
-
-def _daily_checks(ds: xr.Dataset, label: str) -> None:
-    _check_time(ds, label, "time", "D")
 
 
 def _drivers_checks(ds: xr.Dataset, label: str) -> None:

@@ -60,10 +60,12 @@ def region_table(grid: xr.Dataset, sites: xr.Dataset | None = None) -> str:
     return "\n".join(lines)
 
 
-def summarize_dataset(root: str | Path) -> str:
-    """Summary of a dataset directory: manifest, every store, the region table."""
+def summarize_dataset(root: str | Path, stores: dict[str, xr.Dataset] | None = None) -> str:
+    """Summary of a dataset directory: manifest, every store, the region table.
+
+    ``stores``: the directory's stores if already opened (by :func:`open_stores`)."""
     root = Path(root)
-    stores = open_stores(root)
+    stores = stores if stores is not None else open_stores(root)
     man = read_manifest(root)
     lines = [f"dataset {root}"]
     if man:

@@ -150,7 +150,6 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata as md
-import io
 import sys
 import time
 import zipfile

@@ -14,15 +14,11 @@ import pandas as pd
 
 from ..config import TwinConfig
 from ..drivers import day_of_year_index
-from .climate import cell_climate, daily_weather, seasonal_climatology
+from .climate import _sigmoid, cell_climate, daily_weather, seasonal_climatology
 
 LUE = 0.5  # gC MJ-1 (global GPP ≈ 120 PgC yr-1)
 Q10 = 1.6
 SINK_CAP = 0.6
-
-
-def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def gpp_and_resp_factor(tair: np.ndarray, wai: np.ndarray, fapar: np.ndarray, rg: np.ndarray, cap: np.ndarray,

@@ -33,11 +33,11 @@ import xarray as xr
 
 from .. import __version__
 from ..config import TwinConfig, twin_preset
-from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, STATIC_DRIVERS
+from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS
 from ..grid import coarsen_grid, make_grid
 from ..parallel import run_tasks
 from ..regions import REGIONS
-from ..schema import NEE_UNITS, SCHEMAS
+from ..schema import SCHEMAS
 from ..stores import MANIFEST, commit_store, partial_path, store_path, write_region, write_store, write_template
 from .atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, inversion_fluxes,
                          misplacement_fields, prior_flux, regional_errors, tropical_regions)

@@ -14,7 +14,8 @@ import pandas as pd
 import xarray as xr
 
 from ..config import TwinConfig
-from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, day_of_year_index
+from ..drivers import (DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, STATIC_DRIVERS, _assemble,
+                       day_of_year_index)
 from ..regions import region_by_abbrev
 from ..schema import NEE_UNITS
 from .fluxes import night_bias_fraction, simulate_cells
@@ -100,16 +101,9 @@ def make_sites(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex, enso: 
         obs = sim["NEE"][keep, i] - bias_frac[i] * sim["Reco"][keep, i] + offset[i] + noise
         nee[i, keep] = obs
         qc[i, keep] = q
-    didx = day_of_year_index(time)
-    data = {}
-    for name in DRIVER_NAMES:
-        if name in DAILY_DRIVERS:
-            v = sim[name].T.copy()
-        elif name in SEASONAL_DRIVERS:
-            v = sim[name][didx].T.copy()
-        else:
-            v = np.repeat(sim[name][:, None], nd, axis=1)
-        data[name] = v
+    block = _assemble({n: sim[n] for n in DAILY_DRIVERS}, {n: sim[n] for n in SEASONAL_DRIVERS},
+                      {n: sim[n] for n in STATIC_DRIVERS}, day_of_year_index(time))  # (days, sites, 10)
+    data = {name: block[:, :, k].T.copy() for k, name in enumerate(DRIVER_NAMES)}
     data["Tair"] = (data["Tair"] + rng.normal(0.0, cfg.tower_tair_noise, (n, nd))).astype(np.float32)
     data["WAI2"] = np.clip(data["WAI2"] * (1.0 + rng.normal(0.0, 0.05, (n, nd))), 0.0, None).astype(np.float32)
     ds = xr.Dataset(
