@@ -44,6 +44,8 @@ class VarSpec:
     eager: bool = True
     long_name: str = ""
     standard_name: str | None = None
+    optional: bool = False
+    """May be absent (e.g. the truth's integrals exist only for a twin)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def _sites() -> dict[str, VarSpec]:
 
 
 _GRIDDED_MONTHLY = ("time", "lat", "lon")
+_PGC_MONTH = "PgC month-1"
 
 SCHEMAS: dict[str, StoreSchema] = {
     "grid": StoreSchema("grid", {
@@ -169,9 +172,24 @@ SCHEMAS: dict[str, StoreSchema] = {
                                 long_name="true monthly mean ecosystem respiration"),
         "NEE_global_annual": VarSpec(("year",), "f", "PgC yr-1", (-60, 60), long_name="true global annual NEE"),
     }, "the twin's true fluxes on land cells"),
+    "integrals": StoreSchema("integrals", {
+        "region": VarSpec(("region",), _STR), "time": VarSpec(("time",), "M"), "system": VarSpec(("system",), _STR),
+        "prior": VarSpec(("region", "time"), "f", _PGC_MONTH, (-100, 100), long_name="regional integral of the prior"),
+        "inversions": VarSpec(("system", "region", "time"), "f", _PGC_MONTH, (-100, 100),
+                              long_name="regional integral of each inversion minus fire"),
+        "fire": VarSpec(("region", "time"), "f", _PGC_MONTH, (0, 100), long_name="regional integral of fire"),
+        "truth": VarSpec(("region", "time"), "f", _PGC_MONTH, (-100, 100), optional=True,
+                         long_name="regional integral of the twin's truth"),
+        "land_area": VarSpec(("region",), "f", "m2", (0, 2e14)),
+        "land_area_inversions": VarSpec(("region",), "f", "m2", (0, 2e14)),
+    }, "regional monthly integrals (PgC per month) of the prior, the fire-adjusted inversions, fire and truth"),
 }
 STORE_NAMES: tuple[str, ...] = tuple(SCHEMAS)
 REQUIRED_STORES: tuple[str, ...] = ("grid", "drivers", "sites", "inversions", "fire", "prior", "gcb")
+INPUT_STORES: tuple[str, ...] = (*REQUIRED_STORES, "truth")
+"""What the twin (or ingest) writes; the others are derived by the stages from these."""
+DERIVED_STORES: tuple[str, ...] = tuple(n for n in SCHEMAS if n not in INPUT_STORES) + ("dtw",)
+"""Stage outputs; rewriting the inputs removes them (they would be stale)."""
 
 
 def normalise_units(units: str) -> str:

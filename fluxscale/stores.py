@@ -125,6 +125,8 @@ def open_store(path: str | Path, name: str | None = None, *, deep: bool = False)
 def _check_structure(ds: xr.Dataset, schema: StoreSchema, label: str) -> None:
     for n, spec in schema.variables.items():
         if n not in ds.variables:
+            if spec.optional:
+                continue
             raise StoreError(label, n, "missing")
         var = ds[n]
         if tuple(var.dims) != spec.dims:

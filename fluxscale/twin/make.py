@@ -37,7 +37,7 @@ from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS
 from ..grid import coarsen_grid, make_grid
 from ..parallel import run_tasks
 from ..regions import REGIONS
-from ..schema import SCHEMAS
+from ..schema import DERIVED_STORES, INPUT_STORES, SCHEMAS
 from ..stores import MANIFEST, commit_store, partial_path, store_path, write_region, write_store, write_template
 from .atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, inversion_fluxes,
                          misplacement_fields, prior_flux, regional_errors, tropical_regions)
@@ -250,7 +250,11 @@ def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: 
     (out / MANIFEST).unlink(missing_ok=True)  # the directory is incomplete until the manifest is back
     t_start = _time.perf_counter()
     timings: dict[str, float] = {}
-    paths = {n: store_path(out, n) for n in SCHEMAS}
+    paths = {n: store_path(out, n) for n in INPUT_STORES}
+    for n in DERIVED_STORES:  # stage outputs of an older twin would be stale
+        for p in (store_path(out, n), partial_path(store_path(out, n))):
+            if p.exists():
+                shutil.rmtree(p)
     for p in paths.values():
         if partial_path(p).exists():
             shutil.rmtree(partial_path(p))

@@ -1,0 +1,228 @@
+"""Regional integrals of NEE fields (paper Eq. 2, §2.3), streamed with Dask.
+
+A regional integral is, for each month and each region of Table A1, the sum over every
+cell that the grid's ``region`` mask assigns to that region of
+
+    NEE [gC m-2 d-1] × days in the month [d] × cell_area [m2] × land_fraction [1],
+
+in PgC per month (negative = uptake), plus a ``GLOBAL`` entry over all 18 regions. The
+spatial sum is a grouped reduction over the region mask done by flox chunk by chunk, so
+a 17-year daily 0.5° cube is never loaded whole: each Dask task holds one input chunk
+and an 18-value partial sum per time step.
+
+The stage :func:`compute_integrals` writes ``integrals.zarr``: the prior's integrals on
+the model grid, each inversion system's on its own (coarser) grid after subtracting the
+fire flux cell by cell, the fire's, and (for a twin) the truth's, with each region's land
+area for the area weights of Eq. 11.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from pathlib import Path
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+from flox.xarray import xarray_reduce
+
+from .errors import StoreError
+from .grid import coarsen_grid
+from .regions import REGION_ABBREVS, REGIONS
+from .schema import NEE_UNITS, normalise_units
+from .stores import open_stores, store_path, write_store
+
+__all__ = ["G_PER_PG", "GLOBAL", "REGION_LABELS", "integrate_regions", "integrate_cells", "region_land_area",
+           "grid_for", "compute_integrals"]
+
+G_PER_PG = 1e15
+GLOBAL = "GLOBAL"
+REGION_LABELS: tuple[str, ...] = (*REGION_ABBREVS, GLOBAL)
+"""The ``region`` coordinate of every integral: the Table A1 abbreviations, then GLOBAL."""
+
+_REGION_IDS = np.arange(len(REGIONS))
+
+
+def _time_kind(time: xr.DataArray, label: str) -> str:
+    """``"daily"`` or ``"monthly"`` (month starts, no gaps); anything else is refused."""
+    t = pd.DatetimeIndex(time.values)
+    if t.size == 0:
+        raise StoreError(label, "time", "empty time axis")
+    if t.size == 1 or np.all(np.diff(t.values) == np.timedelta64(1, "D")):
+        if t.size > 1 or not t[0].is_month_start:
+            return "daily"
+    expected = pd.date_range(t[0], periods=t.size, freq="MS")
+    if t[0].is_month_start and t.equals(expected):
+        return "monthly"
+    raise StoreError(label, "time", "time steps are neither consecutive days nor consecutive month starts")
+
+
+def _check_field(nee: xr.DataArray, grid: xr.Dataset, space: tuple[str, ...], label: str) -> None:
+    missing = {"time", *space} - set(nee.dims)
+    if missing:
+        raise StoreError(label, nee.name, f"dims {nee.dims} lack {sorted(missing)}")
+    units = nee.attrs.get("units")
+    if units is not None and normalise_units(units) != normalise_units(NEE_UNITS):
+        raise StoreError(label, nee.name, f"units {units!r}; integrals need {NEE_UNITS!r}")
+    for c in space:
+        if c == "cell":
+            if nee.sizes["cell"] != grid.sizes["cell"]:
+                raise StoreError(label, nee.name, f"{nee.sizes['cell']} cells, the grid has {grid.sizes['cell']}")
+        elif nee.sizes[c] != grid.sizes[c] or not np.allclose(nee[c].values, grid[c].values):
+            raise StoreError(label, nee.name, f"{c} coordinate does not match the grid "
+                                              f"({nee.sizes[c]} vs {grid.sizes[c]} values)")
+
+
+def _weights(grid: xr.Dataset) -> xr.DataArray:
+    """Area × land fraction (lat, lon), m², zero outside every region."""
+    w = grid.cell_area * grid.land_fraction.astype(np.float64)
+    return w.where(grid.region >= 0, 0.0)
+
+
+def _finish(per_step: xr.DataArray, kind: str, label: str) -> xr.DataArray:
+    """(time, region) gC per day → (region, time) PgC per month with GLOBAL appended."""
+    if kind == "daily":
+        t = pd.DatetimeIndex(per_step.time.values)
+        counts = pd.Series(1, index=t).resample("MS").sum()
+        full = counts.index.days_in_month
+        bad = counts.index[counts.values != full]
+        if len(bad):
+            raise StoreError(label, per_step.name, f"month {bad[0]:%Y-%m} has {int(counts[bad[0]])} of "
+                                                   f"{bad[0].days_in_month} days; integrals need whole months")
+        monthly = per_step.resample(time="MS").sum()
+    else:
+        monthly = per_step * per_step.time.dt.days_in_month
+    monthly = (monthly / G_PER_PG).assign_coords(region=np.array(REGION_ABBREVS, dtype=object))
+    glob = monthly.sum("region").expand_dims(region=np.array([GLOBAL], dtype=object))
+    out = xr.concat([monthly, glob], dim="region").transpose("region", "time", ...)
+    out.attrs = {"units": "PgC month-1", "long_name": "regional integral of NEE per month (negative = uptake)",
+                 "cell_methods": "area: sum (land) time: sum"}
+    return out
+
+
+def _reduce(weighted: xr.DataArray, by: xr.DataArray, space: tuple[str, ...]) -> xr.DataArray:
+    by = by.astype(np.int16).rename("region")
+    out = xarray_reduce(weighted, by, func="nansum", expected_groups=_REGION_IDS, dim=list(space),
+                        fill_value=0.0, method="map-reduce")
+    return out.drop_vars("region")
+
+
+def integrate_regions(nee: xr.DataArray, grid: xr.Dataset) -> xr.DataArray:
+    """Regional monthly integrals of a gridded NEE field (paper Eq. 2).
+
+    Parameters
+    ----------
+    nee : xarray.DataArray
+        ``(time, lat, lon)`` (other leading dims such as ``system`` are kept) in
+        gC m-2 d-1, daily (consecutive days covering whole months) or monthly means
+        (one step per month start). Dask-backed input stays lazy; any chunking works,
+        each task reduces one chunk. NaN cells (e.g. ocean) contribute nothing.
+    grid : xarray.Dataset
+        A grid from :func:`fluxscale.grid.make_grid` (or ``grid.zarr``) whose ``lat``,
+        ``lon`` match ``nee``'s: ``cell_area``, ``land_fraction``, ``region``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(region, time, …)`` PgC per month, ``region`` = the 18 abbreviations of Table A1
+        then ``GLOBAL``; ``time`` = month starts. Lazy when ``nee`` is; one chunk along
+        ``region``.
+    """
+    label = f"NEE field {nee.name or ''}".strip()
+    _check_field(nee, grid, ("lat", "lon"), label)
+    kind = _time_kind(nee.time, label)
+    per_step = _reduce(nee * _weights(grid), grid.region, ("lat", "lon"))
+    return _finish(per_step.rename(nee.name), kind, label)
+
+
+def integrate_cells(nee: xr.DataArray, grid: xr.Dataset) -> xr.DataArray:
+    """:func:`integrate_regions` for a field on the grid's land cells, ``(time, cell)``
+    (the truth's and the model outputs' layout)."""
+    label = f"NEE field {nee.name or ''}".strip()
+    _check_field(nee, grid, ("cell",), label)
+    kind = _time_kind(nee.time, label)
+    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
+    w = xr.DataArray(_weights(grid).values[il, jl], dims="cell")
+    region = xr.DataArray(grid.region.values[il, jl], dims="cell")
+    drop = [c for c in ("cell_lat", "cell_lon", "cell") if c in nee.coords]
+    per_step = _reduce(nee.drop_vars(drop) * w, region, ("cell",))
+    return _finish(per_step.rename(nee.name), kind, label)
+
+
+def region_land_area(grid: xr.Dataset) -> xr.DataArray:
+    """Land area of each region (and GLOBAL), m²: Σ cell_area × land_fraction."""
+    w = _weights(grid).values
+    reg = grid.region.values
+    a = np.array([w[reg == r].sum() for r in _REGION_IDS])
+    return xr.DataArray(np.append(a, a.sum()), dims="region", coords={"region": np.array(REGION_LABELS, dtype=object)},
+                        attrs={"units": "m2", "long_name": "land area of the region (cell_area x land_fraction)"})
+
+
+def grid_for(field: xr.Dataset | xr.DataArray, grid: xr.Dataset, label: str) -> xr.Dataset:
+    """The grid of ``field``: ``grid`` itself or its integer coarsening (inversions, fire)."""
+    if field.sizes["lat"] == grid.sizes["lat"]:
+        return grid
+    factor, rem = divmod(grid.sizes["lat"], field.sizes["lat"])
+    if rem or grid.sizes["lon"] != factor * field.sizes["lon"]:
+        raise StoreError(label, None, f"grid {field.sizes['lat']}x{field.sizes['lon']} is not an integer "
+                                      f"coarsening of the model grid {grid.sizes['lat']}x{grid.sizes['lon']}")
+    return coarsen_grid(grid, factor)
+
+
+def compute_integrals(root: str | Path, *, out: str | Path | None = None, client=None) -> Path:
+    """Write ``integrals.zarr`` for the dataset directory ``root``.
+
+    Variables (PgC per month, negative = uptake; ``region`` = Table A1 + GLOBAL,
+    ``time`` = the inversions' month starts):
+
+    - ``prior`` (region, time): the prior NEE on the model grid;
+    - ``inversions`` (system, region, time): each system's land flux minus the fire
+      flux, cell by cell on the inversions' grid;
+    - ``fire`` (region, time): the fire flux on the inversions' grid;
+    - ``truth`` (region, time): the twin's true NEE, when ``truth.zarr`` exists;
+    - ``land_area`` (region) m² on the model grid, and ``land_area_inversions`` on
+      theirs.
+
+    The Dask graph runs on ``client`` when given (else the current scheduler); only the
+    small (region, time) results reach this process.
+    """
+    root = Path(root)
+    t0 = _time.perf_counter()
+    s = open_stores(root, names=[n for n in ("grid", "prior", "inversions", "fire", "truth")
+                                 if n != "truth" or store_path(root, "truth").exists()])
+    grid = s["grid"].load()
+    inv_grid = grid_for(s["inversions"], grid, str(store_path(root, "inversions")))
+    # float64 before subtracting: the difference of two float32 fluxes loses digits
+    adjusted = (s["inversions"].land_flux.astype(np.float64) - s["fire"].co2fire.astype(np.float64)).rename("inversions")
+    adjusted.attrs["units"] = NEE_UNITS
+    fields = {
+        "prior": integrate_regions(s["prior"].NEE.rename("prior"), grid),
+        "inversions": integrate_regions(adjusted, inv_grid).transpose("system", "region", "time"),
+        "fire": integrate_regions(s["fire"].co2fire.rename("fire"), inv_grid),
+    }
+    if "truth" in s:
+        truth = s["truth"].NEE_monthly.rename({"month": "time"}).rename("truth")
+        fields["truth"] = integrate_cells(truth, grid)
+    if client is not None:
+        computed = dict(zip(fields, client.compute(list(fields.values()), sync=True)))
+    else:
+        computed = dict(zip(fields, dask.compute(*fields.values())))
+    # One monthly axis: the months that every field covers.
+    months = computed["inversions"].time.to_index()
+    for k, v in computed.items():
+        months = months.intersection(v.time.to_index())
+    if months.empty:
+        raise StoreError(str(root), "time", "the prior, inversions and fire share no month")
+    ds = xr.Dataset({k: v.sel(time=months) for k, v in computed.items()})
+    long = {"prior": "prior (FLUXCOM role) NEE", "inversions": "inversion land flux minus fire",
+            "fire": "fire CO2 emission", "truth": "true NEE of the twin"}
+    for k in computed:
+        ds[k].attrs = {**computed[k].attrs, "long_name": f"regional integral per month of the {long[k]}"}
+    ds["land_area"] = region_land_area(grid)
+    ds["land_area_inversions"] = region_land_area(inv_grid)
+    ds.attrs.update(title="fluxscale regional integrals", source=str(root),
+                    grid_resolution_deg=float(grid.attrs["resolution_deg"]),
+                    inversion_resolution_deg=float(inv_grid.attrs["resolution_deg"]),
+                    elapsed_s=round(_time.perf_counter() - t0, 3), Conventions="CF-1.10")
+    return write_store(ds, out or store_path(root, "integrals"), "integrals")
