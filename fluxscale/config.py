@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TwinConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset"]
+__all__ = ["TwinConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,67 @@ def twin_preset(name: str, **knobs: Any) -> TwinConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return TwinConfig().replace(**{**PRESETS[name], **knobs})
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """DTW, clustering, candidate sampling and the Lasso bridge models (paper §3.3.1)."""
+
+    dtw_window: int | None = 6
+    """Sakoe–Chiba radius of the DTW between the prior's monthly series, months; 6 lets
+    seasonal cycles up to half a year (opposite phase) align, a wider band would pair
+    different years. None: no band."""
+    dtw_tile: int = 1024
+    """Side of the square tiles of a region's DTW matrix (one Dask task and one Zarr
+    chunk each; memory per task ≈ 2 × tile² × 4 bytes)."""
+    n_clusters: int = 8
+    """Spectral clusters per region."""
+    max_exact_cells: int = 5000
+    """Regions with more land cells are clustered by the Nyström approximation (dask-ml)
+    instead of the full DTW matrix."""
+    nystrom_components: int = 300
+    """Sampled pixels of the Nyström approximation."""
+    n_candidates: int = 100
+    """Candidate pixels per region, drawn from the clusters proportionally to their size
+    (all cells when the region has fewer)."""
+    r2_threshold: float = 0.95
+    """Training R² at which lowering alpha stops (paper: 0.95)."""
+    n_alphas: int = 60
+    """Points of the geometric alpha path from alpha_max (all weights zero) down to
+    ``alpha_min_ratio`` × alpha_max."""
+    alpha_min_ratio: float = 1e-4
+    """Smallest alpha of the path, relative to alpha_max."""
+    cv_folds: int = 5
+    """k of the k-fold cross-validation, folds = contiguous blocks of months."""
+    repeats: int = 1000
+    """Robustness repeats (fresh stratified samples) per region (paper: 1000)."""
+    repeats_per_task: int = 50
+    """Repeats run by one Dask task (a task should run ≥ 0.3 s; a repeat takes ~5–10 ms)."""
+    seed: int = 0
+    """Seed of the clustering and of every sample."""
+
+    def __post_init__(self) -> None:
+        checks = {"dtw_tile": self.dtw_tile >= 16, "n_clusters": self.n_clusters >= 1,
+                  "n_candidates": self.n_candidates >= 1, "r2_threshold": 0 < self.r2_threshold < 1,
+                  "n_alphas": self.n_alphas >= 2, "alpha_min_ratio": 0 < self.alpha_min_ratio < 1,
+                  "cv_folds": self.cv_folds >= 2, "repeats": self.repeats >= 0,
+                  "repeats_per_task": self.repeats_per_task >= 1, "max_exact_cells": self.max_exact_cells >= 2,
+                  "nystrom_components": self.nystrom_components >= 2,
+                  "dtw_window": self.dtw_window is None or self.dtw_window >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"bridge config: invalid value for {', '.join(bad)}: "
+                              + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+
+    def replace(self, **changes: Any) -> "BridgeConfig":
+        """Return a copy with ``changes`` applied (unknown names raise ConfigError)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown bridge setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,20 @@ SCHEMAS: dict[str, StoreSchema] = {
         "land_area": VarSpec(("region",), "f", "m2", (0, 2e14)),
         "land_area_inversions": VarSpec(("region",), "f", "m2", (0, 2e14)),
     }, "regional monthly integrals (PgC per month) of the prior, the fire-adjusted inversions, fire and truth"),
+    "bridges": StoreSchema("bridges", {
+        "region": VarSpec(("region",), _STR), "cell": VarSpec(("cell",), "iu", None, (0, 10**7)),
+        "bias": VarSpec(("region",), "f", "PgC month-1", allow_nan=True),
+        "alpha": VarSpec(("region",), "f", None, (0, 1e6), allow_nan=True),
+        "r2_train": VarSpec(("region",), "f", "1", (-1e6, 1), allow_nan=True),
+        "r2_cv": VarSpec(("region",), "f", "1", (-1e6, 1), allow_nan=True),
+        "n_pixels": VarSpec(("region",), "iu", None, (0, 10**6)),
+        "pixel_region": VarSpec(("pixel",), "iu", None, (0, 17)),
+        "pixel_cell": VarSpec(("pixel",), "iu", None, (0, 10**7)),
+        "weight": VarSpec(("pixel",), "f", "PgC month-1 (gC m-2 d-1)-1"),
+        "cluster": VarSpec(("cell",), "iu", None, (-1, 10**4)),
+        "inclusion_count": VarSpec(("cell",), "iu", None, (0, 10**9)),
+        "candidate_count": VarSpec(("cell",), "iu", None, (0, 10**9)),
+    }, "Lasso bridge models per region, their contributing pixels, clusters and inclusion counts"),
 }
 STORE_NAMES: tuple[str, ...] = tuple(SCHEMAS)
 REQUIRED_STORES: tuple[str, ...] = ("grid", "drivers", "sites", "inversions", "fire", "prior", "gcb")

@@ -1,0 +1,162 @@
+"""Spectral clustering of a region's pixels on DTW affinities, and stratified sampling of
+candidate pixels from the clusters (paper §3.3.1).
+
+The affinity between two pixels with DTW distance d (see :mod:`fluxscale.dtw`) is the
+Gaussian kernel
+
+    a = exp(−d² / (2 σ²)),   σ = the median DTW distance between the region's pixels,
+
+so that the affinities spread over (0, 1) whatever the units and the amplitude of the
+region's NEE: with a fixed σ a dry region (small distances) would be one cluster and a
+productive one (large distances) all singletons. Two paths:
+
+* exact: scikit-learn's ``SpectralClustering`` on the full n × n affinity (regions whose
+  DTW matrix fits, see ``BridgeConfig.max_exact_cells``);
+* Nyström: dask-ml's ``SpectralClustering``, which computes only ``n_components`` rows
+  of the affinity (a random sample of pixels against all), here with the DTW kernel; σ
+  is then the median distance within the sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["dtw_affinity", "spectral_clusters", "nystrom_clusters", "stratified_sample", "allocate"]
+
+
+def dtw_affinity(distance: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:
+    """Gaussian affinity of a DTW distance matrix; returns ``(affinity, σ)``.
+
+    ``scale`` (σ, same units as the distances) defaults to the median off-diagonal
+    distance; a region of identical series (σ = 0) gets affinity 1 everywhere.
+    """
+    d = np.asarray(distance, dtype=np.float64)
+    if scale is None:
+        off = d[~np.eye(d.shape[0], dtype=bool)] if d.shape[0] == d.shape[1] else d.ravel()
+        scale = float(np.median(off)) if off.size else 0.0
+    if scale <= 0:
+        return np.ones_like(d), 0.0
+    return np.exp(-(d * d) / (2.0 * scale * scale)), scale
+
+
+def spectral_clusters(distance: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarray, float]:
+    """Exact spectral clustering of an n × n DTW distance matrix.
+
+    Returns ``(labels (n,) int, σ)``; labels are renumbered 0… by first appearance so
+    that they do not depend on the k-means initialisation order. With ``n ≤
+    n_clusters`` every pixel is its own cluster.
+    """
+    from sklearn.cluster import SpectralClustering
+
+    n = distance.shape[0]
+    if n <= n_clusters:
+        return np.arange(n), 0.0
+    affinity, scale = dtw_affinity(distance)
+    if scale == 0.0:
+        return np.zeros(n, dtype=np.int64), 0.0
+    model = SpectralClustering(n_clusters=n_clusters, affinity="precomputed", random_state=seed,
+                               assign_labels="kmeans", n_init=10)
+    return _renumber(model.fit_predict(affinity)), scale
+
+
+@dataclass(frozen=True)
+class DTWKernel:
+    """A picklable DTW Gaussian kernel for dask-ml's ``SpectralClustering(affinity=...)``.
+
+    dask-ml calls ``kernel(X_keep, **params)`` for the sample block and
+    ``kernel(X_keep, X_rest, **params)`` for the sample against the rest (``X_rest`` a
+    Dask array, mapped block by block so only one block of rows is in memory).
+    """
+
+    window: int | None
+    scale: float
+
+    def __call__(self, A, B=None, **_ignored):
+        from .dtw import cross_distance
+
+        A = np.asarray(A)
+        if B is None:
+            return dtw_affinity(cross_distance(A, A, window=self.window), self.scale)[0]
+        import dask.array as da
+
+        if isinstance(B, da.Array):
+            B = B.rechunk({1: -1})
+            out = B.map_blocks(_kernel_block, keep=A, window=self.window, scale=self.scale, dtype=np.float64,
+                               chunks=(B.chunks[0], (A.shape[0],)))
+            return out.T
+        return dtw_affinity(cross_distance(A, np.asarray(B), window=self.window), self.scale)[0]
+
+
+def _kernel_block(block: np.ndarray, *, keep: np.ndarray, window: int | None, scale: float) -> np.ndarray:
+    from .dtw import cross_distance
+
+    return dtw_affinity(cross_distance(block, keep, window=window), scale)[0]
+
+
+def nystrom_clusters(series: np.ndarray, n_clusters: int, seed: int, *, window: int | None,
+                     n_components: int = 300, chunk: int = 1024) -> tuple[np.ndarray, float]:
+    """Spectral clustering by the Nyström approximation (dask-ml) with the DTW kernel.
+
+    Parameters
+    ----------
+    series : (n, length) array
+        The pixels' series (one row each).
+    n_components : int
+        Pixels sampled for the exact block of the affinity (the rest is approximated from
+        the n × n_components block). Memory: n × n_components × 8 bytes.
+
+    Returns
+    -------
+    (labels (n,), σ)
+        σ: the median DTW distance within the sample.
+    """
+    import dask.array as da
+    from dask_ml.cluster import SpectralClustering
+
+    from .dtw import distance_matrix
+
+    n = series.shape[0]
+    n_components = min(n_components, n - 1)
+    rng = np.random.default_rng([seed, 0x5EC7])
+    sample = series[np.sort(rng.choice(n, size=min(n_components, n), replace=False))]
+    _, scale = dtw_affinity(distance_matrix(sample, window=window))
+    if scale == 0.0:
+        return np.zeros(n, dtype=np.int64), 0.0
+    model = SpectralClustering(n_clusters=n_clusters, affinity=DTWKernel(window, scale), n_components=n_components,
+                               random_state=seed, assign_labels="sklearn-kmeans", n_init=10)
+    model.fit(da.from_array(np.ascontiguousarray(series), chunks=(chunk, -1)))
+    return _renumber(np.asarray(model.labels_)), scale
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(np.argsort(first))
+    return order[np.searchsorted(np.unique(labels), labels)].astype(np.int64)
+
+
+def allocate(sizes: np.ndarray, n: int) -> np.ndarray:
+    """Split ``n`` draws over clusters proportionally to their ``sizes`` (largest
+    remainder), never more than a cluster holds; ``n ≥ sizes.sum()`` takes all."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    if n >= total:
+        return sizes.copy()
+    quota = n * sizes / total
+    take = np.floor(quota).astype(np.int64)
+    rest = n - int(take.sum())
+    order = np.lexsort((np.arange(sizes.size), -(quota - take)))  # ties: lower cluster id first
+    for k in order[:rest]:
+        take[k] += 1
+    return np.minimum(take, sizes)
+
+
+def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n`` pixels drawn without replacement, each cluster contributing in
+    proportion to its size (:func:`allocate`); sorted."""
+    labels = np.asarray(labels)
+    ids, sizes = np.unique(labels, return_counts=True)
+    take = allocate(sizes, n)
+    picked = [rng.choice(np.flatnonzero(labels == k), size=t, replace=False) for k, t in zip(ids, take) if t]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
