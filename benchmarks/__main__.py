@@ -17,7 +17,10 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
+from .integrals import bench_integrals
 from .twin import bench_twin
+
+BENCHMARKS = ("twin", "integrals", "dtw")
 
 
 def machine() -> dict:
@@ -36,10 +39,19 @@ def to_markdown(res: dict) -> str:
              f"Command: `python -m benchmarks --size {res['size']} --repeats {res['repeats']}`", "",
              "| benchmark | fluxscale | peer | ratio |", "|---|---|---|---|"]
     for b in res["benchmarks"]:
+        if "rows" in b:  # benchmarks that format their own rows
+            lines.extend(f"| {r['what']} | {r['fluxscale']} | {r['peer']} | {r['ratio']} |" for r in b["rows"])
+            continue
         lines.append(f"| {b['name']}: {b['cells']} cells × {b['days']} days | {b['twin_wall_s']:.2f} s, "
                      f"peak {b['twin_peak_rss_mib']:.0f} MiB | raw Zarr write of the same daily bytes "
                      f"{b['raw_wall_s']:.2f} s ({b['raw_MBps']:.0f} MB/s) | {b['ratio_twin_over_raw_time']:.2f}× the time |")
     return "\n".join(lines) + "\n"
+
+
+def _bench_dtw(size: str, repeats: int) -> dict:
+    from .dtw import bench_dtw
+
+    return bench_dtw(size, repeats)
 
 
 def main(argv=None) -> dict:
@@ -47,13 +59,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", choices=("tiny", "small", "full"), default="small")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS),
+                    help="run only these benchmarks")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = tempfile.mkdtemp(prefix="fluxscale-bench-", dir=out)
     try:
+        runs = {"twin": lambda: bench_twin(args.size, work, args.repeats),
+                "integrals": lambda: bench_integrals(args.size, work, args.repeats),
+                "dtw": lambda: _bench_dtw(args.size, args.repeats)}
         res = {"size": args.size, "repeats": args.repeats, "machine": machine(),
-               "benchmarks": [bench_twin(args.size, work, args.repeats)]}
+               "benchmarks": [runs[name]() for name in BENCHMARKS if name in args.only]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (out / "results.json").write_text(json.dumps(res, indent=2))

@@ -158,9 +158,10 @@ def build_bridges(root: str | Path, cfg: BridgeConfig = BridgeConfig(), *, clien
     dtw_paths = {}
     for r in regions:
         if series[r].shape[0] <= cfg.max_exact_cells:
-            dtw_paths[r] = str(distance_matrix_tiled(series[r], dtw_dir(root) / f"{REGION_ABBREVS[r]}.zarr",
-                                                     window=cfg.dtw_window, tile=cfg.dtw_tile, client=client,
-                                                     show_progress=False))
+            path = dtw_dir(root) / f"{REGION_ABBREVS[r]}.zarr"
+            distance_matrix_tiled(series[r], path, window=cfg.dtw_window, tile=cfg.dtw_tile, client=client,
+                                  show_progress=False)
+            dtw_paths[r] = str(path)
     timings["dtw"] = _time.perf_counter() - t
     t = _time.perf_counter()
     nystrom = [r for r in regions if r not in dtw_paths]

@@ -33,24 +33,51 @@ def _handle_errors(func):
     return wrapper
 
 
-def _parse_knobs(items: list[str] | None) -> dict:
-    """``name=value`` pairs → typed TwinConfig overrides (types from the dataclass defaults)."""
+def _parse_knobs(items: list[str] | None, defaults=None, what: str = "twin knob") -> dict:
+    """``name=value`` pairs → typed overrides of a config dataclass (types from its
+    defaults; ``none`` sets an optional field to None)."""
     out = {}
-    defaults = TwinConfig().to_dict()
+    defaults = (defaults or TwinConfig()).to_dict()
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
         k, v = item.split("=", 1)
         if k not in defaults:
-            raise ConfigError(f"--set {k}: unknown twin knob")
+            raise ConfigError(f"--set {k}: unknown {what}; known: {', '.join(sorted(defaults))}")
         typ = type(defaults[k])
         if typ in (tuple, list):
             raise ConfigError(f"--set {k}: cannot be set from the command line")
+        if v.lower() == "none":
+            out[k] = None
+            continue
+        if typ is type(None):
+            typ = int
         try:
             out[k] = typ(v) if typ is not bool else v.lower() in ("1", "true", "yes")
         except ValueError:
             raise ConfigError(f"--set {k}={v}: not a valid {typ.__name__}") from None
     return out
+
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file ([cluster], [bridge], …).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: a LocalCluster).")]
+
+
+def _stage_config(data_dir: Path | None, config: Path | None, scheduler: str | None, connect_timeout: float,
+                  workers: int | None = None) -> RunConfig:
+    """The run config of a single-stage command: the config file (or defaults), with the
+    command line's data directory and scheduler on top."""
+    import dataclasses
+
+    from .config import load_config
+
+    cfg = load_config(config) if config else RunConfig()
+    cluster = cfg.cluster
+    if scheduler:
+        cluster = dataclasses.replace(cluster, scheduler_address=scheduler, connect_timeout_s=connect_timeout)
+    if workers:
+        cluster = dataclasses.replace(cluster, n_workers=workers)
+    return dataclasses.replace(cfg, data_dir=str(data_dir) if data_dir else cfg.data_dir, cluster=cluster)
 
 
 PresetOpt = Annotated[str, typer.Option(help=f"Twin size: {', '.join(PRESETS)}.")]
@@ -148,6 +175,71 @@ def run(
     console.print(report["summary"], highlight=False)
     console.print(f"[bold green]done[/] in {report['timings_s']['total']:.1f} s; stage timings: "
                   + json.dumps(report["timings_s"]))
+
+
+DataDirArg = Annotated[Optional[Path], typer.Argument(help="Dataset directory (default: the config's data_dir).")]
+
+
+@app.command()
+@_handle_errors
+def integrals(
+    data_dir: DataDirArg = None,
+    config: ConfigOpt = None,
+    scheduler: SchedulerOpt = None,
+    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes.")] = None,
+    connect_timeout: TimeoutOpt = 10.0,
+):
+    """Regional monthly integrals (PgC/month) of the prior, the fire-adjusted inversions,
+    fire and truth → DATA_DIR/integrals.zarr."""
+    from .cluster import cluster_client
+    from .integrals import compute_integrals
+
+    cfg = _stage_config(data_dir, config, scheduler, connect_timeout, workers)
+    t0 = time.perf_counter()
+    with cluster_client(cfg.cluster) as client:
+        with console.status("integrals: streaming the prior, inversions and fire through flox"):
+            path = compute_integrals(cfg.data_dir, client=client)
+    from .summary import integrals_table
+    from .stores import open_store
+
+    console.print(integrals_table(open_store(path, "integrals")), highlight=False)
+    console.print(f"integrals written to {path} in {time.perf_counter() - t0:.1f} s")
+
+
+@app.command()
+@_handle_errors
+def bridge(
+    data_dir: DataDirArg = None,
+    config: ConfigOpt = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a bridge setting, NAME=VALUE (repeatable).")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    connect_timeout: TimeoutOpt = 10.0,
+):
+    """DTW matrices, spectral clusters, robustness repeats and the Lasso bridge models
+    → DATA_DIR/dtw/ and DATA_DIR/bridges.zarr (integrals are made first if missing)."""
+    import dataclasses
+
+    from .bridge import build_bridges
+    from .cluster import cluster_client
+    from .config import BridgeConfig
+    from .integrals import compute_integrals
+    from .stores import open_store, store_path
+    from .summary import bridge_table
+
+    cfg = _stage_config(data_dir, config, scheduler, connect_timeout, workers)
+    cfg = dataclasses.replace(cfg, bridge=cfg.bridge.replace(**_parse_knobs(set_, cfg.bridge, "bridge setting")))
+    assert isinstance(cfg.bridge, BridgeConfig)
+    t0 = time.perf_counter()
+    with cluster_client(cfg.cluster) as client:
+        if not store_path(cfg.data_dir, "integrals").exists():
+            with console.status("integrals: not found, computing them first"):
+                compute_integrals(cfg.data_dir, client=client)
+        path = build_bridges(cfg.data_dir, cfg.bridge, client=client, show_progress=progress,
+                             say=lambda m: console.print(m, highlight=False))
+    console.print(bridge_table(open_store(path, "bridges")), highlight=False)
+    console.print(f"bridges written to {path} in {time.perf_counter() - t0:.1f} s")
 
 
 def main() -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TwinConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset"]
+__all__ = ["TwinConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -259,5 +260,54 @@ class RunConfig:
     data_dir: str = "fluxscale-run/data"
     twin: TwinConfig = field(default_factory=lambda: twin_preset("small"))
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
     reuse: bool = True
     """Reuse a complete twin in ``data_dir`` written with the same config."""
+
+
+def _section(cls, values: Any, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a table of settings")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(known))}")
+    return values
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML config file into a :class:`RunConfig`.
+
+    Layout (every key optional; unknown keys are errors)::
+
+        data_dir = "fluxscale-run/data"
+        [twin]      # preset = "small" plus any TwinConfig field
+        [cluster]   # ClusterConfig fields, e.g. scheduler_address = "tcp://host:8786"
+        [bridge]    # BridgeConfig fields, e.g. repeats = 200, dtw_window = 6
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    top = {"data_dir", "reuse", "twin", "cluster", "bridge"}
+    unknown = set(raw) - top
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(top))}")
+    twin = dict(raw.get("twin", {}))
+    preset = twin.pop("preset", "small")
+    try:
+        return RunConfig(
+            data_dir=str(raw.get("data_dir", RunConfig.data_dir)),
+            twin=twin_preset(preset, **_section(TwinConfig, twin, f"{path} [twin]")),
+            cluster=ClusterConfig(**_section(ClusterConfig, raw.get("cluster", {}), f"{path} [cluster]")),
+            bridge=BridgeConfig(**_section(BridgeConfig, raw.get("bridge", {}), f"{path} [bridge]")),
+            reuse=bool(raw.get("reuse", True)),
+        )
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

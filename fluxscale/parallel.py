@@ -62,9 +62,11 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
 
             # Non-scalar arguments are scattered once (in a list, so that a mapping is sent whole):
             # sent inline, a mapping argument of client.map becomes a graph node keyed by its
-            # name and shared by every task, which the scheduler rejects.
-            shared = {k: v if isinstance(v, (str, int, float, bool, type(None))) else client.scatter([v], broadcast=True)[0]
-                      for k, v in kwargs.items()}
+            # name and shared by every task, which the scheduler rejects. hash=False gives each
+            # call its own keys: with content-hashed keys, the release of an earlier call's
+            # futures for the same object cancels this call's tasks ("lost dependencies").
+            shared = {k: v if isinstance(v, (str, int, float, bool, type(None)))
+                      else client.scatter([v], broadcast=True, hash=False)[0] for k, v in kwargs.items()}
             futures = client.map(func, items, pure=False, key=[f"{label}-{i}-{time.monotonic_ns()}" for i in range(len(items))],
                                  **shared)
             for fut in as_completed(futures):

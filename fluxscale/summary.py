@@ -86,3 +86,30 @@ def summarize_dataset(root: str | Path, stores: dict[str, xr.Dataset] | None = N
     gcb = stores["gcb"]
     lines.append(f"gcb: global NEE {float(gcb.NEE.mean()):.2f} ± {float(gcb.NEE_sigma.mean()):.2f} PgC/yr")
     return "\n".join(lines)
+
+
+def integrals_table(ds: xr.Dataset) -> str:
+    """Mean annual regional integrals (PgC yr-1) of an ``integrals`` store, one row per region."""
+    years = ds.time.dt.year
+    ann = {k: ds[k].groupby(years).sum().mean("year") for k in ("prior", "fire", "truth") if k in ds}
+    inv = ds.inversions.groupby(years).sum().mean("year")
+    head = f"{'region':8s}" + "".join(f"{k:>9s}" for k in ann) + f"{'inversions (min…max over systems)':>36s}"
+    lines = [f"regional integrals, mean annual PgC/yr over {int(years.min())}–{int(years.max())}", head]
+    for r in ds.region.values:
+        row = f"{r!s:8s}" + "".join(f"{float(v.sel(region=r)):9.3f}" for v in ann.values())
+        i = inv.sel(region=r)
+        lines.append(row + f"{float(i.mean()):18.3f} ({float(i.min()):.3f}…{float(i.max()):.3f})")
+    return "\n".join(lines)
+
+
+def bridge_table(ds: xr.Dataset) -> str:
+    """One row per region of a ``bridges`` store: cells, pixels, alpha ratio, R²."""
+    lines = [f"{'region':8s}{'cells':>7s}{'pixels':>8s}{'alpha/max':>11s}{'R2 train':>10s}{'R2 CV':>8s}"
+             f"{'repeats R2 (median)':>21s}  clustering"]
+    for i, r in enumerate(ds.region.values):
+        rep = ds.repeat_r2_train.values[i] if "repeat_r2_train" in ds else np.array([])
+        med = f"{np.nanmedian(rep):.3f}" if rep.size and np.isfinite(rep).any() else "-"
+        lines.append(f"{r!s:8s}{int(ds.n_cells.values[i]):7d}{int(ds.n_pixels.values[i]):8d}"
+                     f"{float(ds.alpha_ratio.values[i]):11.2e}{float(ds.r2_train.values[i]):10.3f}"
+                     f"{float(ds.r2_cv.values[i]):8.3f}{med:>21s}  {ds.clustering.values[i]!s}")
+    return "\n".join(lines)

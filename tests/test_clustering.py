@@ -53,3 +53,24 @@ def test_degenerate_regions():
     assert scale == 0 and np.all(labels == 0)
     labels, _ = spectral_clusters(np.ones((2, 2)) - np.eye(2), 3, seed=0)
     np.testing.assert_array_equal(labels, [0, 1])
+
+
+def test_nystrom_agrees_with_exact_on_a_twin_region(tiny_twin, tmp_path):
+    """The Nyström (dask-ml) path against the exact one on a region where both run."""
+    import shutil
+
+    from fluxscale.bridge import bridge_inputs
+    from fluxscale.clustering import nystrom_clusters
+    from fluxscale.dtw import distance_matrix
+    from fluxscale.integrals import compute_integrals
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_twin, root)
+    compute_integrals(root)
+    grid, field, _ = bridge_inputs(root)
+    reg = grid.region.values[grid.cell_ilat.values, grid.cell_ilon.values]
+    x = field[:, reg == 4].T  # BRA, 181 cells at 2°
+    exact, s_exact = spectral_clusters(distance_matrix(x, window=6), 6, seed=0)
+    approx, s_approx = nystrom_clusters(x, 6, seed=0, window=6, n_components=120)
+    assert adjusted_rand_score(exact, approx) > 0.5
+    assert s_approx == pytest.approx(s_exact, rel=0.25)  # sample median vs full median
