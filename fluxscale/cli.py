@@ -152,25 +152,36 @@ def validate(
 @app.command()
 @_handle_errors
 def run(
-    data_dir: Annotated[Path, typer.Option(help="Dataset directory (made by the twin if not complete).")] = Path(RunConfig.data_dir),
-    preset: PresetOpt = "small",
-    seed: Annotated[int, typer.Option(help="Random seed of the twin.")] = 0,
+    config: ConfigOpt = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help=f"Dataset directory, made by the twin if not complete "
+                                                          f"(default {RunConfig.data_dir}).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help=f"Twin size: {', '.join(PRESETS)} (default small).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed of the twin (default 0).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: a LocalCluster).")] = None,
-    workers: Annotated[int, typer.Option(help="LocalCluster worker processes.")] = 2,
-    threads_per_worker: Annotated[int, typer.Option(help="Threads per LocalCluster worker.")] = 1,
-    memory_limit: Annotated[str, typer.Option(help="Memory limit per LocalCluster worker.")] = "6GiB",
+    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default 2).")] = None,
+    threads_per_worker: Annotated[Optional[int], typer.Option(help="Threads per LocalCluster worker (default 1).")] = None,
+    memory_limit: Annotated[Optional[str], typer.Option(help="Memory limit per LocalCluster worker (default 6GiB).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a bridge setting, NAME=VALUE (repeatable).")] = None,
     reuse: Annotated[bool, typer.Option(help="Reuse a complete twin of the same config in DATA_DIR.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     connect_timeout: TimeoutOpt = 10.0,
 ):
-    """The whole pipeline on a Dask cluster. Stages so far: twin → validation → summary."""
+    """The whole pipeline on a Dask cluster. Stages so far: twin → validation → integrals →
+    DTW, clusters, bridges → summary. Settings: the --config file (or defaults), then the
+    flags given here on top."""
+    import dataclasses
+
+    from .config import load_config
     from .pipeline import run_pipeline
 
-    cfg = RunConfig(data_dir=str(data_dir), twin=twin_preset(preset, seed=seed),
-                    cluster=ClusterConfig(scheduler_address=scheduler, n_workers=workers,
-                                          threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-                                          connect_timeout_s=connect_timeout),
-                    reuse=reuse)
+    cfg = load_config(config) if config else RunConfig()
+    if preset is not None or seed is not None:
+        cfg = dataclasses.replace(cfg, twin=twin_preset(preset or "small", seed=cfg.twin.seed if seed is None else seed))
+    cluster = {k: v for k, v in dict(scheduler_address=scheduler, n_workers=workers, threads_per_worker=threads_per_worker,
+                                     memory_limit=memory_limit).items() if v is not None}
+    cfg = dataclasses.replace(cfg, data_dir=str(data_dir) if data_dir else cfg.data_dir, reuse=reuse,
+                              cluster=dataclasses.replace(cfg.cluster, connect_timeout_s=connect_timeout, **cluster),
+                              bridge=cfg.bridge.replace(**_parse_knobs(set_, cfg.bridge, "bridge setting")))
     report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset)
     console.print(report["summary"], highlight=False)
     console.print(f"[bold green]done[/] in {report['timings_s']['total']:.1f} s; stage timings: "

@@ -1,7 +1,8 @@
 """``fluxscale run``: the pipeline runner (orchestration only).
 
-Stages so far: make (or reuse) the twin → deep validation of every store → summary.
-Later stages (integrals, DTW, bridges, training, inference, evaluation) append here.
+Stages so far: make (or reuse) the twin → deep validation of every store → regional
+integrals → DTW, clusters and Lasso bridges → summary. Later stages (training, inference,
+evaluation) append here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from .cluster import cluster_client
 from .config import RunConfig
-from .stores import open_stores, read_manifest
+from .stores import open_store, open_stores, read_manifest
 
 __all__ = ["run_pipeline", "twin_is_current"]
 
@@ -27,7 +28,9 @@ def twin_is_current(data_dir: str | Path, cfg) -> bool:
 
 def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, preset: str | None = None) -> dict[str, Any]:
     """Run every available stage on ``cfg``; return timings and the dataset summary."""
-    from .summary import summarize_dataset
+    from .bridge import build_bridges
+    from .integrals import compute_integrals
+    from .summary import bridge_table, summarize_dataset
     from .twin import write_twin
 
     say = console.print if console is not None else (lambda *a, **k: None)
@@ -51,5 +54,14 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
             stores = open_stores(cfg.data_dir, deep=True)
         timings["validate"] = time.perf_counter() - t
         say(f"validate: every store of {cfg.data_dir} matches the schema")
+        t = time.perf_counter()
+        integ = compute_integrals(cfg.data_dir, client=client)
+        timings["integrals"] = time.perf_counter() - t
+        say(f"integrals: {integ}")
+        t = time.perf_counter()
+        bridges = build_bridges(cfg.data_dir, cfg.bridge, client=client, show_progress=show_progress, say=say)
+        timings["bridges"] = time.perf_counter() - t
+        say(f"bridges: {bridges}")
     timings["total"] = time.perf_counter() - t0
-    return {"timings_s": {k: round(v, 2) for k, v in timings.items()}, "summary": summarize_dataset(cfg.data_dir, stores)}
+    summary = summarize_dataset(cfg.data_dir, stores) + "\nbridges:\n" + bridge_table(open_store(bridges, "bridges"))
+    return {"timings_s": {k: round(v, 2) for k, v in timings.items()}, "summary": summary}

@@ -46,15 +46,22 @@ def test_run_on_a_local_cluster_matches_threaded_twin(tmp_path, tiny_twin):
     # the console script, as a user types it: LocalCluster with worker processes
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-m", "fluxscale", "run", "--preset", "tiny", "--data-dir", str(out),
-                        "--workers", "2", "--no-progress"], capture_output=True, text=True, timeout=300)
+                        "--workers", "2", "--no-progress", "--set", "repeats=10"], capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "every store of" in p.stdout and "done" in p.stdout
+    from fluxscale.stores import open_store
+
+    bridges = open_store(out / "bridges.zarr")
+    assert bridges.sizes["repeat"] == 10 and bool(bridges.met_threshold.all())
+    assert f"{'EQAF':8s}{int(bridges.n_cells.values[8]):7d}" in p.stdout
     a, b = open_stores(out), open_stores(tiny_twin)  # distributed path == threaded path
     np.testing.assert_array_equal(a["truth"].NEE.values, b["truth"].NEE.values)
     np.testing.assert_array_equal(a["inversions"].land_flux.values, b["inversions"].land_flux.values)
     # a second run reuses the complete twin
     p = subprocess.run([sys.executable, "-m", "fluxscale", "run", "--preset", "tiny", "--data-dir", str(out),
-                        "--workers", "1", "--no-progress"], capture_output=True, text=True, timeout=300)
+                        "--workers", "1", "--no-progress", "--set", "repeats=4"], capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0 and "reusing the complete twin" in p.stdout, p.stdout + p.stderr
 
 
@@ -85,3 +92,40 @@ def test_bad_store_exits_2_naming_store_variable_problem(tmp_path, tiny_twin):
         assert r.exit_code == 2, r.output
         assert "fire.zarr: variable 'co2fire': has units 'kg m-2 s-1', expected 'gC m-2 d-1'" in r.output
         assert "Traceback" not in r.output
+
+
+def test_integrals_and_bridge_commands_with_a_config_file(tmp_path, tiny_twin):
+    import shutil
+
+    from fluxscale.stores import open_store
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_twin, data)
+    cfg = tmp_path / "fluxscale.toml"
+    cfg.write_text(f'data_dir = "{data}"\n[cluster]\nn_workers = 1\ndashboard_address = ""\n'
+                   "[bridge]\nrepeats = 6\nrepeats_per_task = 3\nn_candidates = 30\nseed = 1\n")
+    r = runner.invoke(app, ["integrals", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    integ = open_store(data / "integrals.zarr")
+    glob = integ.prior.sel(region="GLOBAL").groupby("time.year").sum().mean("year")
+    assert f"GLOBAL  {float(glob):9.3f}" in r.output  # the table shows the stored numbers
+    r = runner.invoke(app, ["bridge", "--config", str(cfg), "--set", "n_clusters=4", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    b = open_store(data / "bridges.zarr")
+    assert b.sizes["repeat"] == 6 and b.sizes["cluster_id"] == 4
+    assert "'seed': 1" in b.attrs["config"]
+    assert f"{float(b.r2_train.values[0]):10.3f}" in r.output
+
+
+def test_stage_commands_refuse_bad_config(tmp_path, tiny_twin):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[bridge]\nrepeat = 5\n")
+    r = runner.invoke(app, ["bridge", str(tiny_twin), "--config", str(cfg)])
+    assert r.exit_code == 2 and "unknown setting(s) repeat" in r.output
+    cfg.write_text("[bridge]\nr2_threshold = 1.5\n")
+    r = runner.invoke(app, ["integrals", str(tiny_twin), "--config", str(cfg)])
+    assert r.exit_code == 2 and "r2_threshold" in r.output
+    r = runner.invoke(app, ["bridge", str(tiny_twin), "--set", "n_clusters=many"])
+    assert r.exit_code == 2 and "not a valid int" in r.output
+    r = runner.invoke(app, ["integrals", str(tmp_path / "nowhere"), "--workers", "1"])
+    assert r.exit_code == 2 and "dataset directory not found" in r.output
