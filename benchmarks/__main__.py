@@ -39,7 +39,10 @@ def to_markdown(res: dict) -> str:
              f"Command: `python -m benchmarks --size {res['size']} --repeats {res['repeats']}`", "",
              "| benchmark | fluxscale | peer | ratio |", "|---|---|---|---|"]
     for b in res["benchmarks"]:
-        if "rows" in b:  # benchmarks that format their own rows
+        if "md_rows" in b:  # benchmarks that write their own table rows
+            lines.extend(b["md_rows"])
+            continue
+        if "rows" in b:  # benchmarks that format their own cells
             lines.extend(f"| {r['what']} | {r['fluxscale']} | {r['peer']} | {r['ratio']} |" for r in b["rows"])
             continue
         lines.append(f"| {b['name']}: {b['cells']} cells × {b['days']} days | {b['twin_wall_s']:.2f} s, "
@@ -49,9 +52,11 @@ def to_markdown(res: dict) -> str:
 
 
 def _bench_dtw(size: str, repeats: int) -> dict:
-    from .dtw import bench_dtw
+    from .dtw import bench_dtw, markdown_rows
 
-    return bench_dtw(size, repeats)
+    res = bench_dtw(size, repeats)
+    res["md_rows"] = markdown_rows(res)
+    return res
 
 
 def main(argv=None) -> dict:

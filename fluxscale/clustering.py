@@ -142,7 +142,13 @@ def nystrom_clusters(series: np.ndarray, n_clusters: int, seed: int, *, window: 
         return np.zeros(n, dtype=np.int64), 0.0
     model = SpectralClustering(n_clusters=n_clusters, affinity=DTWKernel(window, scale), n_components=n_components,
                                random_state=seed, assign_labels="sklearn-kmeans", n_init=10)
-    model.fit(da.from_array(np.ascontiguousarray(series), chunks=(chunk, -1)))
+    import warnings
+
+    with warnings.catch_warnings():
+        # dask-ml hands its Dask embedding to scikit-learn's KMeans, which probes it with
+        # numpy.may_share_memory; harmless, the embedding is n × n_clusters
+        warnings.filterwarnings("ignore", message="The `numpy.may_share_memory` function")
+        model.fit(da.from_array(np.ascontiguousarray(series), chunks=(chunk, -1)))
     return _renumber(np.asarray(model.labels_)), scale
 
 

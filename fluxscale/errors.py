@@ -32,3 +32,11 @@ class StoreError(FluxscaleError):
         self.problem = problem
         where = f"{self.store}: variable {variable!r}: " if variable else f"{self.store}: "
         super().__init__(where + problem)
+
+
+class NonFiniteSeriesError(FluxscaleError, ValueError):
+    """A series holds NaN or ±inf; ``series`` names it (row index or name), ``position`` the time step."""
+
+    def __init__(self, series, position: int, value: float):
+        self.series, self.position = series, int(position)
+        super().__init__(f"series {series} has a non-finite value ({value}) at position {position}")

@@ -14,9 +14,17 @@ def test_benchmarks_smoke_tiny(tmp_path):
                        capture_output=True, text=True, cwd=root, timeout=300)
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "results.json").read_text())
-    (b,) = res["benchmarks"]
+    b, integ, dtw = res["benchmarks"]
     n, nd = make_grid(2.0).sizes["cell"], pd.date_range("2001-01-01", "2003-12-31").size
     assert (b["cells"], b["days"], b["daily_bytes"]) == (n, nd, 3 * n * nd * 4)
     assert abs(b["ratio_twin_over_raw_time"] - b["twin_wall_s"] / b["raw_wall_s"]) < 1e-9
     assert "| twin write (tiny)" in (tmp_path / "results.md").read_text()
     assert res["machine"]["cores"] >= 1
+    # integrals: fluxscale and the plain xarray groupby agree; the ratio is the medians' ratio
+    assert integ["max_rel_diff_vs_xarray"] < 1e-9
+    assert abs(integ["speedup_vs_xarray"] - integ["xarray_groupby_s"] / integ["fluxscale_s"]) < 1e-9
+    # DTW: equal to both peers within 1e-5 relative, with and without a band
+    for case in dtw["cases"]:
+        assert case["max_rel_diff_dtaidistance"] < 1e-5 and case["max_rel_diff_tslearn"] < 1e-5
+    md = (tmp_path / "results.md").read_text()
+    assert "regional integrals, daily cube" in md and "dtaidistance distance_matrix_fast" in md
