@@ -36,7 +36,9 @@ def to_markdown(res: dict) -> str:
     lines = [f"# fluxscale benchmarks ({res['size']})", "",
              f"{m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
              + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + f"; {m['date']}", "",
-             f"Command: `python -m benchmarks --size {res['size']} --repeats {res['repeats']}`", "",
+             f"Command: `python -m benchmarks --size {res['size']} --repeats {res['repeats']}"
+             + (f" --only {' '.join(res['only'])}" if res.get("only") and len(res["only"]) < len(BENCHMARKS) else "")
+             + "`", "",
              "| benchmark | fluxscale | peer | ratio |", "|---|---|---|---|"]
     for b in res["benchmarks"]:
         if "md_rows" in b:  # benchmarks that write their own table rows
@@ -74,7 +76,7 @@ def main(argv=None) -> dict:
         runs = {"twin": lambda: bench_twin(args.size, work, args.repeats),
                 "integrals": lambda: bench_integrals(args.size, work, args.repeats),
                 "dtw": lambda: _bench_dtw(args.size, args.repeats)}
-        res = {"size": args.size, "repeats": args.repeats, "machine": machine(),
+        res = {"size": args.size, "repeats": args.repeats, "only": list(args.only), "machine": machine(),
                "benchmarks": [runs[name]() for name in BENCHMARKS if name in args.only]}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -103,3 +103,52 @@ def bench_integrals(size: str, workdir: str, repeats: int) -> dict:
              "ratio": f"{med['raw'] / med['fluxscale']:.2f} of the read throughput"},
         ],
     }
+
+
+_STREAM = """
+import json, resource, sys, time
+import dask, xarray as xr
+from fluxscale.grid import make_grid
+from fluxscale.integrals import integrate_regions
+nee = xr.open_zarr(sys.argv[1], consolidated=False, zarr_format=3).NEE
+grid = make_grid(float(sys.argv[2]))
+t = time.perf_counter()
+with dask.config.set(scheduler="threads"):
+    out = integrate_regions(nee, grid).compute()
+wall = time.perf_counter() - t
+print(json.dumps({"integrate_s": wall, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "shape": list(nee.shape), "out": list(out.shape)}))
+"""
+
+
+def stream_cube(workdir: str, res: float = 0.5, years: int = 17) -> dict:
+    """Write a daily ``years``-long cube at ``res`` degrees and integrate it in a fresh
+    process: wall time, throughput and that process's peak RSS (the cube is never loaded)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    path = f"{workdir}/cube-{res}deg-{years}y.zarr"
+    _, nbytes = _write_cube(path, res, years)
+    try:
+        p = subprocess.run([sys.executable, "-c", _STREAM, path, str(res)], capture_output=True, text=True, check=True)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return {**r, "bytes": nbytes, "MBps": nbytes / r["integrate_s"] / 1e6}
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.integrals",
+                                 description="Integrate a long daily cube in bounded memory.")
+    ap.add_argument("--res", type=float, default=0.5)
+    ap.add_argument("--years", type=int, default=17)
+    ap.add_argument("--workdir", default=None)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=a.workdir) as d:
+        print(json.dumps(stream_cube(d, a.res, a.years), indent=1))
