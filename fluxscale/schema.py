@@ -202,7 +202,7 @@ STORE_NAMES: tuple[str, ...] = tuple(SCHEMAS)
 REQUIRED_STORES: tuple[str, ...] = ("grid", "drivers", "sites", "inversions", "fire", "prior", "gcb")
 INPUT_STORES: tuple[str, ...] = (*REQUIRED_STORES, "truth")
 """What the twin (or ingest) writes; the others are derived by the stages from these."""
-DERIVED_STORES: tuple[str, ...] = tuple(n for n in SCHEMAS if n not in INPUT_STORES) + ("dtw",)
+DERIVED_STORES: tuple[str, ...] = tuple(n for n in SCHEMAS if n not in INPUT_STORES)
 """Stage outputs; rewriting the inputs removes them (they would be stale)."""
 
 

@@ -89,3 +89,14 @@ def test_missing_integrals_is_a_clear_error(tiny_twin, tmp_path):
     shutil.copytree(tiny_twin, root)
     with pytest.raises(StoreError, match="integrals.zarr.*store not found"):
         build_bridges(root, CFG, show_progress=False)
+
+
+def test_rewriting_the_twin_removes_stage_outputs(bridged, tmp_path):
+    from fluxscale.twin import make_twin
+
+    root, _ = bridged
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    assert (data / "bridges.zarr").exists() and (data / "dtw").exists() and (data / "integrals.zarr").exists()
+    make_twin(data, preset="tiny", seed=5, show_progress=False)
+    assert not any((data / n).exists() for n in ("bridges.zarr", "dtw", "integrals.zarr"))

@@ -251,10 +251,10 @@ def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: 
     t_start = _time.perf_counter()
     timings: dict[str, float] = {}
     paths = {n: store_path(out, n) for n in INPUT_STORES}
-    for n in DERIVED_STORES:  # stage outputs of an older twin would be stale
-        for p in (store_path(out, n), partial_path(store_path(out, n))):
-            if p.exists():
-                shutil.rmtree(p)
+    # stage outputs of an older twin would be stale (dtw/: the bridge stage's DTW matrices)
+    for p in [*(q for n in DERIVED_STORES for q in (store_path(out, n), partial_path(store_path(out, n)))), out / "dtw"]:
+        if p.exists():
+            shutil.rmtree(p)
     for p in paths.values():
         if partial_path(p).exists():
             shutil.rmtree(partial_path(p))
