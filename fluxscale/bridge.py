@@ -159,10 +159,12 @@ def build_bridges(root: str | Path, cfg: BridgeConfig = BridgeConfig(), *, clien
     for r in regions:
         if series[r].shape[0] <= cfg.max_exact_cells:
             path = dtw_dir(root) / f"{REGION_ABBREVS[r]}.zarr"
+            # a bar only where there are several tiles: 18 one-tile bars would be noise
             distance_matrix_tiled(series[r], path, window=cfg.dtw_window, tile=cfg.dtw_tile, client=client,
-                                  show_progress=False)
+                                  show_progress=show_progress and series[r].shape[0] > cfg.dtw_tile)
             dtw_paths[r] = str(path)
     timings["dtw"] = _time.perf_counter() - t
+    say(f"bridge: DTW matrices of {len(dtw_paths)} regions in {dtw_dir(root)} ({timings['dtw']:.1f} s)")
     t = _time.perf_counter()
     nystrom = [r for r in regions if r not in dtw_paths]
     exact = [r for r in regions if r in dtw_paths]
@@ -173,6 +175,8 @@ def build_bridges(root: str | Path, cfg: BridgeConfig = BridgeConfig(), *, clien
         res[r] = _cluster_task(r, series=series, cfg=cfg, dtw_paths=dtw_paths)
     labels = {r: res[r][0] for r in regions}
     timings["clusters"] = _time.perf_counter() - t
+    say(f"bridge: {cfg.n_clusters} spectral clusters per region ({len(exact)} exact, {len(nystrom)} Nyström"
+        f"{': ' + ', '.join(REGION_ABBREVS[r] for r in nystrom) if nystrom else ''}; {timings['clusters']:.1f} s)")
 
     t = _time.perf_counter()
     batches = [(r, k, min(k + cfg.repeats_per_task, cfg.repeats)) for r in regions
@@ -189,6 +193,8 @@ def build_bridges(root: str | Path, cfg: BridgeConfig = BridgeConfig(), *, clien
         rep_r2[r, r0:r0 + b["r2"].size] = b["r2"]
         rep_n[r, r0:r0 + b["r2"].size] = b["n_pixels"]
     timings["repeats"] = _time.perf_counter() - t
+    say(f"bridge: {cfg.repeats} robustness repeats × {len(regions)} regions in {len(batches)} tasks "
+        f"({timings['repeats']:.1f} s)")
 
     t = _time.perf_counter()
     finals = run_tasks(_final_task, regions, client=client, label="bridge: final fits", show_progress=show_progress,
