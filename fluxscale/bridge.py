@@ -161,7 +161,8 @@ def build_bridges(root: str | Path, cfg: BridgeConfig = BridgeConfig(), *, clien
             path = dtw_dir(root) / f"{REGION_ABBREVS[r]}.zarr"
             # a bar only where there are several tiles: 18 one-tile bars would be noise
             distance_matrix_tiled(series[r], path, window=cfg.dtw_window, tile=cfg.dtw_tile, client=client,
-                                  show_progress=show_progress and series[r].shape[0] > cfg.dtw_tile)
+                                  show_progress=show_progress and series[r].shape[0] > cfg.dtw_tile,
+                                  label=f"bridge: DTW {REGION_ABBREVS[r]}")
             dtw_paths[r] = str(path)
     timings["dtw"] = _time.perf_counter() - t
     say(f"bridge: DTW matrices of {len(dtw_paths)} regions in {dtw_dir(root)} ({timings['dtw']:.1f} s)")

@@ -343,7 +343,7 @@ def _fingerprint(X: np.ndarray, window, dtype: str) -> dict:
 
 
 def distance_matrix_tiled(X, path, *, window: int | None = None, tile: int = 1024, client=None,
-                          dtype: str = "float32", show_progress: bool = False):
+                          dtype: str = "float32", show_progress: bool = False, label: str = "DTW tiles"):
     """All pairwise DTW distances, computed as tiles on Dask and stored in Zarr once.
 
     The matrix is a Zarr v3 array at ``path``: shape (n, n), chunks (tile, tile), float32 (also
@@ -370,6 +370,8 @@ def distance_matrix_tiled(X, path, *, window: int | None = None, tile: int = 102
         Run there; default: Dask's threaded scheduler here.
     show_progress : bool
         Show a progress bar.
+    label : str
+        Its label (and the prefix of the task keys).
 
     Returns
     -------
@@ -404,7 +406,7 @@ def distance_matrix_tiled(X, path, *, window: int | None = None, tile: int = 102
     n = len(Xp)
     arr = zarr.create_array(store=str(tmp), shape=(n, n), chunks=(tile, tile), dtype="float32",
                             fill_value=np.nan, zarr_format=3, attributes={**attrs, "fluxscale_complete": False})
-    run_tasks(_compute_tile, tile_plan(n, tile), client=client, label="DTW tiles", show_progress=show_progress,
+    run_tasks(_compute_tile, tile_plan(n, tile), client=client, label=label, show_progress=show_progress,
               X=Xp, path=os.fspath(tmp), lo=lo, hi=hi)
     arr.attrs["fluxscale_complete"] = True
     commit_store(path)
