@@ -35,6 +35,7 @@ import xarray as xr
 from .clustering import nystrom_clusters, spectral_clusters, stratified_sample
 from .config import BridgeConfig
 from .errors import StoreError
+from .grid import gather_cells
 from .lasso import cv_r2, fit_bridge, predict_bridge
 from .parallel import run_tasks
 from .regions import REGION_ABBREVS, REGIONS
@@ -62,7 +63,7 @@ def bridge_inputs(root: str | Path) -> tuple[xr.Dataset, np.ndarray, xr.DataArra
     if months.size < 24:
         raise StoreError(str(store_path(root, "integrals")), "prior",
                          f"only {months.size} months shared with the prior store; bridges need at least 24")
-    field = prior.sel(time=months).values[:, grid.cell_ilat.values, grid.cell_ilon.values].astype(np.float64)
+    field = gather_cells(prior.sel(time=months), grid).values.astype(np.float64)
     bad = np.isnan(field)
     if bad.any():
         t, c = np.argwhere(bad)[0]
@@ -74,12 +75,8 @@ def bridge_inputs(root: str | Path) -> tuple[xr.Dataset, np.ndarray, xr.DataArra
 
 # --- tasks (module level so they pickle) ------------------------------------------------
 
-def _cluster_task(region: int, *, series: dict, cfg: BridgeConfig, dtw_paths: dict) -> tuple[np.ndarray, float, str]:
-    x = series[region]
-    if x.shape[0] > cfg.max_exact_cells:
-        labels, scale = nystrom_clusters(x, cfg.n_clusters, cfg.seed, window=cfg.dtw_window,
-                                         n_components=cfg.nystrom_components)
-        return labels, scale, "nystrom"
+def _exact_cluster_task(region: int, *, cfg: BridgeConfig, dtw_paths: dict) -> tuple[np.ndarray, float, str]:
+    """Spectral clusters from the region's stored DTW matrix (the worker reads it itself)."""
     import zarr
 
     d = zarr.open_array(dtw_paths[region], mode="r")[...]
@@ -169,11 +166,12 @@ def build_bridges(root: str | Path, cfg: BridgeConfig = BridgeConfig(), *, clien
     t = _time.perf_counter()
     nystrom = [r for r in regions if r not in dtw_paths]
     exact = [r for r in regions if r in dtw_paths]
-    res = dict(zip(exact, run_tasks(_cluster_task, exact, client=client, label="bridge: clusters",
-                                    show_progress=show_progress, series={r: series[r] for r in exact}, cfg=cfg,
-                                    dtw_paths=dtw_paths)))
+    res = dict(zip(exact, run_tasks(_exact_cluster_task, exact, client=client, label="bridge: clusters",
+                                    show_progress=show_progress, cfg=cfg, dtw_paths=dtw_paths)))
     for r in nystrom:  # dask-ml runs its own graph (on the client's cluster when there is one)
-        res[r] = _cluster_task(r, series=series, cfg=cfg, dtw_paths=dtw_paths)
+        labels_r, scale = nystrom_clusters(series[r], cfg.n_clusters, cfg.seed, window=cfg.dtw_window,
+                                           n_components=cfg.nystrom_components)
+        res[r] = (labels_r, scale, "nystrom")
     labels = {r: res[r][0] for r in regions}
     timings["clusters"] = _time.perf_counter() - t
     say(f"bridge: {cfg.n_clusters} spectral clusters per region ({len(exact)} exact, {len(nystrom)} Nyström"

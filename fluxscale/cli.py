@@ -63,21 +63,17 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
 SchedulerOpt = Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: a LocalCluster).")]
 
 
-def _stage_config(data_dir: Path | None, config: Path | None, scheduler: str | None, connect_timeout: float,
-                  workers: int | None = None) -> RunConfig:
-    """The run config of a single-stage command: the config file (or defaults), with the
-    command line's data directory and scheduler on top."""
+def _stage_config(data_dir: Path | None, config: Path | None, **cluster) -> RunConfig:
+    """The run config of a command: the config file (or defaults), with the command line's
+    data directory and the ClusterConfig fields it gives (None = not given) on top."""
     import dataclasses
 
     from .config import load_config
 
     cfg = load_config(config) if config else RunConfig()
-    cluster = cfg.cluster
-    if scheduler:
-        cluster = dataclasses.replace(cluster, scheduler_address=scheduler, connect_timeout_s=connect_timeout)
-    if workers:
-        cluster = dataclasses.replace(cluster, n_workers=workers)
-    return dataclasses.replace(cfg, data_dir=str(data_dir) if data_dir else cfg.data_dir, cluster=cluster)
+    given = {k: v for k, v in cluster.items() if v is not None}
+    return dataclasses.replace(cfg, data_dir=str(data_dir) if data_dir else cfg.data_dir,
+                               cluster=dataclasses.replace(cfg.cluster, **given))
 
 
 PresetOpt = Annotated[str, typer.Option(help=f"Twin size: {', '.join(PRESETS)}.")]
@@ -171,17 +167,14 @@ def run(
     flags given here on top."""
     import dataclasses
 
-    from .config import load_config
     from .pipeline import run_pipeline
 
-    cfg = load_config(config) if config else RunConfig()
+    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
+                        threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                        connect_timeout_s=connect_timeout)
     if preset is not None or seed is not None:
         cfg = dataclasses.replace(cfg, twin=twin_preset(preset or "small", seed=cfg.twin.seed if seed is None else seed))
-    cluster = {k: v for k, v in dict(scheduler_address=scheduler, n_workers=workers, threads_per_worker=threads_per_worker,
-                                     memory_limit=memory_limit).items() if v is not None}
-    cfg = dataclasses.replace(cfg, data_dir=str(data_dir) if data_dir else cfg.data_dir, reuse=reuse,
-                              cluster=dataclasses.replace(cfg.cluster, connect_timeout_s=connect_timeout, **cluster),
-                              bridge=cfg.bridge.replace(**_parse_knobs(set_, cfg.bridge, "bridge setting")))
+    cfg = dataclasses.replace(cfg, reuse=reuse, bridge=cfg.bridge.replace(**_parse_knobs(set_, cfg.bridge, "bridge setting")))
     report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset)
     console.print(report["summary"], highlight=False)
     console.print(f"[bold green]done[/] in {report['timings_s']['total']:.1f} s; stage timings: "
@@ -205,7 +198,8 @@ def integrals(
     from .cluster import cluster_client
     from .integrals import compute_integrals
 
-    cfg = _stage_config(data_dir, config, scheduler, connect_timeout, workers)
+    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
+                        connect_timeout_s=connect_timeout if scheduler else None)
     t0 = time.perf_counter()
     with cluster_client(cfg.cluster) as client:
         with console.status("integrals: streaming the prior, inversions and fire through flox"):
@@ -234,14 +228,13 @@ def bridge(
 
     from .bridge import build_bridges
     from .cluster import cluster_client
-    from .config import BridgeConfig
     from .integrals import compute_integrals
     from .stores import open_store, store_path
     from .summary import bridge_table
 
-    cfg = _stage_config(data_dir, config, scheduler, connect_timeout, workers)
+    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
+                        connect_timeout_s=connect_timeout if scheduler else None)
     cfg = dataclasses.replace(cfg, bridge=cfg.bridge.replace(**_parse_knobs(set_, cfg.bridge, "bridge setting")))
-    assert isinstance(cfg.bridge, BridgeConfig)
     t0 = time.perf_counter()
     with cluster_client(cfg.cluster) as client:
         if not store_path(cfg.data_dir, "integrals").exists():

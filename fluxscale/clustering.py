@@ -90,22 +90,19 @@ class DTWKernel:
     scale: float
 
     def __call__(self, A, B=None, **_ignored):
-        from .dtw import cross_distance
-
-        A = np.asarray(A)
-        if B is None:
-            return dtw_affinity(cross_distance(A, A, window=self.window), self.scale)[0]
         import dask.array as da
 
+        A = np.asarray(A)
         if isinstance(B, da.Array):
             B = B.rechunk({1: -1})
             out = B.map_blocks(_kernel_block, keep=A, window=self.window, scale=self.scale, dtype=np.float64,
                                chunks=(B.chunks[0], (A.shape[0],)))
             return out.T
-        return dtw_affinity(cross_distance(A, np.asarray(B), window=self.window), self.scale)[0]
+        return _kernel_block(A, keep=A if B is None else np.asarray(B), window=self.window, scale=self.scale)
 
 
 def _kernel_block(block: np.ndarray, *, keep: np.ndarray, window: int | None, scale: float) -> np.ndarray:
+    """Affinities of the rows of ``block`` (rows) against the rows of ``keep`` (columns)."""
     from .dtw import cross_distance
 
     return dtw_affinity(cross_distance(block, keep, window=window), scale)[0]
@@ -128,7 +125,6 @@ def nystrom_clusters(series: np.ndarray, n_clusters: int, seed: int, *, window: 
     (labels (n,), σ)
         σ: the median DTW distance within the sample.
     """
-    import dask.array as da
     from dask_ml.cluster import SpectralClustering
 
     from .dtw import distance_matrix

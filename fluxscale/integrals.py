@@ -41,7 +41,6 @@ REGION_LABELS: tuple[str, ...] = (*REGION_ABBREVS, GLOBAL)
 """The ``region`` coordinate of every integral: the Table A1 abbreviations, then GLOBAL."""
 
 
-
 def _time_kind(time: xr.DataArray, label: str) -> str:
     """``"daily"`` or ``"monthly"`` (month starts, no gaps); anything else is refused."""
     t = pd.DatetimeIndex(time.values)
