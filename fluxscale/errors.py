@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FluxscaleError", "StoreError", "ConfigError"]
+__all__ = ["FluxscaleError", "StoreError", "ConfigError", "InputError"]
 
 
 class FluxscaleError(Exception):
@@ -40,3 +40,23 @@ class NonFiniteSeriesError(FluxscaleError, ValueError):
     def __init__(self, series, position: int, value: float):
         self.series, self.position = series, int(position)
         super().__init__(f"series {series} has a non-finite value ({value}) at position {position}")
+
+
+class InputError(FluxscaleError):
+    """A user's input file (CSV, NetCDF) cannot be ingested.
+
+    Parameters
+    ----------
+    path : str
+        The file (or glob) that was read.
+    where : str or None
+        The variable (``"variable 'co2fire'"``), line (``"line 12"``) or column at fault.
+    problem : str
+        What is wrong, in words.
+    """
+
+    def __init__(self, path, where: str | None, problem: str):
+        self.path = str(path)
+        self.where = where
+        self.problem = problem
+        super().__init__(f"{self.path}: {where}: {problem}" if where else f"{self.path}: {problem}")

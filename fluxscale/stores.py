@@ -38,6 +38,7 @@ __all__ = [
     "commit_store",
     "partial_path",
     "read_manifest",
+    "begin_dataset",
 ]
 
 MANIFEST = "fluxscale.json"
@@ -360,15 +361,24 @@ def _stamp(ds: xr.Dataset, name: str) -> xr.Dataset:
 
 
 def write_store(ds: xr.Dataset, path: str | Path, name: str, encoding: dict | None = None,
-                commit: bool = True) -> Path:
-    """Write a small in-memory store completely to ``path.partial``, then (``commit``)
-    move it into place; returns where it now is."""
+                commit: bool = True, compute: bool = True):
+    """Write a store completely to ``path.partial``, then (``commit``) move it into
+    place; returns where it now is.
+
+    Dask-backed variables are computed chunk by chunk by the active scheduler (their
+    chunks must match the Zarr chunks in ``encoding``). ``compute=False`` writes the
+    metadata only and returns the ``dask.delayed`` object that writes the chunks
+    (commit it with :func:`commit_store` after computing it).
+    """
     path = Path(path)
     tmp = partial_path(path)
     if tmp.exists():
         shutil.rmtree(tmp)
     with _quiet_consolidation():
-        _stamp(ds, name).to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=True, encoding=encoding or {})
+        delayed = _stamp(ds, name).to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=True,
+                                           encoding=encoding or {}, compute=compute)
+    if not compute:
+        return delayed
     return commit_store(path) if commit else tmp
 
 
@@ -413,6 +423,26 @@ def commit_store(path: str | Path) -> Path:
     else:
         tmp.rename(path)
     return path
+
+
+def begin_dataset(out: str | Path) -> Path:
+    """Prepare ``out`` for a new set of input stores (twin or ingest).
+
+    Creates it, removes the manifest (the directory is incomplete until it is written
+    again), the stage outputs of older inputs (derived stores and the bridge stage's
+    ``dtw/`` matrices would be stale) and leftover ``*.partial`` stores.
+    """
+    from .schema import DERIVED_STORES, INPUT_STORES
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
+    stale = [q for n in DERIVED_STORES for q in (store_path(out, n), partial_path(store_path(out, n)))]
+    stale += [partial_path(store_path(out, n)) for n in INPUT_STORES] + [out / "dtw"]
+    for p in stale:
+        if p.exists():
+            shutil.rmtree(p)
+    return out
 
 
 def read_manifest(root: str | Path) -> dict[str, Any] | None:

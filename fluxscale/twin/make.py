@@ -20,7 +20,6 @@ chunk_cells = 2048 over 17 years; per month task ≈ a few (12, lat, lon) grids.
 from __future__ import annotations
 
 import json
-import shutil
 import time as _time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,8 +36,8 @@ from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS
 from ..grid import coarsen_grid, make_grid
 from ..parallel import run_tasks
 from ..regions import REGIONS
-from ..schema import DERIVED_STORES, INPUT_STORES, SCHEMAS
-from ..stores import MANIFEST, commit_store, partial_path, store_path, write_region, write_store, write_template
+from ..schema import INPUT_STORES, SCHEMAS
+from ..stores import MANIFEST, begin_dataset, commit_store, partial_path, store_path, write_region, write_store, write_template
 from .atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, inversion_fluxes,
                          misplacement_fields, prior_flux, regional_errors, tropical_regions)
 from .climate import cell_climate, enso_index
@@ -245,19 +244,10 @@ def make_twin(out: str | Path, preset: str = "small", seed: int | None = None, *
 def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: bool = True,
                region_mask: str | Path | None = None, preset: str | None = None) -> Path:
     """:func:`make_twin` for an explicit :class:`TwinConfig`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # the directory is incomplete until the manifest is back
+    out = begin_dataset(out)
     t_start = _time.perf_counter()
     timings: dict[str, float] = {}
     paths = {n: store_path(out, n) for n in INPUT_STORES}
-    # stage outputs of an older twin would be stale (dtw/: the bridge stage's DTW matrices)
-    for p in [*(q for n in DERIVED_STORES for q in (store_path(out, n), partial_path(store_path(out, n)))), out / "dtw"]:
-        if p.exists():
-            shutil.rmtree(p)
-    for p in paths.values():
-        if partial_path(p).exists():
-            shutil.rmtree(partial_path(p))
 
     grid = make_grid(cfg.resolution_deg, region_mask)
     factor = int(round(cfg.inversion_resolution_deg / cfg.resolution_deg))

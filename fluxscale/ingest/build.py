@@ -1,0 +1,493 @@
+"""``fluxscale ingest``: real files → the stores that the twin writes.
+
+Order: grid (shipped land fraction, shipped or user region mask) → prior, inversions,
+fire (monthly NetCDF → ``(time, lat, lon)`` on the model and inversion grids) →
+drivers (NetCDF → land cells ``(time, cell)``) → sites (FLUXNET CSVs; drivers at the
+towers from a site-drivers file or from the tower's cell) → GCB. Each store is written
+to ``<name>.zarr.partial``; when every one is written, each is validated deeply against
+its schema and the others, and only then are they moved into place and the manifest
+``fluxscale.json`` (with the read/skipped summary) written. On any error the partial
+stores are removed: nothing incomplete is left looking complete.
+
+Large arrays stay lazy (Dask) and are written chunk by chunk under whatever scheduler
+is active (a ``distributed.Client`` if given), so memory per task is bounded by a
+source chunk (``time_chunk`` days × the source grid) whatever the record length.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time as _time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .. import __version__
+from ..config import GriddedInput, IngestConfig
+from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, assemble_driver_block
+from ..errors import InputError
+from ..grid import coarsen_grid, gather_cells, make_grid
+from ..schema import REQUIRED_STORES, SCHEMAS
+from ..stores import _cross_checks, begin_dataset, commit_store, open_store, partial_path, store_path, write_store
+from .fluxnet import fluxnet_site_id, read_fluxnet_daily, read_site_table
+from .gridded import (ReadLog, decode_time, expand_files, open_netcdf, read_daily_driver, read_monthly_flux,
+                      read_seasonal_driver, read_static_driver)
+
+__all__ = ["ingest", "IngestReport"]
+
+DEFAULTS = {
+    # product: (variable, basis, species)
+    "prior": ("NEE", "land", "C"),
+    "inversions": ("land_flux_only_fossil_cement_adjusted", "cell", "C"),
+    "fire": ("co2fire", "cell", "CO2"),
+}
+
+
+class IngestReport(dict):
+    """What was read, skipped (and why), changed and how long it took; JSON-able."""
+
+    def text(self) -> str:
+        lines = [f"ingest → {self['out']}"]
+        for name, info in self["stores"].items():
+            lines.append(f"  {name:<11} {info}")
+        lines.append(f"  files read: {self['n_files_read']}")
+        if self["skipped"]:
+            lines.append(f"  skipped ({len(self['skipped'])}):")
+            lines += [f"    {what}: {why}" for what, why in self["skipped"][:40]]
+            if len(self["skipped"]) > 40:
+                lines.append(f"    … and {len(self['skipped']) - 40} more (see fluxscale.json)")
+        if self["notes"]:
+            lines.append("  notes:")
+            lines += [f"    {n}" for n in self["notes"]]
+        return "\n".join(lines)
+
+
+def _time_attrs(long_name: str) -> dict[str, str]:
+    return {"standard_name": "time", "long_name": long_name, "axis": "T"}
+
+
+def _attrs(store: str, var: str) -> dict[str, Any]:
+    spec = SCHEMAS[store].variables[var]
+    a = {"long_name": spec.long_name or var}
+    if spec.units:
+        a["units"] = spec.units
+    if spec.standard_name:
+        a["standard_name"] = spec.standard_name
+    return a
+
+
+def _src(cfg: IngestConfig, product: str, gi: GriddedInput) -> tuple[str, str, str]:
+    var, basis, species = DEFAULTS[product]
+    return gi.variable or var, gi.basis or basis, gi.species or species
+
+
+def _files(cfg: IngestConfig, spec, what: str) -> list[Path]:
+    return expand_files(spec, Path(cfg.base), what)
+
+
+def _monthly_store(name: str, var: str, da: xr.DataArray, grid: xr.Dataset, title: str) -> tuple[xr.Dataset, dict]:
+    lead = [d for d in da.dims if d not in ("time", "lat", "lon")]
+    chunks = {**{d: 1 for d in lead}, "time": 12, "lat": -1, "lon": -1}
+    da = da.chunk(chunks).assign_coords(lat=grid.lat, lon=grid.lon)
+    da.attrs = _attrs(name, var)
+    ds = xr.Dataset({var: da}, attrs={"title": title, "resolution_deg": grid.attrs["resolution_deg"],
+                                      "Conventions": "CF-1.10"})
+    ds["time"].attrs.update(_time_attrs("month start"))
+    enc = {var: {"chunks": tuple(1 for _ in lead) + (12, grid.sizes["lat"], grid.sizes["lon"])}}
+    return ds, enc
+
+
+def _member_names(path: Path, member_dim: str, n: int) -> list[str] | None:
+    ds = open_netcdf(path)
+    with ds:
+        for cand in ("ensemble_member_name", "system", "model", "member_name"):
+            if cand in ds.variables and ds[cand].dims and ds[cand].dims[0] == member_dim:
+                vals = ds[cand].values
+                if vals.ndim == 2:  # char array
+                    vals = np.array([b"".join(r).decode() if r.dtype.kind == "S" else "".join(r) for r in vals])
+                return [v.decode().strip() if isinstance(v, bytes) else str(v).strip() for v in vals]
+    return None
+
+
+def _read_inversions(cfg: IngestConfig, inv_weight: xr.DataArray, log: ReadLog) -> xr.DataArray:
+    gi = cfg.inversions
+    var, basis, species = _src(cfg, "inversions", gi)
+    kw = dict(start=cfg.start, end=cfg.end, target_weight=inv_weight, species=species, basis=basis, units=gi.units,
+              log=log)
+    if gi.files and isinstance(gi.files[0], tuple):  # {system = glob}: one product per system
+        parts = [read_monthly_flux(_files(cfg, g, f"{s} inversion files"), var, **kw).expand_dims(system=np.array([s], dtype=object))
+                 for s, g in gi.files]
+        return xr.concat(parts, dim="system")
+    files = _files(cfg, gi.files, "inversion files")
+    da = read_monthly_flux(files, var, member_dim=gi.member_dim, **kw)
+    n = da.sizes[gi.member_dim]
+    names = _member_names(files[0], gi.member_dim, n)
+    if names is None:
+        if len(gi.systems) != n:
+            raise InputError(files[0], f"variable {var!r}", f"{n} ensemble members and no 'ensemble_member_name' "
+                                                            f"variable: name them with [inversions] systems = [...]")
+        names, keep = list(gi.systems), list(gi.systems)
+    else:
+        keep = list(gi.systems) or names
+        unknown = [s for s in keep if s not in names]
+        if unknown:
+            raise InputError(files[0], "variable 'ensemble_member_name'",
+                             f"no member(s) {', '.join(unknown)} (the file has {', '.join(names)})")
+        skipped = [s for s in names if s not in keep]
+        if skipped:
+            log.skipped += [(f"{files[0].name}: member {s}", "not in [inversions] systems") for s in skipped]
+    da = da.rename({gi.member_dim: "system"}).assign_coords(system=("system", np.array(names, dtype=object)))
+    return da.sel(system=keep)
+
+
+def _native_resolution(cfg: IngestConfig) -> float:
+    gi = cfg.inversions
+    spec = gi.files[0][1] if gi.files and isinstance(gi.files[0], tuple) else gi.files
+    first = _files(cfg, spec, "inversion files")[0]
+    var = _src(cfg, "inversions", gi)[0]
+    ds = open_netcdf(first)
+    with ds:
+        da = ds[var] if var in ds.data_vars else None
+        if da is None:
+            raise InputError(first, f"variable {var!r}", f"missing (the file has {', '.join(map(str, ds.data_vars))})")
+        lat = next((d for d in ("lat", "latitude", "y") if d in da.dims), None)
+        if lat is None:
+            raise InputError(first, f"variable {var!r}", f"needs latitude and longitude dimensions, has {da.dims}")
+        return 180.0 / da.sizes[lat]
+
+
+def _drivers_dataset(cfg: IngestConfig, grid: xr.Dataset, log: ReadLog) -> tuple[xr.Dataset, dict]:
+    res = float(grid.attrs["resolution_deg"])
+    cc, cd = cfg.chunk_cells, cfg.chunk_days
+    data, enc = {}, {}
+    for name, gi in cfg.drivers:
+        files = _files(cfg, gi.files, f"{name} driver files")
+        kw = dict(variable=gi.variable or name, file_units=gi.units, target_res=res, log=log)
+        if name in DAILY_DRIVERS:
+            da = read_daily_driver(files, name, DRIVER_UNITS[name], start=cfg.start, end=cfg.end, **kw)
+            chunks = {"time": cd, "cell": cc}
+        elif name in SEASONAL_DRIVERS:
+            da = read_seasonal_driver(files, name, DRIVER_UNITS[name], **kw)
+            chunks = {"doy": 366, "cell": cc}
+        else:
+            da = read_static_driver(files, name, DRIVER_UNITS[name], **kw)
+            chunks = {"cell": cc}
+        da = gather_cells(da.drop_vars([c for c in da.coords if c not in ("lat", "lon")]), grid).chunk(chunks)
+        da = da.drop_vars([c for c in da.coords if c not in da.dims])
+        da.attrs = _attrs("drivers", name)
+        data[name] = da
+        enc[name] = {"chunks": tuple(chunks[d] if chunks[d] != -1 else da.sizes[d] for d in da.dims)}
+    time = pd.date_range(cfg.start, cfg.end, freq="D")
+    ds = xr.Dataset(data, coords={
+        "time": ("time", time, _time_attrs("day")),
+        "doy": ("doy", np.arange(1, 367, dtype=np.int16), {"long_name": "day of year of the mean seasonal cycle"}),
+        "cell": grid.cell, "cell_lat": grid.cell_lat, "cell_lon": grid.cell_lon,
+    }, attrs={"title": "fluxscale ingest: drivers (Table A2)", "layout": "land cells gathered on 'cell' (see grid.zarr)",
+              "Conventions": "CF-1.10"})
+    return ds, enc
+
+
+def _cell_lookup(grid: xr.Dataset) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    res = float(grid.attrs["resolution_deg"])
+    nlat, nlon = grid.sizes["lat"], grid.sizes["lon"]
+    table = np.full((nlat, nlon), -1, dtype=np.int64)
+    table[grid.cell_ilat.values, grid.cell_ilon.values] = np.arange(grid.sizes["cell"])
+
+    def lookup(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        i = np.clip(np.floor((lat + 90.0) / res).astype(np.int64), 0, nlat - 1)
+        j = np.floor((((lon + 180.0) % 360.0)) / res).astype(np.int64) % nlon
+        return table[i, j]
+
+    return lookup
+
+
+def _site_drivers_file(cfg: IngestConfig, sites: list[str], time: pd.DatetimeIndex, log: ReadLog) -> dict[str, np.ndarray]:
+    """The 10 drivers at the towers from a ``(site, time)`` NetCDF: name → (site, time)."""
+    path = cfg.path(cfg.sites.drivers)
+    ds = open_netcdf(path)
+    log.read.append(str(path))
+    with ds:
+        if "site" not in ds.dims:
+            raise InputError(path, None, f"needs a 'site' dimension (dims {tuple(ds.dims)})")
+        names = [v.decode() if isinstance(v, bytes) else str(v) for v in ds["site"].values]
+        missing = [s for s in sites if s not in names]
+        if missing:
+            raise InputError(path, "variable 'site'", f"no drivers for site(s) {', '.join(missing[:10])}")
+        idx = np.array([names.index(s) for s in sites], dtype=np.int64)
+        out = {}
+        from .gridded import _convert
+
+        for n in DRIVER_NAMES:
+            if n not in ds.data_vars:
+                raise InputError(path, f"variable {n!r}", f"missing (the file has {', '.join(map(str, ds.data_vars))})")
+            da = ds[n]
+            if set(da.dims) != {"site", "time"}:
+                raise InputError(path, f"variable {n!r}", f"expected (site, time), found {tuple(da.dims)}")
+            da, _ = decode_time(da.transpose("site", "time"), path, n)
+            have = pd.DatetimeIndex(da.time.values)
+            gap = time.difference(have)
+            if len(gap):
+                raise InputError(path, f"variable {n!r}", f"no drivers for {gap[0].date()} ({len(gap)} days of the "
+                                                          f"record {time[0].date()}..{time[-1].date()} missing)")
+            da = _convert(da, path, n, None, DRIVER_UNITS[n]).isel(site=idx).sel(time=time)
+            vals = np.asarray(da.values, dtype=np.float32)
+            if np.isnan(vals).any():
+                s, t = np.argwhere(np.isnan(vals))[0]
+                raise InputError(path, f"variable {n!r}", f"NaN at site {sites[s]} on {time[t].date()} "
+                                                          "(drivers at towers must be gap-filled)")
+            out[n] = vals
+    return out
+
+
+def _sites_dataset(cfg: IngestConfig, grid: xr.Dataset, drivers_path: Path, log: ReadLog) -> xr.Dataset:
+    sc = cfg.sites
+    table_path = cfg.path(sc.table)
+    table = read_site_table(table_path)
+    log.read.append(str(table_path))
+    files: dict[str, Path] = {}
+    for f in _files(cfg, sc.fluxnet, "FLUXNET daily files"):
+        site, fset = fluxnet_site_id(f)
+        if site in files:
+            prev = files[site]
+            keep_new = fset == "FULLSET" and fluxnet_site_id(prev)[1] != "FULLSET"
+            drop = prev if keep_new else f
+            log.skipped.append((str(drop), f"a second daily file of {site} ({'kept ' + (f if keep_new else prev).name})"))
+            if not keep_new:
+                continue
+        files[site] = f
+    for site in sorted(set(files) - set(table.index)):
+        log.skipped.append((str(files[site]), f"site {site} is not in the site table {table_path.name}"))
+    time = pd.date_range(cfg.start, cfg.end, freq="D")
+    lookup = _cell_lookup(grid)
+    cells = lookup(table.lat.to_numpy(), table.lon.to_numpy())
+    kept, recs, kept_cells = [], [], []
+    below = 0
+    for (site, row), cell in zip(table.iterrows(), cells):
+        if site not in files:
+            log.skipped.append((f"{table_path.name} line {row.line}: site {site}", "no FLUXNET daily file"))
+            continue
+        if cell < 0:
+            log.skipped.append((f"site {site}", f"({row.lat:g}, {row.lon:g}) is not on a land cell of the grid"))
+            continue
+        rec = read_fluxnet_daily(files[site], nee_variable=sc.nee_variable, qc_min=sc.qc_min)
+        log.read.append(str(files[site]))
+        below += rec.attrs["n_days_below_qc"]
+        outside = int((~pd.DatetimeIndex(rec.time.values).isin(time)).sum())
+        rec = rec.reindex(time=time)
+        if outside:
+            log.notes.append(f"{site}: {outside} days outside {time[0].date()}..{time[-1].date()} ignored")
+        if not np.isfinite(rec.NEE.values).any():
+            log.skipped.append((str(files[site]), f"no NEE passing QC >= {sc.qc_min:g} in the record period"))
+            continue
+        kept.append(site)
+        recs.append(rec)
+        kept_cells.append(int(cell))
+    if not kept:
+        raise InputError(table_path, None, "no usable site: every tower was skipped (see the reasons above)")
+    if below:
+        log.notes.append(f"sites: {below} tower-days with NEE below QC {sc.qc_min:g} dropped")
+    cells_k = np.asarray(kept_cells, dtype=np.int64)
+    if sc.drivers:
+        drv = _site_drivers_file(cfg, kept, time, log)
+    else:
+        block = assemble_driver_block(xr.open_zarr(str(drivers_path), consolidated=True), cell=cells_k)
+        drv = {n: block[:, :, k].T.copy() for k, n in enumerate(DRIVER_NAMES)}
+        if sc.tower_tair:
+            n_tower = 0
+            for i, rec in enumerate(recs):
+                if "TA_F" in rec:
+                    ta = rec.TA_F.values
+                    ok = np.isfinite(ta)
+                    drv["Tair"][i, ok] = ta[ok]
+                    n_tower += int(ok.sum())
+            log.notes.append(f"sites: Tair from the towers' TA_F on {n_tower} tower-days, the grid's elsewhere")
+    sel = table.loc[kept]
+    data = {
+        "NEE": (("site", "time"), np.stack([r.NEE.values for r in recs]).astype(np.float32), _attrs("sites", "NEE")),
+        "NEE_QC": (("site", "time"), np.stack([r.NEE_QC.values for r in recs]).astype(np.float32),
+                   _attrs("sites", "NEE_QC")),
+        **{n: (("site", "time"), v.astype(np.float32), _attrs("sites", n)) for n, v in drv.items()},
+        "lat": (("site",), sel.lat.to_numpy(), _attrs("sites", "lat")),
+        "lon": (("site",), sel.lon.to_numpy(), _attrs("sites", "lon")),
+        "fold": (("site",), sel.fold.to_numpy().astype(np.int8), {"long_name": "cross-validation fold (0-9)"}),
+        "cell": (("site",), cells_k.astype(np.int32), {"long_name": "land-cell index of the tower's grid cell"}),
+    }
+    return xr.Dataset(data, coords={
+        "site": ("site", np.array(kept, dtype=object), {"long_name": "tower id", "cf_role": "timeseries_id"}),
+        "time": ("time", time, _time_attrs("day"))},
+        attrs={"title": "fluxscale ingest: eddy-covariance towers (FLUXNET2015 daily)",
+               "nee_variable": sc.nee_variable, "qc_min": float(sc.qc_min)})
+
+
+def _gcb_dataset(cfg: IngestConfig, log: ReadLog) -> xr.Dataset:
+    g = cfg.gcb
+    path = cfg.path(g.file)
+    from .fluxnet import _numeric, _read_table
+
+    df = _read_table(path)
+    log.read.append(str(path))
+    cols = [g.year_column, g.sink_column] + ([g.sigma_column] if g.sigma_column else [])
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(path, "header", f"missing column(s) {', '.join(missing)} (found: {', '.join(df.columns)})")
+    year = _numeric(df, g.year_column, path)
+    sink = _numeric(df, g.sink_column, path)
+    sigma = _numeric(df, g.sigma_column, path) if g.sigma_column else np.full(year.size, g.sigma)
+    want = np.arange(cfg.start_year, cfg.end_year + 1)
+    rows = []
+    for y in want:
+        hit = np.flatnonzero(year == y)
+        if hit.size == 0:
+            raise InputError(path, f"column {g.year_column}", f"no row for year {y} of the record")
+        if hit.size > 1:
+            raise InputError(path, f"line {hit[1] + 2}", f"duplicated year {y}")
+        if np.isnan(sink[hit[0]]) or np.isnan(sigma[hit[0]]):
+            raise InputError(path, f"line {hit[0] + 2}", f"year {y} has no land sink or sigma")
+        rows.append(hit[0])
+    rows = np.asarray(rows)
+    return xr.Dataset({"NEE": (("year",), -sink[rows], _attrs("gcb", "NEE")),
+                       "NEE_sigma": (("year",), sigma[rows], _attrs("gcb", "NEE_sigma"))},
+                      coords={"year": want.astype(np.int32)},
+                      attrs={"title": "fluxscale ingest: GCB residual land sink", "source": str(path)})
+
+
+def _compute_store(ds: xr.Dataset, path: Path, name: str, enc: dict, client, show_progress: bool) -> None:
+    """Write a lazily computed store to ``path.partial`` (chunk by chunk)."""
+    if client is not None:
+        delayed = write_store(ds, path, name, enc, commit=False, compute=False)
+        fut = client.compute(delayed)
+        if show_progress:
+            from distributed import progress
+
+            progress(fut)
+        fut.result()
+    else:
+        with dask.config.set(scheduler="threads"):
+            write_store(ds, path, name, enc, commit=False)
+
+
+def ingest(cfg: IngestConfig, *, client=None, show_progress: bool = False,
+           say: Callable[[str], None] = lambda m: None) -> IngestReport:
+    """Read every input of ``cfg`` and write the dataset directory ``cfg.out``.
+
+    Returns
+    -------
+    IngestReport
+        ``out``, per-store descriptions, files read, skipped inputs with reasons,
+        notes (conversions, fills), timings; also stored in the manifest.
+
+    Raises
+    ------
+    InputError, StoreError
+        Naming the file and the variable or line; no store is left in place from
+        this run (the partial ones are removed).
+    """
+    out = cfg.path(cfg.out)
+    log = ReadLog()
+    timings: dict[str, float] = {}
+    t_start = _time.perf_counter()
+    paths = {n: store_path(out, n) for n in REQUIRED_STORES}
+    begin_dataset(out)
+    try:
+        t = _time.perf_counter()
+        grid = make_grid(cfg.resolution_deg, cfg.path(cfg.region_mask) if cfg.region_mask else None)
+        write_store(grid, paths["grid"], "grid", commit=False)
+        inv_res = cfg.inversion_resolution_deg or _native_resolution(cfg)
+        factor = inv_res / cfg.resolution_deg
+        if abs(factor - round(factor)) > 1e-6 or round(factor) < 1:
+            raise InputError(cfg.path(cfg.out), None, f"the inversions' grid {inv_res:g}° is not an integer coarsening "
+                                                      f"of the model grid {cfg.resolution_deg:g}°")
+        inv_grid = coarsen_grid(grid, int(round(factor)))
+        timings["grid"] = _time.perf_counter() - t
+        say(f"ingest: grid {cfg.resolution_deg:g}° ({grid.sizes['cell']} land cells), inversions on {inv_res:g}°")
+
+        w_model = (grid.cell_area * grid.land_fraction.astype(np.float64)).where(grid.land, 0.0)
+        w_inv = inv_grid.cell_area * inv_grid.land_fraction.astype(np.float64)
+        for name, title in (("prior", "prior NEE (FLUXCOM RS+METEO)"), ("inversions", "atmospheric inversions"),
+                            ("fire", "fire CO2 emissions")):
+            t = _time.perf_counter()
+            gi = getattr(cfg, name)
+            var, basis, species = _src(cfg, name, gi)
+            if name == "inversions":
+                da, g, store_var = _read_inversions(cfg, w_inv, log), inv_grid, "land_flux"
+            else:
+                g = grid if name == "prior" else inv_grid
+                da = read_monthly_flux(_files(cfg, gi.files, f"{name} files"), var, start=cfg.start, end=cfg.end,
+                                       target_weight=w_model if name == "prior" else w_inv, species=species,
+                                       basis=basis, units=gi.units, log=log)
+                store_var = "NEE" if name == "prior" else "co2fire"
+            ds, enc = _monthly_store(name, store_var, da, g, f"fluxscale ingest: {title}")
+            _compute_store(ds, paths[name], name, enc, client, show_progress)
+            timings[name] = _time.perf_counter() - t
+            say(f"ingest: {name} ({var}, per m² {basis}) in {timings[name]:.1f} s")
+
+        t = _time.perf_counter()
+        ds, enc = _drivers_dataset(cfg, grid, log)
+        _compute_store(ds, paths["drivers"], "drivers", enc, client, show_progress)
+        timings["drivers"] = _time.perf_counter() - t
+        say(f"ingest: drivers ({len(DRIVER_NAMES)}) in {timings['drivers']:.1f} s")
+
+        t = _time.perf_counter()
+        sites = _sites_dataset(cfg, grid, partial_path(paths["drivers"]), log)
+        write_store(sites, paths["sites"], "sites", commit=False)
+        timings["sites"] = _time.perf_counter() - t
+        say(f"ingest: sites ({sites.sizes['site']} towers) in {timings['sites']:.1f} s")
+        write_store(_gcb_dataset(cfg, log), paths["gcb"], "gcb", commit=False)
+
+        t = _time.perf_counter()
+        opened = {n: open_store(partial_path(p), n, deep=True) for n, p in paths.items()}
+        _cross_checks(opened, out)
+        described = {n: _describe(n, opened[n]) for n in paths}  # before the move: they read the .partial paths
+        timings["validate"] = _time.perf_counter() - t
+    except BaseException:
+        for p in paths.values():
+            if partial_path(p).exists():
+                shutil.rmtree(partial_path(p))
+        raise
+    for p in paths.values():
+        commit_store(p)
+    timings["total"] = _time.perf_counter() - t_start
+    report = IngestReport(
+        out=str(out),
+        stores=described,
+        n_files_read=len(set(log.read)),
+        files_read=sorted(set(log.read)),
+        skipped=[list(s) for s in log.skipped],
+        notes=log.notes,
+        timings_s={k: round(v, 2) for k, v in timings.items()},
+    )
+    manifest = {"kind": "ingest", "config": {k: v for k, v in _asdict(cfg).items()},
+                "fluxscale_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "stores": sorted(f"{n}.zarr" for n in paths), "n_cells": int(grid.sizes["cell"]), "ingest": dict(report)}
+    (out / "fluxscale.json").write_text(json.dumps(manifest, indent=2, default=str))
+    return report
+
+
+def _asdict(cfg: IngestConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def _describe(name: str, ds: xr.Dataset) -> str:
+    if name == "grid":
+        return f"{ds.sizes['lat']}x{ds.sizes['lon']} cells, {ds.sizes['cell']} land cells"
+    if name == "sites":
+        n_obs = int(np.isfinite(ds.NEE).sum())
+        return f"{ds.sizes['site']} towers, {n_obs} tower-days of NEE"
+    if name == "gcb":
+        return f"{int(ds.year[0])}–{int(ds.year[-1])}"
+    if "time" in ds.dims:
+        t = pd.DatetimeIndex(ds.time.values)
+        extra = f", systems {', '.join(map(str, ds.system.values))}" if "system" in ds.dims else ""
+        return f"{t[0].date()}..{t[-1].date()} ({ds.sizes['time']} steps), {ds.sizes.get('lat', '')}x{ds.sizes.get('lon', '')}{extra}" \
+            if "lat" in ds.dims else f"{t[0].date()}..{t[-1].date()}, {ds.sizes['cell']} cells"
+    return ""
+

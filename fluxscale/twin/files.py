@@ -1,0 +1,261 @@
+"""The twin's products as the files that real data come in (``fluxscale twin --format files``).
+
+:func:`export_files` turns a twin dataset directory into the real formats that
+:mod:`fluxscale.ingest` reads, each with the conventions of the real product (so that
+twin → files → ingest → pipeline exercises the normalisations), and an ``ingest.toml``
+that ingests them back into the same stores:
+
+===========================  ===================================================================
+``regions.nc``               ``MASK (region, lat, lon)`` 0/1, latitude descending
+``sites.csv``                ``SITE_ID, LOCATION_LAT, LOCATION_LONG, fold``
+``fluxnet/FLX_*_DD_*.csv``   FLUXNET2015 FULLSET daily: ``TIMESTAMP, NEE_VUT_REF, NEE_VUT_REF_QC,
+                             TA_F``, −9999 for missing, whole years of each tower's record
+``site_drivers.nc``          the 10 drivers at the towers ``(site, time)``
+``drivers/<name>.<YYYY>.nc`` daily ``Tair`` (in K) and ``WAI2``, one file per year, lat descending
+``drivers/<name>.nc``        mean seasonal cycles ``(doy, lat, lon)`` and static ``(lat, lon)``
+``fluxcom/NEE.RS_METEO…``    FLUXCOM-style monthly NEE, one file per year, lat descending,
+                             ``days since`` mid-month times, per m² of land
+``inversions/GCP_…nc``       GCB-style ``land_flux_only_fossil_cement_adjusted (ensemble_member,
+                             time, latitude, longitude)``, PgC m-2 yr-1 per m² of cell,
+                             longitude 0…360, ``months since`` times, ``ensemble_member_name``
+``gfas/cams_gfas_…<YYYY>.nc`` GFAS-style ``co2fire`` kg(CO2) m-2 s-1 per m² of cell, latitude
+                             descending, longitude 0…360, ``hours since 1900-01-01``, 0 off land
+``gcb/global_carbon_budget.csv`` ``Year, land sink, land sink sigma`` (PgC yr-1, sink positive)
+===========================  ===================================================================
+
+Values round-trip exactly except where a unit conversion rounds in float32 (Tair K →
+°C, the inversions and fire: relative 1e-6).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS
+from ..grid import coarsen_grid
+from ..ingest.fluxnet import MISSING
+from ..stores import open_store, store_path
+from ..units import M_C, M_CO2
+
+__all__ = ["export_files", "write_twin_files", "INGEST_TOML"]
+
+INGEST_TOML = "ingest.toml"
+_PGC_M2_YR_PER_G_M2_D = 365.25 / 1e15
+_KGCO2_M2_S_PER_GC_M2_D = 1e-3 / 86400 * M_CO2 / M_C
+
+
+def _lat_desc(da: xr.DataArray) -> xr.DataArray:
+    return da.isel(lat=slice(None, None, -1))
+
+
+def _lon_0_360(da: xr.DataArray) -> xr.DataArray:
+    k = int(np.searchsorted(da.lon.values, 0.0))
+    out = xr.concat([da.isel(lon=slice(k, None)), da.isel(lon=slice(0, k))], dim="lon")
+    return out.assign_coords(lon=np.mod(out.lon.values, 360.0))
+
+
+def _nc(ds: xr.Dataset, path: Path, rename: dict | None = None, time_units: str | None = None) -> None:
+    ds = ds.rename(rename or {})
+    enc = {v: {"zlib": False, "_FillValue": np.float32(np.nan) if ds[v].dtype.kind == "f" else None}
+           for v in ds.data_vars if ds[v].dtype.kind == "f"}
+    for c in ("lat", "lon", "latitude", "longitude"):
+        if c in ds.coords:
+            enc[c] = {"_FillValue": None}
+    if "time" in ds.coords and time_units:
+        enc["time"] = {"units": time_units, "calendar": "standard", "dtype": "float64"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(path, encoding=enc)
+
+
+def _scatter(values: np.ndarray, grid: xr.Dataset) -> np.ndarray:
+    out = np.full(values.shape[:-1] + (grid.sizes["lat"], grid.sizes["lon"]), np.nan, dtype=np.float32)
+    out[..., grid.cell_ilat.values, grid.cell_ilon.values] = values
+    return out
+
+
+def _grid_da(values: np.ndarray, grid: xr.Dataset, lead: dict, units: str) -> xr.DataArray:
+    coords = {**lead, "lat": ("lat", grid.lat.values, {"units": "degrees_north"}),
+              "lon": ("lon", grid.lon.values, {"units": "degrees_east"})}
+    return xr.DataArray(values, dims=(*lead, "lat", "lon"), coords=coords, attrs={"units": units})
+
+
+def export_files(data_dir: str | Path, out: str | Path, *, stores_out: str = "stores") -> Path:
+    """Write the twin in ``data_dir`` as real-format files into ``out``; returns the
+    ``ingest.toml`` written there (its ``out`` is ``stores_out``, relative to ``out``)."""
+    data_dir, out = Path(data_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = open_store(store_path(data_dir, "grid"), "grid")
+    res = float(grid.attrs["resolution_deg"])
+    drivers = open_store(store_path(data_dir, "drivers"), "drivers")
+    sites = open_store(store_path(data_dir, "sites"), "sites")
+    prior = open_store(store_path(data_dir, "prior"), "prior")
+    inv = open_store(store_path(data_dir, "inversions"), "inversions")
+    fire = open_store(store_path(data_dir, "fire"), "fire")
+    gcb = open_store(store_path(data_dir, "gcb"), "gcb")
+    time = pd.DatetimeIndex(drivers.time.values)
+    years = sorted(set(time.year))
+
+    # --- region mask: MASK (region, lat, lon), latitude descending ---------------------------
+    reg = grid.region.values
+    mask = xr.DataArray(np.stack([(reg == r).astype(np.int8) for r in range(18)]), dims=("region", "lat", "lon"),
+                        coords={"region": np.arange(18), "lat": grid.lat.values, "lon": grid.lon.values})
+    _nc(_lat_desc(mask).to_dataset(name="MASK"), out / "regions.nc")
+
+    # --- towers: site table, FLUXNET daily CSVs, drivers at the towers --------------------------
+    ids = [str(s) for s in sites.site.values]
+    pd.DataFrame({"SITE_ID": ids, "LOCATION_LAT": sites.lat.values, "LOCATION_LONG": sites.lon.values,
+                  "fold": sites.fold.values}).to_csv(out / "sites.csv", index=False, float_format="%.17g")
+    nee, qc, tair = sites.NEE.values, sites.NEE_QC.values, sites.Tair.values
+    fx = out / "fluxnet"
+    fx.mkdir(exist_ok=True)
+    for i, s in enumerate(ids):
+        if "first_year" in sites:
+            y0, y1 = int(sites.first_year.values[i]), int(sites.last_year.values[i])
+        else:
+            yrs = time.year[np.isfinite(nee[i])]
+            y0, y1 = int(yrs.min()), int(yrs.max())
+        sel = (time.year >= y0) & (time.year <= y1)
+        df = pd.DataFrame({"TIMESTAMP": time[sel].strftime("%Y%m%d"), "NEE_VUT_REF": nee[i, sel],
+                           "NEE_VUT_REF_QC": qc[i, sel], "TA_F": tair[i, sel]})
+        df.fillna(MISSING).to_csv(fx / f"FLX_{s}_FLUXNET2015_FULLSET_DD_{y0}-{y1}_1-4.csv", index=False,
+                                  float_format="%.9g")
+    sd = xr.Dataset({n: (("site", "time"), sites[n].values, {"units": DRIVER_UNITS[n]}) for n in DRIVER_NAMES},
+                    coords={"site": np.array(ids, dtype=object), "time": time})
+    _nc(sd, out / "site_drivers.nc", time_units=f"days since {time[0].date()}")
+
+    # --- gridded drivers -------------------------------------------------------------------
+    dd = out / "drivers"
+    for n in DRIVER_NAMES:
+        units = "K" if n == "Tair" else DRIVER_UNITS[n]
+        if n in DAILY_DRIVERS:
+            for y in years:
+                sl = np.flatnonzero(time.year == y)
+                v = np.asarray(drivers[n].isel(time=sl).values, dtype=np.float32)
+                if n == "Tair":
+                    v = (v.astype(np.float64) + 273.15).astype(np.float32)
+                da = _lat_desc(_grid_da(_scatter(v, grid), grid, {"time": time[sl]}, units))
+                _nc(da.to_dataset(name=n), dd / f"{n}.{y}.nc", time_units="days since 1970-01-01")
+        elif n in SEASONAL_DRIVERS:
+            da = _grid_da(_scatter(drivers[n].values, grid), grid, {"doy": np.arange(1, 367)}, units)
+            _nc(_lat_desc(da).to_dataset(name=n), dd / f"{n}.nc")
+        else:
+            _nc(_lat_desc(_grid_da(_scatter(drivers[n].values, grid), grid, {}, units)).to_dataset(name=n), dd / f"{n}.nc")
+
+    # --- FLUXCOM-style prior: one file per year, mid-month times ------------------------------
+    months = pd.DatetimeIndex(prior.time.values)
+    nlat, nlon = grid.sizes["lat"], grid.sizes["lon"]
+    for y in sorted(set(months.year)):
+        sl = np.flatnonzero(months.year == y)
+        da = _lat_desc(_grid_da(prior.NEE.isel(time=sl).values, grid, {"time": months[sl] + pd.Timedelta(days=14)},
+                                "gC m-2 d-1"))
+        _nc(da.to_dataset(name="NEE"), out / "fluxcom" / f"NEE.RS_METEO.FP-NONE.MLM-ALL.METEO-ERA5.{nlon}_{nlat}.monthly.{y}.nc",
+            time_units="days since 1582-10-15")
+
+    # --- GCB-style inversions: per m² of cell, PgC m-2 yr-1, months since ----------------------
+    ig = coarsen_grid(grid, int(round(float(inv.attrs["resolution_deg"]) / res)))
+    lf = ig.land_fraction.values.astype(np.float64)
+    flux = inv.land_flux.values.astype(np.float64) * lf * _PGC_M2_YR_PER_G_M2_D
+    da = xr.DataArray(flux.astype(np.float32), dims=("ensemble_member", "time", "lat", "lon"),
+                      coords={"lat": ig.lat.values, "lon": ig.lon.values}, attrs={"units": "PgC m-2 yr-1"})
+    ds = _lon_0_360(da).to_dataset(name="land_flux_only_fossil_cement_adjusted")
+    ds["ensemble_member_name"] = ("ensemble_member", np.array([str(s) for s in inv.system.values], dtype=object))
+    ds = ds.assign_coords(time=("time", np.arange(months.size, dtype=np.float64),
+                                {"units": f"months since {months[0].date()}", "calendar": "standard"}))
+    _nc(ds, out / "inversions" / f"GCP_inversions_{float(inv.attrs['resolution_deg']):g}deg.nc",
+        rename={"lat": "latitude", "lon": "longitude"})
+
+    # --- GFAS-style fire: kg(CO2) m-2 s-1 per m² of cell, 0 off land ----------------------------
+    fv = np.nan_to_num(fire.co2fire.values.astype(np.float64) * lf) * _KGCO2_M2_S_PER_GC_M2_D
+    for y in sorted(set(months.year)):
+        sl = np.flatnonzero(months.year == y)
+        da = xr.DataArray(fv[sl].astype(np.float32), dims=("time", "lat", "lon"),
+                          coords={"time": months[sl], "lat": ig.lat.values, "lon": ig.lon.values},
+                          attrs={"units": "kg m**-2 s**-1", "long_name": "Wildfire flux of Carbon Dioxide"})
+        _nc(_lat_desc(_lon_0_360(da)).to_dataset(name="co2fire"), out / "gfas" / f"cams_gfas_co2fire_{y}.nc",
+            rename={"lat": "latitude", "lon": "longitude"}, time_units="hours since 1900-01-01 00:00:00.0")
+
+    # --- GCB global budget ---------------------------------------------------------------------
+    (out / "gcb").mkdir(exist_ok=True)
+    pd.DataFrame({"Year": gcb.year.values, "land sink": -gcb.NEE.values, "land sink sigma": gcb.NEE_sigma.values}) \
+        .to_csv(out / "gcb" / "global_carbon_budget.csv", index=False, float_format="%.17g")
+
+    toml = out / INGEST_TOML
+    toml.write_text(_ingest_toml(res, float(inv.attrs["resolution_deg"]), years[0], years[-1], stores_out,
+                                 drivers["Tair"].encoding["chunks"]))
+    return toml
+
+
+def _ingest_toml(res: float, inv_res: float, y0: int, y1: int, stores_out: str, chunks) -> str:
+    drv = "\n".join(f'{n} = "drivers/{n}.*.nc"' if n in DAILY_DRIVERS else f'{n} = "drivers/{n}.nc"'
+                    for n in DRIVER_NAMES)
+    return f'''# Written by `fluxscale twin --format files`: ingests these files back into the twin's stores.
+out = "{stores_out}"
+resolution_deg = {res}
+inversion_resolution_deg = {inv_res}
+start_year = {y0}
+end_year = {y1}
+region_mask = "regions.nc"
+chunk_days = {int(chunks[0])}
+chunk_cells = {int(chunks[1])}
+
+[sites]
+table = "sites.csv"
+fluxnet = "fluxnet/FLX_*_FLUXNET2015_*_DD_*.csv"
+drivers = "site_drivers.nc"
+qc_min = 0.0
+
+[drivers]
+{drv}
+
+[prior]
+files = "fluxcom/NEE.RS_METEO.*.monthly.*.nc"
+variable = "NEE"
+basis = "land"
+
+[inversions]
+files = "inversions/GCP_inversions_*.nc"
+variable = "land_flux_only_fossil_cement_adjusted"
+basis = "cell"
+
+[fire]
+files = "gfas/cams_gfas_co2fire_*.nc"
+variable = "co2fire"
+species = "CO2"
+basis = "cell"
+
+[gcb]
+file = "gcb/global_carbon_budget.csv"
+year_column = "Year"
+sink_column = "land sink"
+sigma_column = "land sink sigma"
+'''
+
+
+def write_twin_files(out: str | Path, cfg, *, client=None, show_progress: bool = True,
+                     region_mask: str | Path | None = None, preset: str | None = None) -> Path:
+    """Make a twin and write it as real-format files into ``out`` (see :func:`export_files`);
+    the twin's stores are made in a temporary directory and removed, except ``truth.zarr``,
+    which is moved to ``out/stores/`` (where the ingest writes the other stores) so that
+    evaluation can score an ingested run against the truth. Returns the ``ingest.toml``."""
+    from .make import write_twin
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".twin-stores-", dir=out))
+    try:
+        write_twin(tmp, cfg, client=client, show_progress=show_progress, region_mask=region_mask, preset=preset)
+        toml = export_files(tmp, out)
+        truth = out / "stores" / "truth.zarr"
+        truth.parent.mkdir(exist_ok=True)
+        if truth.exists():
+            shutil.rmtree(truth)
+        (tmp / "truth.zarr").rename(truth)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return toml
