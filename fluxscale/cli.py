@@ -91,20 +91,31 @@ def twin(
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: threads here).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     connect_timeout: TimeoutOpt = 10.0,
+    format_: Annotated[str, typer.Option("--format", help="'stores': the Zarr stores; 'files': the real file "
+                                         "formats (FLUXNET CSV, NetCDF) plus an ingest.toml for `fluxscale ingest`.")] = "stores",
 ):
     """Write a synthetic twin Earth (every store, from a known true NEE) into OUT."""
-    from .twin import write_twin
+    import contextlib
 
+    from .twin import write_twin
+    from .twin.files import write_twin_files
+
+    if format_ not in ("stores", "files"):
+        raise ConfigError(f"--format {format_!r}: choose 'stores' or 'files'")
     cfg = twin_preset(preset, seed=seed, **_parse_knobs(set_))
     t0 = time.perf_counter()
-    if scheduler:
-        from .cluster import cluster_client
+    writer = write_twin if format_ == "stores" else write_twin_files
+    with contextlib.ExitStack() as stack:
+        client = None
+        if scheduler:
+            from .cluster import cluster_client
 
-        with cluster_client(ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout)) as client:
-            write_twin(out, cfg, client=client, show_progress=progress, region_mask=region_mask, preset=preset)
-    else:
-        write_twin(out, cfg, show_progress=progress, region_mask=region_mask, preset=preset)
+            client = stack.enter_context(cluster_client(ClusterConfig(scheduler_address=scheduler,
+                                                                      connect_timeout_s=connect_timeout)))
+        result = writer(out, cfg, client=client, show_progress=progress, region_mask=region_mask, preset=preset)
     console.print(f"twin [bold]{preset}[/] written to {out} in {time.perf_counter() - t0:.1f} s")
+    if format_ == "files":
+        console.print(f"ingest them with: fluxscale ingest {result}")
 
 
 @app.command()
@@ -202,7 +213,7 @@ def integrals(
                         connect_timeout_s=connect_timeout if scheduler else None)
     t0 = time.perf_counter()
     with cluster_client(cfg.cluster) as client:
-        with console.status("integrals: streaming the prior, inversions and fire through flox"):
+        with console.status("integrals: streaming the prior, inversions and fire through the regional-sum kernel"):
             path = compute_integrals(cfg.data_dir, client=client)
     from .summary import integrals_table
     from .stores import open_store
@@ -244,6 +255,39 @@ def bridge(
                              say=lambda m: console.print(m, highlight=False))
     console.print(bridge_table(open_store(path, "bridges")), highlight=False)
     console.print(f"bridges written to {path} in {time.perf_counter() - t0:.1f} s")
+
+
+@app.command()
+@_handle_errors
+def ingest(
+    config: Annotated[Path, typer.Argument(help="Ingest TOML file (see docs/ingest.md).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Dataset directory (default: the config's out).")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default: threads here).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    connect_timeout: TimeoutOpt = 10.0,
+):
+    """Read real files (FLUXNET2015 daily CSVs, FLUXCOM, GCB inversions, GFAS fire, drivers,
+    region mask) into validated stores, with a summary of what was read and skipped."""
+    import contextlib
+
+    from .config import load_ingest_config
+    from .ingest import ingest as run_ingest
+
+    cfg = load_ingest_config(config, **({"out": str(out.resolve())} if out else {}))
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        client = None
+        if scheduler or workers:
+            from .cluster import cluster_client
+
+            cc = ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout,
+                               **({"n_workers": workers} if workers else {}))
+            client = stack.enter_context(cluster_client(cc))
+        report = run_ingest(cfg, client=client, show_progress=progress,
+                            say=lambda m: console.print(m, highlight=False))
+    console.print(report.text(), highlight=False)
+    console.print(f"ingested into {report['out']} in {time.perf_counter() - t0:.1f} s")
 
 
 def main() -> None:
