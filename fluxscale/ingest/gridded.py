@@ -246,7 +246,9 @@ def _stack(parts: list[tuple[Path, xr.DataArray]], name: str, freq: str, period:
     if freq == "D" and calendar_noleap and len(missing):
         leap = missing[(missing.month == 2) & (missing.day == 29)]
         if len(leap):
-            da = da.reindex(time=have.union(leap)).ffill("time", limit=1)
+            full = have.union(leap)
+            src = full.where(~full.isin(leap), full - pd.Timedelta(days=1))  # 29 February ← the 28th
+            da = da.isel(time=have.get_indexer(src)).assign_coords(time=full.values)
             log.notes.append(f"{name}: noleap calendar, {len(leap)} × 29 February filled with the 28th")
             missing = missing.difference(leap)
     if len(missing):
@@ -301,7 +303,8 @@ def _regrid_flux(da: xr.DataArray, res: float, target_res: float, basis: str, ta
         return da.where(target_weight > 0)
     amount = da * w_src.values
     if k > 1:
-        amount = amount.coarsen(lat=k, lon=k).sum(skipna=True, min_count=1)
+        defined = amount.notnull().coarsen(lat=k, lon=k).sum() > 0
+        amount = amount.fillna(0.0).coarsen(lat=k, lon=k).sum().where(defined)
         amount = amount.assign_coords(lat=target_weight.lat.values, lon=target_weight.lon.values)
     tw = target_weight.values
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -315,10 +318,10 @@ def _regrid_mean(da: xr.DataArray, res: float, target_res: float, path: Path, na
     if k == 1:
         return da
     a = xr.DataArray(cell_areas(res).values, dims=("lat", "lon"))
-    num = (da * a).coarsen(lat=k, lon=k).sum(skipna=True, min_count=1)
-    den = a.where(da.notnull()).coarsen(lat=k, lon=k).sum(skipna=True)
+    num = (da * a).fillna(0.0).coarsen(lat=k, lon=k).sum()
+    den = a.where(da.notnull(), 0.0).coarsen(lat=k, lon=k).sum()
     lat, lon = grid_centres(target_res)
-    return (num / den).assign_coords(lat=lat, lon=lon)
+    return (num / den.where(den > 0)).assign_coords(lat=lat, lon=lon)
 
 
 def _read_parts(files: Iterable[Path], variable: str, time_chunk: int | None, log: ReadLog,
