@@ -169,7 +169,9 @@ def run(
     threads_per_worker: Annotated[Optional[int], typer.Option(help="Threads per LocalCluster worker (default 1).")] = None,
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory limit per LocalCluster worker (default 6GiB).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a bridge setting, NAME=VALUE (repeatable).")] = None,
-    reuse: Annotated[bool, typer.Option(help="Reuse a complete twin of the same config in DATA_DIR.")] = True,
+    reuse: Annotated[bool, typer.Option(help="Reuse a complete twin (or ingest) of the same config in DATA_DIR.")] = True,
+    ingest_config: Annotated[Optional[Path], typer.Option("--ingest", help="An ingest TOML: run on these real files "
+                                                          "(ingested into DATA_DIR) instead of a twin.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     connect_timeout: TimeoutOpt = 10.0,
 ):
@@ -186,6 +188,8 @@ def run(
     if preset is not None or seed is not None:
         cfg = dataclasses.replace(cfg, twin=twin_preset(preset or "small", seed=cfg.twin.seed if seed is None else seed))
     cfg = dataclasses.replace(cfg, reuse=reuse, bridge=cfg.bridge.replace(**_parse_knobs(set_, cfg.bridge, "bridge setting")))
+    if ingest_config is not None:
+        cfg = dataclasses.replace(cfg, ingest=str(ingest_config))
     report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset)
     console.print(report["summary"], highlight=False)
     console.print(f"[bold green]done[/] in {report['timings_s']['total']:.1f} s; stage timings: "

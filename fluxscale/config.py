@@ -263,7 +263,10 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     reuse: bool = True
-    """Reuse a complete twin in ``data_dir`` written with the same config."""
+    """Reuse a complete twin (or ingest) in ``data_dir`` written with the same config."""
+    ingest: str | None = None
+    """An ingest TOML (see :func:`load_ingest_config`): the stages run on the real files it
+    names, ingested into ``data_dir``, instead of on a twin."""
 
 
 def _section(cls, values: Any, where: str):
@@ -283,6 +286,7 @@ def load_config(path: str | Path) -> RunConfig:
     Layout (every key optional; unknown keys are errors)::
 
         data_dir = "fluxscale-run/data"
+        ingest = "ingest.toml"   # optional: real files instead of the twin
         [twin]      # preset = "small" plus any TwinConfig field
         [cluster]   # ClusterConfig fields, e.g. scheduler_address = "tcp://host:8786"
         [bridge]    # BridgeConfig fields, e.g. repeats = 200, dtw_window = 6
@@ -296,7 +300,7 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    top = {"data_dir", "reuse", "twin", "cluster", "bridge"}
+    top = {"data_dir", "reuse", "ingest", "twin", "cluster", "bridge"}
     unknown = set(raw) - top
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(top))}")
@@ -309,6 +313,7 @@ def load_config(path: str | Path) -> RunConfig:
             cluster=ClusterConfig(**_section(ClusterConfig, raw.get("cluster", {}), f"{path} [cluster]")),
             bridge=BridgeConfig(**_section(BridgeConfig, raw.get("bridge", {}), f"{path} [bridge]")),
             reuse=bool(raw.get("reuse", True)),
+            ingest=str(path.parent / raw["ingest"]) if raw.get("ingest") else None,
         )
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -1,6 +1,7 @@
 """``fluxscale run``: the pipeline runner (orchestration only).
 
-Stages so far: make (or reuse) the twin → deep validation of every store → regional
+Stages so far: make (or reuse) the twin, or ingest real files (``RunConfig.ingest``), or
+use a directory that ``fluxscale ingest`` made → deep validation of every store → regional
 integrals → DTW, clusters and Lasso bridges → summary. Later stages (training, inference,
 evaluation) append here.
 """
@@ -29,6 +30,9 @@ def twin_is_current(data_dir: str | Path, cfg) -> bool:
 def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, preset: str | None = None) -> dict[str, Any]:
     """Run every available stage on ``cfg``; return timings and the dataset summary."""
     from .bridge import build_bridges
+    from .config import load_ingest_config
+    from .ingest import ingest
+    from .ingest.build import config_dict
     from .integrals import compute_integrals
     from .summary import bridge_table, summarize_dataset
     from .twin import write_twin
@@ -41,11 +45,24 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
         say(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}"
             + (f", dashboard {dash}" if dash else ""))
         t = time.perf_counter()
-        if cfg.reuse and twin_is_current(cfg.data_dir, cfg.twin):
-            say(f"twin: reusing the complete twin in {cfg.data_dir}")
+        man = read_manifest(cfg.data_dir) or {}
+        if cfg.ingest:
+            icfg = load_ingest_config(cfg.ingest, out=str(Path(cfg.data_dir).resolve()))
+            if cfg.reuse and man.get("kind") == "ingest" and man.get("config") == config_dict(icfg):
+                say(f"ingest: reusing the complete ingest of {cfg.ingest} in {cfg.data_dir}")
+            else:
+                report = ingest(icfg, client=client, show_progress=show_progress, say=say)
+                say(report.text())
+            timings["ingest"] = time.perf_counter() - t
+        elif man.get("kind") == "ingest":
+            # never overwrite a user's ingested data with a twin
+            say(f"data: using the ingested data in {cfg.data_dir} (made by fluxscale ingest)")
         else:
-            write_twin(cfg.data_dir, cfg.twin, client=client, show_progress=show_progress, preset=preset)
-        timings["twin"] = time.perf_counter() - t
+            if cfg.reuse and twin_is_current(cfg.data_dir, cfg.twin):
+                say(f"twin: reusing the complete twin in {cfg.data_dir}")
+            else:
+                write_twin(cfg.data_dir, cfg.twin, client=client, show_progress=show_progress, preset=preset)
+            timings["twin"] = time.perf_counter() - t
         t = time.perf_counter()
         if console is not None and show_progress:
             with console.status("validate: checking every value of every store (one Dask pass)"):

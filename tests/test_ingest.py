@@ -343,3 +343,31 @@ def test_fluxnet_name_required(tmp_path):
 def test_all_ten_drivers_are_in_the_twin_config(round_trip):
     cfg = load_ingest_config(round_trip[2])
     assert [n for n, _ in cfg.drivers] == list(DRIVER_NAMES)
+
+
+def test_run_on_ingested_files_then_reuses_and_never_overwrites_them(round_trip, tmp_path):
+    """`fluxscale run --ingest` runs the stages on real-format files; a second run reuses
+    the ingest; a run without --ingest on that directory uses it instead of making a twin."""
+    import subprocess
+    import sys
+
+    direct, _, toml, _ = round_trip
+    out = tmp_path / "run"
+
+    def run(*extra):
+        p = subprocess.run([sys.executable, "-m", "fluxscale", "run", "--data-dir", str(out), "--workers", "1",
+                            "--no-progress", "--set", "repeats=4", *extra], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return p.stdout
+
+    first = run("--ingest", str(toml))
+    assert "ingest → " in first and "every store of" in first and "done" in first
+    assert json.loads((out / "fluxscale.json").read_text())["kind"] == "ingest"
+    got = open_store(out / "integrals.zarr", "integrals")
+    ref = open_store(out / "prior.zarr", "prior")
+    np.testing.assert_array_equal(ref.NEE.values, open_store(store_path(direct, "prior"), "prior").NEE.values)
+    assert got.sizes["system"] == 5 and "truth" not in got
+    assert "reusing the complete ingest" in run("--ingest", str(toml))
+    third = run()
+    assert "using the ingested data" in third
+    assert json.loads((out / "fluxscale.json").read_text())["kind"] == "ingest"

@@ -40,7 +40,7 @@ from .fluxnet import fluxnet_site_id, read_fluxnet_daily, read_site_table
 from .gridded import (ReadLog, decode_time, expand_files, open_netcdf, read_daily_driver, read_monthly_flux,
                       read_seasonal_driver, read_static_driver)
 
-__all__ = ["ingest", "IngestReport"]
+__all__ = ["ingest", "IngestReport", "config_dict"]
 
 DEFAULTS = {
     # product: (variable, basis, species)
@@ -463,14 +463,15 @@ def ingest(cfg: IngestConfig, *, client=None, show_progress: bool = False,
         notes=log.notes,
         timings_s={k: round(v, 2) for k, v in timings.items()},
     )
-    manifest = {"kind": "ingest", "config": {k: v for k, v in _asdict(cfg).items()},
+    manifest = {"kind": "ingest", "config": config_dict(cfg),
                 "fluxscale_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "stores": sorted(f"{n}.zarr" for n in paths), "n_cells": int(grid.sizes["cell"]), "ingest": dict(report)}
     (out / "fluxscale.json").write_text(json.dumps(manifest, indent=2, default=str))
     return report
 
 
-def _asdict(cfg: IngestConfig) -> dict[str, Any]:
+def config_dict(cfg: IngestConfig) -> dict[str, Any]:
+    """``cfg`` as the JSON value stored in the manifest (to tell whether an ingest is current)."""
     import dataclasses
 
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
