@@ -26,7 +26,7 @@ from fluxscale.units import M_C, M_CO2
 
 def _check(excinfo, path, *words):
     """The message names the file (its name) and holds every word (exact substrings)."""
-    msg = str(excinfo.value); print("\nMSG", msg)
+    msg = str(excinfo.value)
     assert Path(path).name in msg, msg
     for w in words:
         assert w in msg, f"{w!r} not in {msg!r}"
@@ -75,8 +75,6 @@ def test_fluxnet_valid_missing_code_and_qc(tmp_path):
     assert not (ds.NEE.values == -9999).any() and not (ds.TA_F.values == -9999).any()
 
 
-@pytest.mark.xfail(strict=True, reason="fluxnet._read_table: pandas' C parser with keep_default_na=False pads a "
-                                       "short row with '' (not NaN), so a truncated last row is read as missing values")
 def test_fluxnet_truncated_last_row(tmp_path):
     lines = _flx_lines(8)
     lines[-1] = lines[-1][:12]  # "20010108,0.2" - the file was cut inside the row (line 9)
@@ -92,7 +90,7 @@ def test_fluxnet_row_with_extra_field(tmp_path):
     p = _write(tmp_path, lines)
     with pytest.raises(InputError) as e:
         read_fluxnet_daily(p)
-    _check(e, p, "line 6", "not a readable CSV")
+    _check(e, p, "line 6", "too many fields: 5 fields, the header has 4")
 
 
 def test_fluxnet_wrong_header(tmp_path):
@@ -132,8 +130,6 @@ def test_fluxnet_non_numeric_met_column(tmp_path):
     _check(e, p, "line 7, column TA_F", "non-numeric value '12;5'")
 
 
-@pytest.mark.xfail(strict=True, reason="fluxnet._read_table/_numeric report i + 2 as the line, but pandas skips "
-                                       "blank lines, so every line after a blank line is reported one too low")
 def test_fluxnet_line_number_after_blank_line(tmp_path):
     lines = _flx_lines(6)
     lines.insert(3, "")  # line 4 is blank
@@ -464,8 +460,6 @@ def test_monthly_flux_month_missing_inside_a_file(tmp_path, weights):
     assert "more steps" not in msg
 
 
-@pytest.mark.xfail(strict=True, reason="gridded._stack names only the first three files of the record in a gap "
-                                       "message (and the directory as its path), not the file that has the gap")
 def test_monthly_flux_gap_names_the_file_with_the_gap(tmp_path, weights):
     files = [_monthly(tmp_path / f"NEE.{y}.nc", _year(y)) for y in range(2001, 2006)]
     _monthly(files[4], _year(2005).delete(7))  # no August 2005
@@ -727,9 +721,27 @@ def _state(out: Path) -> tuple[set[str], set[str], bool]:
             (out / "fluxscale.json").exists())
 
 
-def _ingest_fails(toml: Path, broken: Path, *words) -> str:
+def _spy(monkeypatch, reader: str, out: Path) -> list[set[str]]:
+    """Record the ``*.partial`` stores present whenever ``build.<reader>`` is called."""
+    import fluxscale.ingest.build as build
+
+    seen: list[set[str]] = []
+    real = getattr(build, reader)
+
+    def wrapper(*a, **kw):
+        seen.append({p.name for p in out.glob("*.partial")})
+        return real(*a, **kw)
+
+    monkeypatch.setattr(build, reader, wrapper)
+    return seen
+
+
+def _ingest_fails(toml: Path, broken: Path, *words, monkeypatch, reader: str, partial_before: set[str]) -> str:
+    """Run ingest on a broken file set; the error names ``broken``; when ``reader`` ran,
+    ``partial_before`` stores had been written (so their removal is really tested)."""
     cfg = load_ingest_config(toml)
     out = cfg.path(cfg.out)
+    seen = _spy(monkeypatch, reader, out)
     # an older store that the user keeps there (write_twin_files leaves truth.zarr): it must survive
     (out / "truth.zarr").mkdir(parents=True)
     (out / "truth.zarr" / "marker").write_text("keep")
@@ -737,6 +749,7 @@ def _ingest_fails(toml: Path, broken: Path, *words) -> str:
     with pytest.raises(InputError) as e:
         ingest(cfg)
     msg = _check(e, broken, *words)
+    assert seen and partial_before <= seen[-1], seen
     zarrs, partial, manifest = _state(out)
     assert zarrs == before[0] == {"truth.zarr"}, zarrs
     assert not partial, partial
@@ -746,21 +759,25 @@ def _ingest_fails(toml: Path, broken: Path, *words) -> str:
     return msg
 
 
-def test_ingest_driver_variable_missing_in_one_year(exported, tmp_path):
+def test_ingest_driver_variable_missing_in_one_year(exported, tmp_path, monkeypatch):
     toml = _copy(exported, tmp_path)
     bad = toml.parent / "drivers" / "Tair.2002.nc"
     ds = xr.load_dataset(bad, decode_times=False)
     ds.rename_vars({"Tair": "tas"}).to_netcdf(bad)  # rewrite the file without its Tair
-    _ingest_fails(toml, bad, "variable 'Tair'", "missing", "the file has tas")
+    _ingest_fails(toml, bad, "variable 'Tair'", "missing", "the file has tas", monkeypatch=monkeypatch,
+                  reader="read_daily_driver",
+                  partial_before={f"{n}.zarr.partial" for n in ("grid", "prior", "inversions", "fire")})
 
 
-def test_ingest_corrupt_fluxnet_csv(exported, tmp_path):
+def test_ingest_corrupt_fluxnet_csv(exported, tmp_path, monkeypatch):
     toml = _copy(exported, tmp_path)
     bad = sorted((toml.parent / "fluxnet").glob("FLX_*.csv"))[0]
     lines = bad.read_text().splitlines()
     _line(lines, 40, 1, "n/a!")
     bad.write_text("\n".join(lines) + "\n")
-    _ingest_fails(toml, bad, "line 40, column NEE_VUT_REF", "non-numeric value 'n/a!'")
+    _ingest_fails(toml, bad, "line 40, column NEE_VUT_REF", "non-numeric value 'n/a!'", monkeypatch=monkeypatch,
+                  reader="read_fluxnet_daily",
+                  partial_before={f"{n}.zarr.partial" for n in ("grid", "prior", "inversions", "fire", "drivers")})
 
 
 def test_ingest_config_unknown_key(exported, tmp_path):

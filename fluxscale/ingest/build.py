@@ -329,7 +329,7 @@ def _sites_dataset(cfg: IngestConfig, grid: xr.Dataset, drivers_path: Path, log:
 def _gcb_dataset(cfg: IngestConfig, log: ReadLog) -> xr.Dataset:
     g = cfg.gcb
     path = cfg.path(g.file)
-    from .fluxnet import _numeric, _read_table
+    from .fluxnet import _line, _numeric, _read_table
 
     df = _read_table(path)
     log.read.append(str(path))
@@ -347,9 +347,9 @@ def _gcb_dataset(cfg: IngestConfig, log: ReadLog) -> xr.Dataset:
         if hit.size == 0:
             raise InputError(path, f"column {g.year_column}", f"no row for year {y} of the record")
         if hit.size > 1:
-            raise InputError(path, f"line {hit[1] + 2}", f"duplicated year {y}")
+            raise InputError(path, f"line {_line(df, hit[1])}", f"duplicated year {y}")
         if np.isnan(sink[hit[0]]) or np.isnan(sigma[hit[0]]):
-            raise InputError(path, f"line {hit[0] + 2}", f"year {y} has no land sink or sigma")
+            raise InputError(path, f"line {_line(df, hit[0])}", f"year {y} has no land sink or sigma")
         rows.append(hit[0])
     rows = np.asarray(rows)
     return xr.Dataset({"NEE": (("year",), -sink[rows], _attrs("gcb", "NEE")),

@@ -51,23 +51,44 @@ def fluxnet_site_id(path: str | Path) -> tuple[str, str]:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """A CSV as a DataFrame of stripped strings; ``df.attrs["line"]`` holds each row's
+    physical line number in the file (blank lines skipped), for the error messages.
+
+    Parsed with the ``csv`` module rather than pandas: pandas pads a truncated row with
+    empty strings and renumbers rows after blank lines, and both must be reported."""
+    import csv
+
     if not path.exists():
         raise InputError(path, None, "file not found")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise InputError(path, None, "empty file (no header)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        m = re.search(r"line (\d+)", str(e))
-        raise InputError(path, f"line {m.group(1)}" if m else None, f"not a readable CSV table ({e})") from None
-    df.columns = [c.strip() for c in df.columns]
-    # pandas pads a short (truncated) row with NaN: a row of strings holds no NaN otherwise
-    short = df.isna().any(axis=1).to_numpy()
-    if short.any():
-        i = int(np.argmax(short))
-        nfields = int(df.iloc[i].notna().sum())
-        raise InputError(path, f"line {i + 2}", f"truncated row: {nfields} of {df.shape[1]} fields")
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            header, rows, lines = None, [], []
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if header is None:
+                    header = [c.strip() for c in row]
+                    continue
+                if len(row) != len(header):
+                    what = "truncated row" if len(row) < len(header) else "too many fields"
+                    raise InputError(path, f"line {reader.line_num}", f"{what}: {len(row)} fields, the header has {len(header)}")
+                rows.append([c.strip() for c in row])
+                lines.append(reader.line_num)
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise InputError(path, None, f"not a readable CSV table ({type(e).__name__}: {e})") from None
+    if header is None:
+        raise InputError(path, None, "empty file (no header)")
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise InputError(path, "header", f"duplicated column(s) {', '.join(dup)}")
+    df = pd.DataFrame(rows, columns=header, dtype=object).astype(str) if rows else pd.DataFrame(columns=header, dtype=str)
+    df.attrs["line"] = np.asarray(lines, dtype=np.int64)
     return df
+
+
+def _line(df: pd.DataFrame, i: int) -> int:
+    return int(df.attrs["line"][i])
 
 
 def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
@@ -76,7 +97,7 @@ def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     bad = np.isnan(vals) & (raw != "").to_numpy() & ~raw.str.lower().isin(["nan", "na"]).to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(path, f"line {i + 2}, column {col}", f"non-numeric value {df[col].iloc[i]!r}")
+        raise InputError(path, f"line {_line(df, i)}, column {col}", f"non-numeric value {df[col].iloc[i]!r}")
     vals[vals == MISSING] = np.nan
     return vals
 
@@ -124,17 +145,17 @@ def read_fluxnet_daily(path: str | Path, *, nee_variable: str = "NEE_VUT_REF", q
     bad = ~ok | time.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(path, f"line {i + 2}, column TIMESTAMP", f"not a date YYYYMMDD: {df['TIMESTAMP'].iloc[i]!r}")
+        raise InputError(path, f"line {_line(df, i)}, column TIMESTAMP", f"not a date YYYYMMDD: {df['TIMESTAMP'].iloc[i]!r}")
     dup = time.duplicated().to_numpy()
     if dup.any():
         i = int(np.argmax(dup))
         first = int(np.flatnonzero((time == time.iloc[i]).to_numpy())[0])
-        raise InputError(path, f"line {i + 2}", f"duplicated date {time.iloc[i].date()} (first at line {first + 2})")
+        raise InputError(path, f"line {_line(df, i)}", f"duplicated date {time.iloc[i].date()} (first at line {_line(df, first)})")
     nee = _numeric(df, nee_variable, path)
     qc = _numeric(df, qc_col, path)
     if np.any((qc < 0) | (qc > 1)):
         i = int(np.argmax((qc < 0) | (qc > 1)))
-        raise InputError(path, f"line {i + 2}, column {qc_col}", f"QC {qc[i]:g} outside 0..1")
+        raise InputError(path, f"line {_line(df, i)}, column {qc_col}", f"QC {qc[i]:g} outside 0..1")
     # a day without a QC value counts as below any positive threshold
     below = ~np.isnan(nee) & ~(qc >= qc_min) if qc_min > 0 else np.zeros(nee.size, dtype=bool)
     nee[below] = np.nan
@@ -183,20 +204,20 @@ def read_site_table(path: str | Path) -> pd.DataFrame:
     for k, v in (("lat", lat), ("lon", lon), ("fold", fold)):
         if np.isnan(v).any():
             i = int(np.argmax(np.isnan(v)))
-            raise InputError(path, f"line {i + 2}, column {cols[k]}", f"site {ids.iloc[i]} has no {k}")
+            raise InputError(path, f"line {_line(df, i)}, column {cols[k]}", f"site {ids.iloc[i]} has no {k}")
     off = (np.abs(lat) > 90) | (lon < -180) | (lon > 360)
     if off.any():
         i = int(np.argmax(off))
-        raise InputError(path, f"line {i + 2}", f"site {ids.iloc[i]} at ({lat[i]:g}, {lon[i]:g}) is outside the grid "
+        raise InputError(path, f"line {_line(df, i)}", f"site {ids.iloc[i]} at ({lat[i]:g}, {lon[i]:g}) is outside the grid "
                                                 f"(lat -90..90, lon -180..360)")
     badf = (fold != np.round(fold)) | (fold < 0) | (fold > 9)
     if badf.any():
         i = int(np.argmax(badf))
-        raise InputError(path, f"line {i + 2}, column {cols['fold']}", f"fold {fold[i]:g} is not an integer 0..9")
+        raise InputError(path, f"line {_line(df, i)}, column {cols['fold']}", f"fold {fold[i]:g} is not an integer 0..9")
     dup = ids.duplicated().to_numpy()
     if dup.any():
         i = int(np.argmax(dup))
-        raise InputError(path, f"line {i + 2}", f"duplicated site id {ids.iloc[i]}")
+        raise InputError(path, f"line {_line(df, i)}", f"duplicated site id {ids.iloc[i]}")
     lon = (lon + 180.0) % 360.0 - 180.0
-    return pd.DataFrame({"lat": lat, "lon": lon, "fold": fold.astype(np.int8), "line": np.arange(2, len(df) + 2)},
+    return pd.DataFrame({"lat": lat, "lon": lon, "fold": fold.astype(np.int8), "line": df.attrs["line"]},
                         index=pd.Index(ids.to_numpy(), name="site"))

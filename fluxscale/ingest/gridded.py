@@ -253,11 +253,18 @@ def _stack(parts: list[tuple[Path, xr.DataArray]], name: str, freq: str, period:
             missing = missing.difference(leap)
     if len(missing):
         fmt = "%Y-%m-%d" if freq == "D" else "%Y-%m"
-        files = ", ".join(p.name for p, _ in kept[:3]) + (" …" if len(kept) > 3 else "")
-        raise InputError(kept[0][0].parent, f"variable {name!r}",
-                         f"time axis has a gap: no data for {missing[0].strftime(fmt)}"
-                         f"{f' (and {len(missing) - 1} more steps)' if len(missing) > 1 else ''} "
-                         f"in the record {want[0].strftime(fmt)}..{want[-1].strftime(fmt)} (files: {files})")
+        # name the file whose span holds the first missing step, else the one after (or before) it
+        first = np.datetime64(missing[0])
+        holder = next((p for p, a in kept if a.time.values[0] <= first <= a.time.values[-1]), None)
+        after = next((p for p, a in kept if a.time.values[0] > first), None)
+        before = next((p for p, a in reversed(kept) if a.time.values[-1] < first), None)
+        where = holder or after or kept[-1][0]
+        rel = ("inside this file" if holder else f"between {before.name} and this file" if after and before
+               else "before this file" if after else "after this file")
+        raise InputError(where, f"variable {name!r}",
+                         f"time axis has a gap: no data for {missing[0].strftime(fmt)} ({rel})"
+                         f"{f' and {len(missing) - 1} more steps' if len(missing) > 1 else ''} "
+                         f"in the record {want[0].strftime(fmt)}..{want[-1].strftime(fmt)}")
     return da.sel(time=want)
 
 
