@@ -269,6 +269,17 @@ class RunConfig:
     names, ingested into ``data_dir``, instead of on a twin."""
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
 def _section(cls, values: Any, where: str):
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a table of settings")
@@ -291,15 +302,8 @@ def load_config(path: str | Path) -> RunConfig:
         [cluster]   # ClusterConfig fields, e.g. scheduler_address = "tcp://host:8786"
         [bridge]    # BridgeConfig fields, e.g. repeats = 200, dtw_window = 6
     """
-    import tomllib
-
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    raw = _read_toml(path)
     top = {"data_dir", "reuse", "ingest", "twin", "cluster", "bridge"}
     unknown = set(raw) - top
     if unknown:
@@ -448,17 +452,10 @@ def load_ingest_config(path: str | Path, **overrides: Any) -> IngestConfig:
     (driver name = glob or table), ``[prior]``, ``[inversions]``, ``[fire]``, ``[gcb]``.
     ``overrides`` replace top-level fields (e.g. ``out``). Unknown keys are errors.
     """
-    import tomllib
-
     from .drivers import DRIVER_NAMES
 
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    raw = _read_toml(path)
     tables = ("sites", "drivers", "prior", "inversions", "fire", "gcb")
     scalars = {f.name for f in dataclasses.fields(IngestConfig)} - set(tables) - {"base"}
     unknown = set(raw) - scalars - set(tables)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, STATIC_DRIVERS
 
-__all__ = ["VarSpec", "StoreSchema", "SCHEMAS", "STORE_NAMES", "NEE_UNITS", "normalise_units"]
+__all__ = ["VarSpec", "StoreSchema", "SCHEMAS", "STORE_NAMES", "NEE_UNITS", "normalise_units", "var_attrs"]
 
 NEE_UNITS = "gC m-2 d-1"
 SCHEMA_VERSION = 1
@@ -209,3 +209,15 @@ DERIVED_STORES: tuple[str, ...] = tuple(n for n in SCHEMAS if n not in INPUT_STO
 def normalise_units(units: str) -> str:
     """Spelling-insensitive form of a units string (spaces, ``*``, ``^`` and case ignored)."""
     return "".join(units.replace("*", " ").replace("^", "").lower().split())
+
+
+def var_attrs(store: str, var: str) -> dict[str, str]:
+    """The CF attributes (``long_name``, ``units``, ``standard_name``) of a schema variable,
+    for the writers of a store (twin, ingest)."""
+    spec = SCHEMAS[store].variables[var]
+    a = {"long_name": spec.long_name or var}
+    if spec.units:
+        a["units"] = spec.units
+    if spec.standard_name:
+        a["standard_name"] = spec.standard_name
+    return a

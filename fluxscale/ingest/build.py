@@ -34,7 +34,7 @@ from ..config import GriddedInput, IngestConfig
 from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, assemble_driver_block
 from ..errors import InputError
 from ..grid import coarsen_grid, gather_cells, make_grid
-from ..schema import REQUIRED_STORES, SCHEMAS
+from ..schema import REQUIRED_STORES, var_attrs
 from ..stores import _cross_checks, begin_dataset, commit_store, open_store, partial_path, store_path, write_store
 from .fluxnet import fluxnet_site_id, read_fluxnet_daily, read_site_table
 from .gridded import (ReadLog, decode_time, expand_files, open_netcdf, read_daily_driver, read_monthly_flux,
@@ -73,16 +73,6 @@ def _time_attrs(long_name: str) -> dict[str, str]:
     return {"standard_name": "time", "long_name": long_name, "axis": "T"}
 
 
-def _attrs(store: str, var: str) -> dict[str, Any]:
-    spec = SCHEMAS[store].variables[var]
-    a = {"long_name": spec.long_name or var}
-    if spec.units:
-        a["units"] = spec.units
-    if spec.standard_name:
-        a["standard_name"] = spec.standard_name
-    return a
-
-
 def _src(cfg: IngestConfig, product: str, gi: GriddedInput) -> tuple[str, str, str]:
     var, basis, species = DEFAULTS[product]
     return gi.variable or var, gi.basis or basis, gi.species or species
@@ -96,7 +86,7 @@ def _monthly_store(name: str, var: str, da: xr.DataArray, grid: xr.Dataset, titl
     lead = [d for d in da.dims if d not in ("time", "lat", "lon")]
     chunks = {**{d: 1 for d in lead}, "time": 12, "lat": -1, "lon": -1}
     da = da.chunk(chunks).assign_coords(lat=grid.lat, lon=grid.lon)
-    da.attrs = _attrs(name, var)
+    da.attrs = var_attrs(name, var)
     ds = xr.Dataset({var: da}, attrs={"title": title, "resolution_deg": grid.attrs["resolution_deg"],
                                       "Conventions": "CF-1.10"})
     ds["time"].attrs.update(_time_attrs("month start"))
@@ -181,7 +171,7 @@ def _drivers_dataset(cfg: IngestConfig, grid: xr.Dataset, log: ReadLog) -> tuple
             chunks = {"cell": cc}
         da = gather_cells(da.drop_vars([c for c in da.coords if c not in ("lat", "lon")]), grid).chunk(chunks)
         da = da.drop_vars([c for c in da.coords if c not in da.dims])
-        da.attrs = _attrs("drivers", name)
+        da.attrs = var_attrs("drivers", name)
         data[name] = da
         enc[name] = {"chunks": tuple(chunks[d] if chunks[d] != -1 else da.sizes[d] for d in da.dims)}
     time = pd.date_range(cfg.start, cfg.end, freq="D")
@@ -310,12 +300,12 @@ def _sites_dataset(cfg: IngestConfig, grid: xr.Dataset, drivers_path: Path, log:
             log.notes.append(f"sites: Tair from the towers' TA_F on {n_tower} tower-days, the grid's elsewhere")
     sel = table.loc[kept]
     data = {
-        "NEE": (("site", "time"), np.stack([r.NEE.values for r in recs]).astype(np.float32), _attrs("sites", "NEE")),
+        "NEE": (("site", "time"), np.stack([r.NEE.values for r in recs]).astype(np.float32), var_attrs("sites", "NEE")),
         "NEE_QC": (("site", "time"), np.stack([r.NEE_QC.values for r in recs]).astype(np.float32),
-                   _attrs("sites", "NEE_QC")),
-        **{n: (("site", "time"), v.astype(np.float32), _attrs("sites", n)) for n, v in drv.items()},
-        "lat": (("site",), sel.lat.to_numpy(), _attrs("sites", "lat")),
-        "lon": (("site",), sel.lon.to_numpy(), _attrs("sites", "lon")),
+                   var_attrs("sites", "NEE_QC")),
+        **{n: (("site", "time"), v.astype(np.float32), var_attrs("sites", n)) for n, v in drv.items()},
+        "lat": (("site",), sel.lat.to_numpy(), var_attrs("sites", "lat")),
+        "lon": (("site",), sel.lon.to_numpy(), var_attrs("sites", "lon")),
         "fold": (("site",), sel.fold.to_numpy().astype(np.int8), {"long_name": "cross-validation fold (0-9)"}),
         "cell": (("site",), cells_k.astype(np.int32), {"long_name": "land-cell index of the tower's grid cell"}),
     }
@@ -352,8 +342,8 @@ def _gcb_dataset(cfg: IngestConfig, log: ReadLog) -> xr.Dataset:
             raise InputError(path, f"line {_line(df, hit[0])}", f"year {y} has no land sink or sigma")
         rows.append(hit[0])
     rows = np.asarray(rows)
-    return xr.Dataset({"NEE": (("year",), -sink[rows], _attrs("gcb", "NEE")),
-                       "NEE_sigma": (("year",), sigma[rows], _attrs("gcb", "NEE_sigma"))},
+    return xr.Dataset({"NEE": (("year",), -sink[rows], var_attrs("gcb", "NEE")),
+                       "NEE_sigma": (("year",), sigma[rows], var_attrs("gcb", "NEE_sigma"))},
                       coords={"year": want.astype(np.int32)},
                       attrs={"title": "fluxscale ingest: GCB residual land sink", "source": str(path)})
 

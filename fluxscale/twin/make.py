@@ -36,7 +36,7 @@ from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS
 from ..grid import coarsen_grid, make_grid
 from ..parallel import run_tasks
 from ..regions import REGIONS
-from ..schema import INPUT_STORES, SCHEMAS
+from ..schema import INPUT_STORES, var_attrs
 from ..stores import MANIFEST, begin_dataset, commit_store, partial_path, store_path, write_region, write_store, write_template
 from .atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, inversion_fluxes,
                          misplacement_fields, prior_flux, regional_errors, tropical_regions)
@@ -77,16 +77,6 @@ def _cell_weight(grid: xr.Dataset) -> np.ndarray:
     return grid.cell_area.values[il, jl] * grid.land_fraction.values[il, jl].astype(np.float64)
 
 
-def _attrs(store: str, var: str) -> dict[str, Any]:
-    spec = SCHEMAS[store].variables[var]
-    a = {"long_name": spec.long_name or var}
-    if spec.units:
-        a["units"] = spec.units
-    if spec.standard_name:
-        a["standard_name"] = spec.standard_name
-    return a
-
-
 def time_coord(dim: str, values, long_name: str) -> tuple:
     """A CF time coordinate (encoded by xarray as days since the first date)."""
     return (dim, values, {"standard_name": "time", "long_name": long_name, "axis": "T"})
@@ -106,7 +96,7 @@ def _drivers_template(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex)
             dims, shape, chunks = ("doy", "cell"), (366, n), (366, cc)
         else:
             dims, shape, chunks = ("cell",), (n,), (cc,)
-        data[name] = (dims, _zeros(shape, chunks), _attrs("drivers", name))
+        data[name] = (dims, _zeros(shape, chunks), var_attrs("drivers", name))
         enc[name] = {"chunks": chunks}
     ds = xr.Dataset(data, coords={
         "time": time_coord("time", time, "day"),
@@ -121,13 +111,13 @@ def _drivers_template(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex)
 def _truth_template(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex, months: pd.DatetimeIndex,
                     years: np.ndarray) -> tuple[xr.Dataset, dict]:
     n, cc = grid.sizes["cell"], cfg.chunk_cells
-    data = {"NEE": (("time", "cell"), _zeros((time.size, n), (cfg.chunk_days, cc)), _attrs("truth", "NEE"))}
+    data = {"NEE": (("time", "cell"), _zeros((time.size, n), (cfg.chunk_days, cc)), var_attrs("truth", "NEE"))}
     enc = {"NEE": {"chunks": (cfg.chunk_days, cc)}}
     for v in ("NEE_monthly", "GPP_monthly", "Reco_monthly"):
-        data[v] = (("month", "cell"), _zeros((months.size, n), (months.size, cc)), _attrs("truth", v))
+        data[v] = (("month", "cell"), _zeros((months.size, n), (months.size, cc)), var_attrs("truth", v))
         enc[v] = {"chunks": (months.size, cc)}
     data["NEE_global_annual"] = (("year",), da.zeros(years.size, chunks=-1, dtype=np.float64),
-                                 _attrs("truth", "NEE_global_annual"))
+                                 var_attrs("truth", "NEE_global_annual"))
     ds = xr.Dataset(data, coords={"time": time_coord("time", time, "day"),
                                   "month": time_coord("month", months, "month start"),
                                   "year": ("year", years, {"long_name": "calendar year"}), "cell": grid.cell,
@@ -143,7 +133,7 @@ def _gridded_template(store: str, var: str, months: pd.DatetimeIndex, g: xr.Data
     shape = tuple(len(v) for v in lead.values()) + (months.size, g.sizes["lat"], g.sizes["lon"])
     chunks = (1,) * len(lead) + (12, g.sizes["lat"], g.sizes["lon"])
     arr = da.full(shape, np.nan, chunks=chunks, dtype=np.float32)
-    ds = xr.Dataset({var: (dims, arr, _attrs(store, var))},
+    ds = xr.Dataset({var: (dims, arr, var_attrs(store, var))},
                     coords={**{k: (k, np.asarray(v, dtype=object)) for k, v in lead.items()}, "time": time_coord("time", months, "month start"), "lat": g.lat, "lon": g.lon},
                     attrs={"title": title, "resolution_deg": g.attrs["resolution_deg"], "Conventions": "CF-1.10"})
     return ds, {var: {"chunks": chunks}}
@@ -325,8 +315,8 @@ def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: 
     timings["inversions_fire_prior"] = _time.perf_counter() - t
 
     gcb, sigma = gcb_series(cfg, annual)
-    gcb_ds = xr.Dataset({"NEE": (("year",), gcb, _attrs("gcb", "NEE")),
-                         "NEE_sigma": (("year",), sigma, _attrs("gcb", "NEE_sigma"))},
+    gcb_ds = xr.Dataset({"NEE": (("year",), gcb, var_attrs("gcb", "NEE")),
+                         "NEE_sigma": (("year",), sigma, var_attrs("gcb", "NEE_sigma"))},
                         coords={"year": years}, attrs={"title": "fluxscale twin: GCB residual land sink role"})
     write_store(gcb_ds, paths["gcb"], "gcb", commit=False)
 
