@@ -23,6 +23,7 @@ import functools
 from importlib import resources
 from pathlib import Path
 
+import dask.array
 import numpy as np
 import xarray as xr
 
@@ -343,15 +344,33 @@ def coarsen_grid(grid: xr.Dataset, factor: int) -> xr.Dataset:
                        region_source=grid.attrs.get("region_source", ""))
 
 
+def _take_cells(block: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return block[..., idx[0], idx[1]]
+
+
 def gather_cells(field: xr.DataArray, grid: xr.Dataset) -> xr.DataArray:
     """Pick the land cells of a gridded ``(…, lat, lon)`` field: returns ``(…, cell)``.
 
-    Lazy for dask-backed input (vectorised ``isel``); chunks along other dims kept.
+    Lazy for dask-backed input; chunks along the leading dims are kept and ``cell`` is
+    one chunk. When ``lat`` and ``lon`` are one chunk each (a whole grid per block),
+    one blockwise task per block takes the cells, and the cell index is one graph key
+    shared by every task: vectorised ``isel`` (dask ``vindex``) copies the index into
+    every task, ~1 MB each at 0.5°, which made a 17-year daily driver's graph ~70 MB.
     """
-    return field.isel(lat=xr.DataArray(grid.cell_ilat.values, dims="cell"),
-                      lon=xr.DataArray(grid.cell_ilon.values, dims="cell")).assign_coords(
-        cell=grid.cell.values, cell_lat=("cell", grid.cell_lat.values), cell_lon=("cell", grid.cell_lon.values)
-    ).drop_vars(["lat", "lon"], errors="ignore")
+    ilat, ilon = grid.cell_ilat.values, grid.cell_ilon.values
+    coords = dict(cell=grid.cell.values, cell_lat=("cell", grid.cell_lat.values), cell_lon=("cell", grid.cell_lon.values))
+    data = field.data
+    if (isinstance(data, dask.array.Array) and field.dims[-2:] == ("lat", "lon")
+            and len(data.chunks[-1]) == 1 and len(data.chunks[-2]) == 1):
+        lead = tuple(f"d{i}" for i in range(field.ndim - 2))
+        idx = dask.array.from_array(np.stack([ilat, ilon]).astype(np.intp), chunks=-1)
+        out = dask.array.blockwise(_take_cells, lead + ("cell",), data, lead + ("lat", "lon"), idx, ("two", "cell"),
+                                   concatenate=True, dtype=data.dtype)
+        keep = {k: v for k, v in field.coords.items() if not set(v.dims) & {"lat", "lon"}}
+        return xr.DataArray(out, dims=(*field.dims[:-2], "cell"), coords=keep, name=field.name,
+                            attrs=field.attrs).assign_coords(coords)
+    return field.isel(lat=xr.DataArray(ilat, dims="cell"), lon=xr.DataArray(ilon, dims="cell")).assign_coords(
+        coords).drop_vars(["lat", "lon"], errors="ignore")
 
 
 def _scatter(values: np.ndarray, ilat: np.ndarray, ilon: np.ndarray, nlat: int, nlon: int) -> np.ndarray:

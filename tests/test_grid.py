@@ -109,3 +109,27 @@ def test_gather_scatter_inverse():
     back = scatter_cells(cells, g).compute()
     np.testing.assert_array_equal(np.isnan(back.values), ~np.broadcast_to(g.land.values, back.shape))
     np.testing.assert_allclose(back.values, field.values, equal_nan=True)
+
+
+def test_gather_cells_blockwise_and_vindex_paths_equal_numpy():
+    """Whole-grid chunks take the blockwise path, split lat/lon chunks the vindex path:
+    both equal numpy fancy indexing, with coordinates, and the index is one graph key."""
+    g = make_grid(4.0)
+    rng = np.random.default_rng(1)
+    vals = rng.normal(size=(4, 2) + g.land.shape).astype(np.float32)
+    field = xr.DataArray(vals, dims=("time", "k", "lat", "lon"), coords={"time": np.arange(4)})
+    expected = vals[..., g.cell_ilat.values, g.cell_ilon.values]
+    whole = gather_cells(field.chunk({"time": 2, "k": 1}), g)
+    split = gather_cells(field.chunk({"time": 2, "lat": 10, "lon": 30}), g)
+    for got in (whole, split):
+        assert got.dims == ("time", "k", "cell") and got.dtype == np.float32
+        np.testing.assert_array_equal(got.values, expected)
+        np.testing.assert_array_equal(got.cell_lat.values, g.cell_lat.values)
+        np.testing.assert_array_equal(got.time.values, np.arange(4))
+    assert whole.chunks == ((2, 2), (1, 1), (g.sizes["cell"],))
+    import pickle
+
+    src = field.chunk({"time": 2, "k": 1})
+    added = len(pickle.dumps(dict(whole.data.__dask_graph__()))) - len(pickle.dumps(dict(src.data.__dask_graph__())))
+    index_bytes = 2 * g.sizes["cell"] * np.dtype(np.intp).itemsize
+    assert added < 2 * index_bytes  # the index is in the graph once, not once per block (4 blocks)
