@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
+from .ingest import bench_ingest
 from .integrals import bench_integrals
 from .twin import bench_twin
 
-BENCHMARKS = ("twin", "integrals", "dtw")
+BENCHMARKS = ("twin", "integrals", "dtw", "ingest")
 
 
 def machine() -> dict:
@@ -75,7 +76,8 @@ def main(argv=None) -> dict:
     try:
         runs = {"twin": lambda: bench_twin(args.size, work, args.repeats),
                 "integrals": lambda: bench_integrals(args.size, work, args.repeats),
-                "dtw": lambda: _bench_dtw(args.size, args.repeats)}
+                "dtw": lambda: _bench_dtw(args.size, args.repeats),
+                "ingest": lambda: bench_ingest(args.size, work, args.repeats)}
         res = {"size": args.size, "repeats": args.repeats, "only": list(args.only), "machine": machine(),
                "benchmarks": [runs[name]() for name in BENCHMARKS if name in args.only]}
     finally:

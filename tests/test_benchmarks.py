@@ -14,7 +14,7 @@ def test_benchmarks_smoke_tiny(tmp_path):
                        capture_output=True, text=True, cwd=root, timeout=300)
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "results.json").read_text())
-    b, integ, dtw = res["benchmarks"]
+    b, integ, dtw, ing = res["benchmarks"]
     n, nd = make_grid(2.0).sizes["cell"], pd.date_range("2001-01-01", "2003-12-31").size
     assert (b["cells"], b["days"], b["daily_bytes"]) == (n, nd, 3 * n * nd * 4)
     assert abs(b["ratio_twin_over_raw_time"] - b["twin_wall_s"] / b["raw_wall_s"]) < 1e-9
@@ -28,3 +28,7 @@ def test_benchmarks_smoke_tiny(tmp_path):
         assert case["max_rel_diff_dtaidistance"] < 1e-5 and case["max_rel_diff_tslearn"] < 1e-5
     md = (tmp_path / "results.md").read_text()
     assert "regional integrals, daily cube" in md and "dtaidistance distance_matrix_fast" in md
+    # ingest: the twin's files (64 at tiny) → stores; the ratio is the medians' ratio
+    assert ing["n_files"] == 64 and ing["input_bytes"] > 0
+    assert abs(ing["ratio_over_raw"] - ing["fluxscale_s"] / ing["raw_read_s"]) < 1e-9
+    assert "| ingest (tiny): 64 files" in md
