@@ -70,11 +70,13 @@ def summarize_dataset(root: str | Path, stores: dict[str, xr.Dataset] | None = N
     lines = [f"dataset {root}"]
     if man:
         cfg = man.get("config", {})
-        lines.append(f"  {man.get('kind', '?')} preset={man.get('preset')} seed={cfg.get('seed')} "
-                     f"resolution={cfg.get('resolution_deg')}° years={cfg.get('start_year')}–{cfg.get('end_year')} "
+        made = (f"ingest of {Path(cfg.get('base', '?'))}: {man.get('ingest', {}).get('n_files_read', '?')} files read, "
+                f"{len(man.get('ingest', {}).get('skipped', []))} skipped" if man.get("kind") == "ingest"
+                else f"{man.get('kind', '?')} preset={man.get('preset')} seed={cfg.get('seed')}")
+        lines.append(f"  {made} resolution={cfg.get('resolution_deg')}° years={cfg.get('start_year')}–{cfg.get('end_year')} "
                      f"created {man.get('created')} by fluxscale {man.get('fluxscale_version')}")
     else:
-        lines.append(f"  (no {MANIFEST}: not written by the twin, or unfinished)")
+        lines.append(f"  (no {MANIFEST}: not written by the twin or fluxscale ingest, or unfinished)")
     for n in SCHEMAS:
         if n in stores:
             lines.append(summarize_store(store_path(root, n), n, stores[n]))
