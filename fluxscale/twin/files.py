@@ -13,8 +13,8 @@ that ingests them back into the same stores:
 ``site_drivers.nc``          the 10 drivers at the towers ``(site, time)``
 ``drivers/<name>.<YYYY>.nc`` daily ``Tair`` (in K) and ``WAI2``, one file per year, lat descending
 ``drivers/<name>.nc``        mean seasonal cycles ``(doy, lat, lon)`` and static ``(lat, lon)``
-``fluxcom/NEE.RS_METEO…``    FLUXCOM-style monthly NEE, one file per year, lat descending,
-                             ``days since`` mid-month times, per m² of land
+``fluxcom/NEE.RS_METEO…``    FLUXCOM-style monthly NEE, one file per year, lat descending with
+                             ``lat_bnds``/``lon_bnds``, ``days since`` mid-month times, per m² of land
 ``inversions/GCP_…nc``       GCB-style ``land_flux_only_fossil_cement_adjusted (ensemble_member,
                              time, latitude, longitude)``, PgC m-2 yr-1 per m² of cell,
                              longitude 0…360, ``months since`` times, ``ensemble_member_name``
@@ -154,7 +154,12 @@ def export_files(data_dir: str | Path, out: str | Path, *, stores_out: str = "st
         sl = np.flatnonzero(months.year == y)
         da = _lat_desc(_grid_da(prior.NEE.isel(time=sl).values, grid, {"time": months[sl] + pd.Timedelta(days=14)},
                                 "gC m-2 d-1"))
-        _nc(da.to_dataset(name="NEE"), out / "fluxcom" / f"NEE.RS_METEO.FP-NONE.MLM-ALL.METEO-ERA5.{nlon}_{nlat}.monthly.{y}.nc",
+        ds = da.to_dataset(name="NEE")
+        half = res / 2  # FLUXCOM files carry the cell bounds
+        ds["lat_bnds"] = (("lat", "bnds"), np.stack([ds.lat.values + half, ds.lat.values - half], axis=1))
+        ds["lon_bnds"] = (("lon", "bnds"), np.stack([ds.lon.values - half, ds.lon.values + half], axis=1))
+        ds.lat.attrs["bounds"], ds.lon.attrs["bounds"] = "lat_bnds", "lon_bnds"
+        _nc(ds, out / "fluxcom" / f"NEE.RS_METEO.FP-NONE.MLM-ALL.METEO-ERA5.{nlon}_{nlat}.monthly.{y}.nc",
             time_units="days since 1582-10-15")
 
     # --- GCB-style inversions: per m² of cell, PgC m-2 yr-1, months since ----------------------
