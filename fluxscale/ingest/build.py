@@ -359,7 +359,11 @@ def _compute_store(ds: xr.Dataset, path: Path, name: str, enc: dict, client, sho
             progress(fut)
         fut.result()
     else:
-        with dask.config.set(scheduler="threads"):
+        import contextlib
+
+        from dask.diagnostics import ProgressBar  # shows nothing under a Client, hence the branch above
+
+        with dask.config.set(scheduler="threads"), (ProgressBar(minimum=2.0) if show_progress else contextlib.nullcontext()):
             write_store(ds, path, name, enc, commit=False)
 
 
