@@ -37,7 +37,11 @@ class UnitError(FluxscaleError, ValueError):
 @functools.cache
 def _registry():
     # cf_xarray's registry reads UDUNITS spellings (m-2, m2, s-1) that plain pint rejects
-    from cf_xarray.units import units
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Import\\(s\\) unavailable to set up matplotlib")
+        from cf_xarray.units import units
 
     return units
 
