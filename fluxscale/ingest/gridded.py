@@ -16,8 +16,8 @@ Every reader returns a lazy (Dask) ``xarray.DataArray`` whose axes are normalise
 * grids finer than the target by an integer ratio aggregated by area-conserving sums
   (fluxes) or area-weighted means (drivers); other grids refused.
 
-Chunks: one Dask chunk per file and ``time_chunk`` steps (full ``lat``/``lon``), so a
-task holds at most ``time_chunk × nlat × nlon`` values of the source grid.
+Chunks: one Dask chunk per file, or per ``time_chunk`` steps of it (full ``lat``/``lon``),
+so a task holds at most ``time_chunk × nlat × nlon`` values of the source grid.
 """
 
 from __future__ import annotations
@@ -404,12 +404,13 @@ def read_monthly_flux(files: Sequence[Path], variable: str, *, start: str, end: 
 
 
 def read_daily_driver(files: Sequence[Path], name: str, units: str, *, start: str, end: str, target_res: float,
-                      variable: str | None = None, file_units: str | None = None, time_chunk: int = 92,
+                      variable: str | None = None, file_units: str | None = None, time_chunk: int = 366,
                       log: ReadLog | None = None) -> xr.DataArray:
     """A daily driver (``Tair``, ``WAI2``) from per-year (or one) NetCDF files.
 
     Returns ``(time, lat, lon)`` float32 in ``units`` on the ``target_res`` grid, lazy,
-    one chunk per ``time_chunk`` days of a file.
+    one chunk per ``time_chunk`` days of a file (default: a per-year file is one chunk, so
+    that each 365-day store chunk is assembled from at most two of them).
     """
     log = log if log is not None else ReadLog()
     variable = variable or name
