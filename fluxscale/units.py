@@ -87,7 +87,8 @@ def linear_conversion(units: str, target: str) -> tuple[float, float]:
     return float(zero[1] - zero[0]), float(zero[0])
 
 
-def flux_factor(units: str, species: str | None = None, target: str = "gC m-2 d-1") -> float:
+def flux_factor(units: str, species: str | None = None, target: str = "gC m-2 d-1",
+                default_species: str | None = None) -> float:
     """Factor turning a carbon flux density in ``units`` into ``target`` (grams of C).
 
     Parameters
@@ -96,8 +97,11 @@ def flux_factor(units: str, species: str | None = None, target: str = "gC m-2 d-
         The file's units attribute, e.g. ``"kg m-2 s-1"``, ``"PgC/m2/yr"``,
         ``"mol m-2 s-1"``, ``"gC m-2 d-1"``.
     species : {"C", "CO2"}, optional
-        What the mass (or amount) counts when ``units`` does not say; a tag in
-        ``units`` wins, and a contradicting ``species`` is an error.
+        What the mass (or amount) counts, declared by the user: a tag in ``units``
+        that contradicts it is an error.
+    default_species : {"C", "CO2"}, optional
+        What the mass counts when neither ``units`` nor ``species`` says (a product's
+        convention, e.g. GFAS: CO2).
     target : str
         Carbon-mass flux density, default fluxscale's ``gC m-2 d-1``.
 
@@ -110,7 +114,7 @@ def flux_factor(units: str, species: str | None = None, target: str = "gC m-2 d-
     plain, tagged = split_species(units)
     if tagged and species and tagged != species:
         raise UnitError(f"units {units!r} say {tagged}, but the variable is declared as {species}")
-    species = tagged or species
+    species = tagged or species or default_species
     target_plain, _ = split_species(target)
     q = _parse(plain)
     ureg = _registry()

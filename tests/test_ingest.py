@@ -56,6 +56,12 @@ def test_flux_factor_refuses(units, species, word):
         flux_factor(units, species)
 
 
+def test_a_species_in_the_units_wins_over_the_default():
+    assert flux_factor("kgCO2 m-2 s-1", default_species="C") == pytest.approx(1000 * 86400 * M_C / M_CO2)
+    assert flux_factor("kg m-2 s-1", default_species="CO2") == pytest.approx(1000 * 86400 * M_C / M_CO2)
+    assert flux_factor("kg m-2 s-1", "C", default_species="CO2") == pytest.approx(1000 * 86400.0)
+
+
 def test_linear_conversion_offsets_and_scales():
     assert linear_conversion("K", "degC") == pytest.approx((1.0, -273.15))
     assert linear_conversion("degC", "degC") == (1.0, 0.0)

@@ -74,8 +74,9 @@ def _time_attrs(long_name: str) -> dict[str, str]:
 
 
 def _src(cfg: IngestConfig, product: str, gi: GriddedInput) -> tuple[str, str, str]:
+    """(variable, basis, default species) of a product: the config's, else the product's."""
     var, basis, species = DEFAULTS[product]
-    return gi.variable or var, gi.basis or basis, gi.species or species
+    return gi.variable or var, gi.basis or basis, species
 
 
 def _files(cfg: IngestConfig, spec, what: str) -> list[Path]:
@@ -109,8 +110,8 @@ def _member_names(path: Path, member_dim: str, n: int) -> list[str] | None:
 def _read_inversions(cfg: IngestConfig, inv_weight: xr.DataArray, log: ReadLog) -> xr.DataArray:
     gi = cfg.inversions
     var, basis, species = _src(cfg, "inversions", gi)
-    kw = dict(start=cfg.start, end=cfg.end, target_weight=inv_weight, species=species, basis=basis, units=gi.units,
-              log=log)
+    kw = dict(start=cfg.start, end=cfg.end, target_weight=inv_weight, species=gi.species, default_species=species,
+              basis=basis, units=gi.units, log=log)
     if gi.files and isinstance(gi.files[0], tuple):  # {system = glob}: one product per system
         parts = [read_monthly_flux(_files(cfg, g, f"{s} inversion files"), var, **kw).expand_dims(system=np.array([s], dtype=object))
                  for s, g in gi.files]
@@ -414,8 +415,8 @@ def ingest(cfg: IngestConfig, *, client=None, show_progress: bool = False,
             else:
                 g = grid if name == "prior" else inv_grid
                 da = read_monthly_flux(_files(cfg, gi.files, f"{name} files"), var, start=cfg.start, end=cfg.end,
-                                       target_weight=w_model if name == "prior" else w_inv, species=species,
-                                       basis=basis, units=gi.units, log=log)
+                                       target_weight=w_model if name == "prior" else w_inv, species=gi.species,
+                                       default_species=species, basis=basis, units=gi.units, log=log)
                 store_var = "NEE" if name == "prior" else "co2fire"
             ds, enc = _monthly_store(name, store_var, da, g, f"fluxscale ingest: {title}")
             _compute_store(ds, paths[name], name, enc, client, show_progress)

@@ -345,7 +345,8 @@ def _read_parts(files: Iterable[Path], variable: str, time_chunk: int | None, lo
 
 def read_monthly_flux(files: Sequence[Path], variable: str, *, start: str, end: str, target_weight: xr.DataArray,
                       species: str | None = None, basis: str = "land", units: str | None = None,
-                      member_dim: str | None = None, log: ReadLog | None = None) -> xr.DataArray:
+                      member_dim: str | None = None, default_species: str | None = None,
+                      log: ReadLog | None = None) -> xr.DataArray:
     """A monthly carbon flux (prior, inversion, fire) from NetCDF files, on a target grid.
 
     Parameters
@@ -362,7 +363,10 @@ def read_monthly_flux(files: Sequence[Path], variable: str, *, start: str, end: 
         Land area (m²) of the target grid's cells where the store defines the flux
         (0 elsewhere → NaN); its resolution is the target's.
     species : {"C", "CO2"}, optional
-        What the mass in the units counts when they do not say (GFAS: ``"CO2"``).
+        What the mass in the units counts, as declared by the user (a contradicting tag
+        in the units is an error).
+    default_species : {"C", "CO2"}, optional
+        The product's convention when neither the units nor ``species`` say (GFAS: CO2).
     basis : {"land", "cell"}
         Whether the file's flux is per m² of land (FLUXCOM) or of grid cell (GCB,
         GFAS); the result is per m² of land.
@@ -388,7 +392,7 @@ def read_monthly_flux(files: Sequence[Path], variable: str, *, start: str, end: 
         if member_dim and member_dim not in da.dims:
             raise InputError(path, where, f"has no {member_dim!r} dimension (dims {tuple(da.dims)})")
         try:
-            factor = flux_factor(_units(da, path, variable, units), species)
+            factor = flux_factor(_units(da, path, variable, units), species, default_species=default_species)
         except UnitError as e:
             raise InputError(path, where, str(e)) from None
         da, _ = decode_time(da, path, variable)
