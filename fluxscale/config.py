@@ -14,7 +14,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["TwinConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset", "load_config",
-           "GriddedInput", "SitesInput", "GcbInput", "IngestConfig", "load_ingest_config"]
+           "TrainConfig", "GriddedInput", "SitesInput", "GcbInput", "IngestConfig", "load_ingest_config"]
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,61 @@ class BridgeConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Training of the EC and EC-ATM ensembles (paper §3.2–3.4, §3.6, Table B1)."""
+
+    epochs: int = 30
+    """Epochs per member; the weights of the best validation epoch are kept."""
+    steps_per_epoch: int = 40
+    """Optimiser steps per epoch (each: one EC batch; for EC-ATM also one training year)."""
+    learning_rate: float = 0.003
+    """Adam learning rate (Table B1)."""
+    ec_batch: int = 10000
+    """Tower-days per EC batch (Table B1)."""
+    folds: tuple[int, ...] = tuple(range(10))
+    """Members to train: member k validates on the towers of fold k."""
+    variants: tuple[str, ...] = ("ec", "ecatm")
+    """``ec``: the tower term alone; ``ecatm``: plus the atmospheric term (Eq. 14)."""
+    systems: tuple[str, ...] = ()
+    """Inversion systems of the ATM term (one-against-many, §3.6); () = all of them."""
+    holdout_years: int = 2
+    """Random years held out of the ATM term for its validation (per fold)."""
+    seed: int = 0
+    """Seed of the initial weights (per fold, shared by EC and EC-ATM), batches and years."""
+    threads: int | None = None
+    """torch threads per member; None: the Dask worker's thread count (1 outside Dask)."""
+    device: str = "auto"
+    """``auto`` (CUDA when torch sees a device), ``cpu`` or ``cuda``."""
+    decoupling_cells: int = 200
+    """Land cells per region in the per-epoch bridge-validity monitor (§3.5)."""
+    decoupling_max: float | None = None
+    """Stop a member when the monitor's relative decoupling passes this (None: never)."""
+    retries: int = 2
+    """Times a member's task is retried when its worker is lost."""
+
+    def __post_init__(self) -> None:
+        bad = [k for k, ok in {"epochs": self.epochs >= 1, "steps_per_epoch": self.steps_per_epoch >= 1,
+                               "learning_rate": self.learning_rate > 0, "ec_batch": self.ec_batch >= 1,
+                               "folds": all(0 <= f <= 9 for f in self.folds) and len(self.folds) > 0,
+                               "variants": set(self.variants) <= {"ec", "ecatm"} and len(self.variants) > 0,
+                               "holdout_years": self.holdout_years >= 0,
+                               "device": self.device in ("auto", "cpu", "cuda"),
+                               "decoupling_cells": self.decoupling_cells >= 1}.items() if not ok]
+        if bad:
+            raise ConfigError(f"train config: invalid value for {', '.join(bad)}: "
+                              + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown train setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Where stages run.
 
@@ -262,6 +317,7 @@ class RunConfig:
     twin: TwinConfig = field(default_factory=lambda: twin_preset("small"))
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     reuse: bool = True
     """Reuse a complete twin (or ingest) in ``data_dir`` written with the same config."""
     ingest: str | None = None
@@ -301,10 +357,11 @@ def load_config(path: str | Path) -> RunConfig:
         [twin]      # preset = "small" plus any TwinConfig field
         [cluster]   # ClusterConfig fields, e.g. scheduler_address = "tcp://host:8786"
         [bridge]    # BridgeConfig fields, e.g. repeats = 200, dtw_window = 6
+        [train]     # TrainConfig fields, e.g. epochs = 30, systems = ["CAMS"]
     """
     path = Path(path)
     raw = _read_toml(path)
-    top = {"data_dir", "reuse", "ingest", "twin", "cluster", "bridge"}
+    top = {"data_dir", "reuse", "ingest", "twin", "cluster", "bridge", "train"}
     unknown = set(raw) - top
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(top))}")
@@ -316,6 +373,8 @@ def load_config(path: str | Path) -> RunConfig:
             twin=twin_preset(preset, **_section(TwinConfig, twin, f"{path} [twin]")),
             cluster=ClusterConfig(**_section(ClusterConfig, raw.get("cluster", {}), f"{path} [cluster]")),
             bridge=BridgeConfig(**_section(BridgeConfig, raw.get("bridge", {}), f"{path} [bridge]")),
+            train=TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in
+                                 _section(TrainConfig, raw.get("train", {}), f"{path} [train]").items()}),
             reuse=bool(raw.get("reuse", True)),
             ingest=str(path.parent / raw["ingest"]) if raw.get("ingest") else None,
         )

@@ -1,0 +1,429 @@
+"""Training the EC and EC-ATM ensembles (paper §3.2–3.6, Eq. 4–14, Table B1), one member
+per Dask task.
+
+A member is ``(variant, fold)``: it trains on the towers of the other nine folds and
+validates on fold ``fold``. EC minimises the tower MSE (Eq. 5). EC-ATM adds, each step,
+one whole training year of the atmospheric term: the network runs on every contributing
+pixel of every region for every day of the year, monthly means per pixel (Eq. 6), the
+bridges give regional monthly NEE (Eq. 7), compared with the chosen inversions (Eq. 8–11);
+the two terms are combined with learned log-variances (Eq. 12–14). Two random years per
+fold are held out of the ATM term and validate it.
+
+**Best epoch.** EC keeps the epoch with the lowest validation tower MSE. EC-ATM keeps the
+lowest ``val_ec / val_ec⁰ + val_atm / val_atm⁰``: each validation loss relative to its
+value before training (epoch 0), so neither term's units dominate.
+
+**Bridge validity (§3.5).** Every epoch, a fixed subsample of ``decoupling_cells`` land
+cells per region estimates the regional integral of the model's own output on the first
+held-out year; its relative difference from the bridge estimate (area-weighted over
+regions) is logged as ``decoupling`` and may stop the member (``decoupling_max``). After
+training, the full integral over every land cell of every month is compared with the
+bridges per region (``bridge_validity`` in the checkpoint's metrics).
+
+The task reads what it needs from the stores itself (sites, bridges, integrals, the
+drivers of the bridge pixels) and writes ``models/<variant>-fold<k>.pt`` (atomic) and
+``models/logs/<variant>-fold<k>.csv``; it returns only small metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import TrainConfig
+from .drivers import DRIVER_NAMES, assemble_driver_block
+from .errors import FluxscaleError
+from .stores import open_store, store_path
+
+__all__ = ["TrainingData", "load_training_data", "train_member", "member_name", "models_dir", "load_member",
+           "bridge_validity"]
+
+G_PER_PG = 1e15
+
+
+def models_dir(root: str | Path) -> Path:
+    """``root/models``: the checkpoints, ``logs/`` and ``members.json``."""
+    return Path(root) / "models"
+
+
+def member_name(variant: str, fold: int) -> str:
+    return f"{variant}-fold{fold}"
+
+
+@dataclass
+class TrainingData:
+    """Everything one member needs, in memory (numpy, float32 unless noted).
+
+    ``site_x`` (site, time, 10), ``site_y`` (site, time) observed NEE (NaN = none),
+    ``site_fold`` (site,); ``pix_x`` (days, pixels, 10) drivers of the bridge pixels,
+    ``pix_w`` (pixels, regions) bridge weights, ``bias`` (regions,) float64,
+    ``inv`` (systems, months, regions) PgC month-1, ``area_w`` (regions,) sums to 1,
+    ``day_month`` (days,) month index of each day, ``month_year`` (months,) calendar
+    year, ``regions`` names, ``systems`` names, ``mon_cells`` per region the land cells
+    of the decoupling monitor with their ``mon_x`` (days, cells, 10) and ``mon_w``
+    (cells,) m² × days-independent land area (float64), ``region_cells`` number of land
+    cells per region.
+    """
+
+    site_x: np.ndarray
+    site_y: np.ndarray
+    site_fold: np.ndarray
+    pix_x: np.ndarray
+    pix_w: np.ndarray
+    bias: np.ndarray
+    inv: np.ndarray
+    area_w: np.ndarray
+    day_month: np.ndarray
+    month_year: np.ndarray
+    month_days: np.ndarray
+    regions: list[str]
+    systems: list[str]
+    mon_x: np.ndarray
+    mon_region: np.ndarray
+    mon_scale: np.ndarray
+
+
+def _land_weight(grid) -> np.ndarray:
+    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
+    return grid.cell_area.values[il, jl] * grid.land_fraction.values[il, jl].astype(np.float64)
+
+
+def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
+    """Read the towers, bridges, inversion integrals and the drivers of the bridge pixels."""
+    root = Path(root)
+    for n in ("bridges", "integrals"):
+        if not store_path(root, n).exists():
+            raise FluxscaleError(f"{store_path(root, n)}: not found; run `fluxscale bridge {root}` first")
+    sites = open_store(store_path(root, "sites"), "sites")
+    drivers = open_store(store_path(root, "drivers"), "drivers")
+    bridges = open_store(store_path(root, "bridges"), "bridges")
+    integ = open_store(store_path(root, "integrals"), "integrals")
+    grid = open_store(store_path(root, "grid"), "grid")
+
+    site_x = np.stack([np.asarray(sites[n].values, dtype=np.float32) for n in DRIVER_NAMES], axis=-1)
+    site_y = np.asarray(sites.NEE.values, dtype=np.float32)
+    site_fold = np.asarray(sites.fold.values, dtype=np.int64)
+
+    regions = [str(r) for r in bridges.region.values]
+    has = np.isfinite(bridges.bias.values)
+    keep = [i for i, ok in enumerate(has) if ok]
+    pix_region = bridges.pixel_region.values.astype(np.int64)
+    pix_cell = bridges.pixel_cell.values.astype(np.int64)
+    pix_w = np.zeros((pix_cell.size, len(keep)))
+    col = {r: j for j, r in enumerate(keep)}
+    for p, (r, w) in enumerate(zip(pix_region, bridges.weight.values)):
+        if r in col:
+            pix_w[p, col[r]] = w
+
+    months = pd.DatetimeIndex(integ.time.values)
+    days = pd.DatetimeIndex(drivers.time.values)
+    in_months = days.to_period("M").isin(months.to_period("M"))
+    day_idx = np.flatnonzero(in_months)
+    pix_x = assemble_driver_block(drivers, time=day_idx, cell=pix_cell)
+    day_month = months.to_period("M").get_indexer(days[day_idx].to_period("M"))
+
+    systems = [str(s) for s in integ.system.values]
+    chosen = list(cfg.systems) or systems
+    unknown = [s for s in chosen if s not in systems]
+    if unknown:
+        raise FluxscaleError(f"train config systems: {', '.join(unknown)} not in the inversions ({', '.join(systems)})")
+    ireg = [list(integ.region.values).index(regions[i]) for i in keep]
+    inv = integ.inversions.sel(system=chosen).values[:, ireg, :].transpose(0, 2, 1).astype(np.float64)
+    area = integ.land_area.values[ireg].astype(np.float64)
+
+    # the decoupling monitor: a fixed subsample of land cells per region
+    cell_region = grid.region.values[grid.cell_ilat.values, grid.cell_ilon.values].astype(np.int64)
+    w = _land_weight(grid)
+    rng = np.random.default_rng([cfg.seed, 7])
+    mon_cells, mon_region, mon_scale = [], [], []
+    for j, r in enumerate(keep):
+        cells = np.flatnonzero(cell_region == r)
+        take = np.sort(rng.choice(cells, size=min(cfg.decoupling_cells, cells.size), replace=False))
+        mon_cells.append(take)
+        mon_region.append(np.full(take.size, j))
+        mon_scale.append(w[take] * (w[cells].sum() / w[take].sum()))  # the sample stands for the region
+    mon_cells = np.concatenate(mon_cells)
+    return TrainingData(
+        site_x=site_x, site_y=site_y, site_fold=site_fold, pix_x=pix_x, pix_w=pix_w,
+        bias=bridges.bias.values[keep].astype(np.float64), inv=inv, area_w=area / area.sum(),
+        day_month=day_month.astype(np.int64), month_year=months.year.to_numpy(),
+        month_days=months.days_in_month.to_numpy().astype(np.float64),
+        regions=[regions[i] for i in keep], systems=chosen,
+        mon_x=assemble_driver_block(drivers, time=day_idx, cell=mon_cells),
+        mon_region=np.concatenate(mon_region), mon_scale=np.concatenate(mon_scale),
+    )
+
+
+def _device(cfg: TrainConfig):
+    import torch
+
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise FluxscaleError("train config device='cuda', but torch sees no CUDA device")
+    return torch.device("cuda")
+
+
+def _threads(cfg: TrainConfig) -> int:
+    if cfg.threads:
+        return cfg.threads
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return 1
+
+
+class _Member:
+    """The tensors and closures of one member's training (kept on ``device``)."""
+
+    def __init__(self, data: TrainingData, cfg: TrainConfig, fold: int, device):
+        import torch
+
+        self.torch, self.device, self.data = torch, device, data
+        obs = ~np.isnan(data.site_y)
+        train_sites = data.site_fold != fold
+        self.train_idx = np.argwhere(obs & train_sites[:, None])
+        self.val_idx = np.argwhere(obs & ~train_sites[:, None])
+        if self.train_idx.shape[0] == 0:
+            raise FluxscaleError(f"fold {fold}: no training tower-days in the other folds")
+        xs = data.site_x[self.train_idx[:, 0], self.train_idx[:, 1]]
+        self.mean, self.std = xs.mean(axis=0), xs.std(axis=0)
+        t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        self.site_x, self.site_y = t(data.site_x), t(data.site_y)
+        f64 = torch.float64  # the bridge and the ATM term in float64: integrals are sums of many pixels
+        self.pix_x, self.pix_w, self.bias = t(data.pix_x), t(data.pix_w, f64), t(data.bias, f64)
+        self.inv, self.area_w = t(data.inv, f64), t(data.area_w, f64)
+        self.day_month = torch.as_tensor(data.day_month, device=device)
+        self.mon_x = t(data.mon_x)
+        years = np.unique(data.month_year)
+        full = [y for y in years if np.sum(data.month_year == y) == 12]
+        rng = np.random.default_rng([cfg.seed, fold, 11])
+        n_hold = min(cfg.holdout_years, max(len(full) - 1, 0))
+        self.val_years = sorted(int(y) for y in rng.choice(full, size=n_hold, replace=False)) if n_hold else []
+        self.train_years = [int(y) for y in full if y not in self.val_years]
+        self.n_months = data.month_year.size
+
+    def monthly_pixels(self, model, months: np.ndarray):
+        """Eq. 6: monthly means of the pixels' daily NEE over the days of ``months`` → (len(months), pixels)."""
+        torch = self.torch
+        sel = np.flatnonzero(np.isin(self.data.day_month, months))
+        daily = model(self.pix_x[sel])  # (days, pixels)
+        idx = torch.as_tensor(np.searchsorted(months, self.data.day_month[sel]), device=self.device)
+        sums = torch.zeros((months.size, daily.shape[1]), dtype=daily.dtype, device=self.device)
+        sums = sums.index_add(0, idx, daily)
+        counts = torch.bincount(idx, minlength=months.size).to(daily.dtype)
+        return sums / counts[:, None]
+
+    def bridge_estimate(self, model, months: np.ndarray):
+        """Eq. 7: regional monthly NEE (months, regions) PgC month-1, float64."""
+        m = self.monthly_pixels(model, months).double()
+        return m @ self.pix_w + self.bias
+
+    def atm(self, model, months: np.ndarray):
+        from .losses import atm_loss
+
+        pred = self.bridge_estimate(model, months)
+        return atm_loss(pred, self.inv[:, self.torch.as_tensor(months, device=self.device), :], self.area_w)
+
+    def months_of(self, years: list[int]) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.data.month_year, years))
+
+    def ec_val(self, model):
+        torch = self.torch
+        if self.val_idx.shape[0] == 0:
+            return float("nan")
+        with torch.no_grad():
+            i = torch.as_tensor(self.val_idx, device=self.device)
+            pred = model(self.site_x[i[:, 0], i[:, 1]])
+            return float(((pred - self.site_y[i[:, 0], i[:, 1]]) ** 2).mean())
+
+    def decoupling(self, model) -> float:
+        """Relative |bridge − integral of the model over the monitor cells|, area-weighted."""
+        torch = self.torch
+        months = self.months_of(self.val_years[:1] or self.train_years[:1])
+        with torch.no_grad():
+            sel = np.flatnonzero(np.isin(self.data.day_month, months))
+            daily = model(self.mon_x[sel]).double().cpu().numpy()  # (days, cells)
+            bridge = self.bridge_estimate(model, months).cpu().numpy()
+        dm = self.data.day_month[sel]
+        monthly = np.stack([daily[dm == m].mean(axis=0) for m in months])  # (months, cells)
+        per_region = np.zeros((months.size, self.data.bias.size))
+        np.add.at(per_region.T, self.data.mon_region, (monthly * self.data.mon_scale).T)
+        integral = per_region * self.data.month_days[months][:, None] / G_PER_PG
+        rel = np.abs(bridge - integral).mean(axis=0) / np.maximum(np.abs(integral).mean(axis=0), 1e-9)
+        return float((rel * self.data.area_w).sum())
+
+
+def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
+                 data: TrainingData | None = None, write: bool = True) -> dict[str, Any]:
+    """Train one member; write its checkpoint and log; return its metrics (small).
+
+    Deterministic for a given ``cfg``, fold and thread count: a task retried after its
+    worker was lost writes the same weights.
+    """
+    import torch
+
+    from .losses import ec_loss, uncertainty_weighted
+    from .model import init_model
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(_threads(cfg))
+    device = _device(cfg)
+    data = data if data is not None else load_training_data(root, cfg)
+    mb = _Member(data, cfg, fold, device)
+    model = init_model(seed=cfg.seed * 1000 + fold)  # identical for EC and EC-ATM of a fold
+    model.set_standardisation(mb.mean, mb.std)
+    model.to(device)
+    log_var = torch.zeros(2, device=device, requires_grad=True)  # s_EC, s_ATM = log σ²
+    params = list(model.parameters()) + ([log_var] if variant == "ecatm" else [])
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)           # EC batches, same for EC and EC-ATM
+    year_rng = np.random.default_rng([cfg.seed, fold, 13])                 # ATM years (EC-ATM only)
+    n_train = mb.train_idx.shape[0]
+    train_idx = torch.as_tensor(mb.train_idx, device=device)
+    val_months = mb.months_of(mb.val_years)
+    all_months = np.arange(mb.n_months)
+
+    def evaluate(epoch: int, tr_ec: float, tr_atm: float, seconds: float) -> dict[str, float]:
+        with torch.no_grad():
+            val_atm = float(mb.atm(model, val_months)) if val_months.size else float("nan")
+            atm_all = float(mb.atm(model, all_months))
+        sig = torch.exp(0.5 * log_var.detach()).cpu().numpy()
+        return {"epoch": epoch, "train_ec": tr_ec, "train_atm": tr_atm, "sigma_ec": float(sig[0]),
+                "sigma_atm": float(sig[1]), "val_ec": mb.ec_val(model), "val_atm": val_atm, "atm_all": atm_all,
+                "decoupling": mb.decoupling(model), "seconds": seconds}
+
+    log = [evaluate(0, float("nan"), float("nan"), 0.0)]
+    ref = log[0]
+    best_score, best_epoch, stopped = np.inf, 0, None
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_log_var = log_var.detach().clone()
+    for epoch in range(1, cfg.epochs + 1):
+        t = time.perf_counter()
+        ec_sum = atm_sum = 0.0
+        for _ in range(cfg.steps_per_epoch):
+            pick = torch.randint(n_train, (min(cfg.ec_batch, n_train),), generator=gen).to(device)
+            s, d = train_idx[pick, 0], train_idx[pick, 1]
+            l_ec = ec_loss(model(mb.site_x[s, d]), mb.site_y[s, d])
+            if variant == "ecatm" and mb.train_years:
+                year = int(year_rng.choice(mb.train_years))
+                l_atm = mb.atm(model, mb.months_of([year]))
+                loss = uncertainty_weighted(l_ec, l_atm.float(), log_var[0], log_var[1])
+                atm_sum += float(l_atm.detach())
+            else:
+                loss = l_ec
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ec_sum += float(l_ec.detach())
+        row = evaluate(epoch, ec_sum / cfg.steps_per_epoch,
+                       atm_sum / cfg.steps_per_epoch if variant == "ecatm" else float("nan"), time.perf_counter() - t)
+        log.append(row)
+        if variant == "ec" or not np.isfinite(row["val_atm"]):
+            score = row["val_ec"]
+        else:
+            score = row["val_ec"] / ref["val_ec"] + row["val_atm"] / ref["val_atm"]
+        if not np.isfinite(score):
+            score = row["train_ec"]
+        if score < best_score:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_log_var = log_var.detach().clone()
+        if cfg.decoupling_max is not None and row["decoupling"] > cfg.decoupling_max:
+            stopped = f"decoupling {row['decoupling']:.3f} > {cfg.decoupling_max} at epoch {epoch}"
+            break
+    model.load_state_dict(best_state)
+    validity = bridge_validity(root, model, data_regions=data.regions, bias=data.bias, pix_w=data.pix_w,
+                               device=device) if write else None
+    metrics = {"member": member_name(variant, fold), "variant": variant, "fold": fold, "best_epoch": best_epoch,
+               "best": log[best_epoch], "stopped": stopped, "val_years": mb.val_years, "systems": data.systems,
+               "regions": data.regions, "n_train_obs": int(n_train), "n_val_obs": int(mb.val_idx.shape[0]),
+               "bridge_validity": validity, "seconds": time.perf_counter() - t_start, "device": str(device),
+               "threads": torch.get_num_threads()}
+    result = {"metrics": metrics, "log": log}
+    if write:
+        out = models_dir(root)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        name = member_name(variant, fold)
+        ckpt = {"state_dict": {k: v.cpu() for k, v in best_state.items()}, "log_var": best_log_var.cpu(),
+                "meta": json.dumps({"config": cfg.to_dict(), "metrics": metrics,
+                                    "drivers": list(DRIVER_NAMES), "units": "gC m-2 d-1"}, default=float)}
+        tmp = out / f".{name}.pt.{os.getpid()}"
+        torch.save(ckpt, tmp)
+        os.replace(tmp, out / f"{name}.pt")
+        pd.DataFrame(log).to_csv(out / "logs" / f"{name}.csv", index=False)
+    else:
+        result["state_dict"] = best_state
+    return result
+
+
+def load_member(path: str | Path):
+    """``(model, meta)`` from a checkpoint (``torch.load(weights_only=True)``)."""
+    import torch
+
+    from .model import NEENet
+
+    ck = torch.load(path, weights_only=True, map_location="cpu")
+    model = NEENet()
+    model.load_state_dict(ck["state_dict"])
+    model.eval()
+    return model, json.loads(ck["meta"])
+
+
+def bridge_validity(root: str | Path, model, *, data_regions: list[str], bias: np.ndarray, pix_w: np.ndarray,
+                    device=None, cell_chunk: int = 1024) -> dict[str, dict[str, float]]:
+    """§3.5 after training: per region, the model's own regional integral over every land
+    cell and month vs the bridge estimate from its contributing pixels.
+
+    Returns region → ``{"rel_diff": mean|bridge − integral| / mean|integral|, "r": Pearson R,
+    "bias": mean(bridge − integral) PgC month-1}``.
+    """
+    import torch
+
+    root = Path(root)
+    grid = open_store(store_path(root, "grid"), "grid")
+    drivers = open_store(store_path(root, "drivers"), "drivers")
+    bridges = open_store(store_path(root, "bridges"), "bridges")
+    integ = open_store(store_path(root, "integrals"), "integrals")
+    months = pd.DatetimeIndex(integ.time.values).to_period("M")
+    days = pd.DatetimeIndex(drivers.time.values)
+    day_idx = np.flatnonzero(days.to_period("M").isin(months))
+    dm = months.get_indexer(days[day_idx].to_period("M"))
+    counts = np.bincount(dm, minlength=months.size).astype(np.float64)
+    ndays = months.days_in_month.to_numpy().astype(np.float64)
+    cell_region = grid.region.values[grid.cell_ilat.values, grid.cell_ilon.values].astype(np.int64)
+    w = _land_weight(grid)
+    rid = {r: list(bridges.region.values).index(r) for r in data_regions}
+    integral = np.zeros((months.size, len(data_regions)))
+    monthly_all = np.zeros((months.size, grid.sizes["cell"]))
+    device = device or torch.device("cpu")
+    with torch.no_grad():
+        for c0 in range(0, grid.sizes["cell"], cell_chunk):
+            cells = np.arange(c0, min(c0 + cell_chunk, grid.sizes["cell"]))
+            x = assemble_driver_block(drivers, time=day_idx, cell=cells)
+            daily = model(torch.as_tensor(x, device=device)).double().cpu().numpy()
+            monthly = np.zeros((months.size, cells.size))
+            np.add.at(monthly, dm, daily)
+            monthly /= counts[:, None]
+            monthly_all[:, cells] = monthly
+            for j, r in enumerate(data_regions):
+                m = cell_region[cells] == rid[r]
+                integral[:, j] += (monthly[:, m] * w[cells][m]).sum(axis=1) * ndays / G_PER_PG
+    pix_cell = bridges.pixel_cell.values.astype(np.int64)
+    bridge = monthly_all[:, pix_cell] @ pix_w + bias
+    out = {}
+    for j, r in enumerate(data_regions):
+        b, i = bridge[:, j], integral[:, j]
+        rr = float(np.corrcoef(b, i)[0, 1]) if np.std(b) > 0 and np.std(i) > 0 else float("nan")
+        out[r] = {"rel_diff": float(np.abs(b - i).mean() / max(np.abs(i).mean(), 1e-12)), "r": rr,
+                  "bias": float((b - i).mean())}
+    return out
