@@ -46,7 +46,13 @@ def _parse_knobs(items: list[str] | None, defaults=None, what: str = "twin knob"
             raise ConfigError(f"--set {k}: unknown {what}; known: {', '.join(sorted(defaults))}")
         typ = type(defaults[k])
         if typ in (tuple, list):
-            raise ConfigError(f"--set {k}: cannot be set from the command line")
+            # comma-separated, typed like the default's items (str when it is empty)
+            items_typ = type(defaults[k][0]) if defaults[k] else str
+            try:
+                out[k] = tuple(items_typ(x) for x in v.split(",") if x.strip()) if v.strip() else ()
+            except ValueError:
+                raise ConfigError(f"--set {k}={v}: expected comma-separated {items_typ.__name__} values") from None
+            continue
         if v.lower() == "none":
             out[k] = None
             continue
@@ -292,6 +298,43 @@ def ingest(
                             say=lambda m: console.print(m, highlight=False))
     console.print(report.text(), highlight=False)
     console.print(f"ingested into {report['out']} in {time.perf_counter() - t0:.1f} s")
+
+
+@app.command()
+@_handle_errors
+def train(
+    data_dir: DataDirArg = None,
+    config: ConfigOpt = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a train setting, NAME=VALUE "
+                                                      "(repeatable; lists comma-separated, e.g. folds=0,1 systems=CAMS).")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes.")] = None,
+    threads_per_worker: Annotated[Optional[int], typer.Option(help="Threads per LocalCluster worker (= torch threads).")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Train in this process, members one after the other (no Dask).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    connect_timeout: TimeoutOpt = 10.0,
+):
+    """Train the EC and EC-ATM ensembles (one Dask task per member) → DATA_DIR/models/
+    (checkpoints, logs/<member>.csv, members.json). Needs the bridges (`fluxscale bridge`)."""
+    import contextlib
+    import dataclasses
+
+    from .training import train_ensemble
+
+    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
+                        threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
+    cfg = dataclasses.replace(cfg, train=cfg.train.replace(**_parse_knobs(set_, cfg.train, "train setting")))
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        client = None
+        if not local:
+            from .cluster import cluster_client
+
+            client = stack.enter_context(cluster_client(cfg.cluster))
+        summary = train_ensemble(cfg.data_dir, cfg.train, client=client, show_progress=progress,
+                                 say=lambda m: console.print(m, highlight=False))
+    console.print(f"{len(summary['members'])} members written to {Path(cfg.data_dir) / 'models'} "
+                  f"in {time.perf_counter() - t0:.1f} s")
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ from .drivers import DRIVER_NAMES, assemble_driver_block
 from .errors import FluxscaleError
 from .stores import open_store, store_path
 
-__all__ = ["TrainingData", "load_training_data", "train_member", "member_name", "models_dir", "load_member",
+__all__ = ["TrainingData", "load_training_data", "train_member", "train_ensemble", "member_name", "models_dir", "load_member",
            "bridge_validity"]
 
 G_PER_PG = 1e15
@@ -204,6 +204,11 @@ class _Member:
         self.inv, self.area_w = t(data.inv, f64), t(data.area_w, f64)
         self.day_month = torch.as_tensor(data.day_month, device=device)
         self.mon_x = t(data.mon_x)
+        # (cells, regions): each monitor cell's land area, scaled so the sample stands for its region
+        scale = np.zeros((data.mon_region.size, data.bias.size))
+        scale[np.arange(data.mon_region.size), data.mon_region] = data.mon_scale
+        self.mon_scale = t(scale, f64)
+        self.month_days = t(data.month_days, f64)
         years = np.unique(data.month_year)
         full = [y for y in years if np.sum(data.month_year == y) == 12]
         rng = np.random.default_rng([cfg.seed, fold, 11])
@@ -212,16 +217,20 @@ class _Member:
         self.train_years = [int(y) for y in full if y not in self.val_years]
         self.n_months = data.month_year.size
 
-    def monthly_pixels(self, model, months: np.ndarray):
-        """Eq. 6: monthly means of the pixels' daily NEE over the days of ``months`` → (len(months), pixels)."""
+    def _monthly(self, x, months: np.ndarray, model):
+        """Eq. 6: monthly means over the days of ``months`` of the model on ``x`` (days, n, 10)
+        → (len(months), n)."""
         torch = self.torch
         sel = np.flatnonzero(np.isin(self.data.day_month, months))
-        daily = model(self.pix_x[sel])  # (days, pixels)
+        daily = model(x[torch.as_tensor(sel, device=self.device)])  # (days, n)
         idx = torch.as_tensor(np.searchsorted(months, self.data.day_month[sel]), device=self.device)
-        sums = torch.zeros((months.size, daily.shape[1]), dtype=daily.dtype, device=self.device)
-        sums = sums.index_add(0, idx, daily)
+        sums = torch.zeros((months.size, daily.shape[1]), dtype=daily.dtype, device=self.device).index_add(0, idx, daily)
         counts = torch.bincount(idx, minlength=months.size).to(daily.dtype)
         return sums / counts[:, None]
+
+    def monthly_pixels(self, model, months: np.ndarray):
+        """Eq. 6 on the bridge pixels → (len(months), pixels)."""
+        return self._monthly(self.pix_x, months, model)
 
     def bridge_estimate(self, model, months: np.ndarray):
         """Eq. 7: regional monthly NEE (months, regions) PgC month-1, float64."""
@@ -251,16 +260,11 @@ class _Member:
         torch = self.torch
         months = self.months_of(self.val_years[:1] or self.train_years[:1])
         with torch.no_grad():
-            sel = np.flatnonzero(np.isin(self.data.day_month, months))
-            daily = model(self.mon_x[sel]).double().cpu().numpy()  # (days, cells)
-            bridge = self.bridge_estimate(model, months).cpu().numpy()
-        dm = self.data.day_month[sel]
-        monthly = np.stack([daily[dm == m].mean(axis=0) for m in months])  # (months, cells)
-        per_region = np.zeros((months.size, self.data.bias.size))
-        np.add.at(per_region.T, self.data.mon_region, (monthly * self.data.mon_scale).T)
-        integral = per_region * self.data.month_days[months][:, None] / G_PER_PG
-        rel = np.abs(bridge - integral).mean(axis=0) / np.maximum(np.abs(integral).mean(axis=0), 1e-9)
-        return float((rel * self.data.area_w).sum())
+            monthly = self._monthly(self.mon_x, months, model).double()      # (months, cells)
+            integral = (monthly @ self.mon_scale) * self.month_days[months][:, None] / G_PER_PG
+            bridge = self.bridge_estimate(model, months)
+            rel = (bridge - integral).abs().mean(dim=0) / integral.abs().mean(dim=0).clamp_min(1e-9)
+            return float((rel * self.area_w).sum())
 
 
 def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
@@ -427,3 +431,64 @@ def bridge_validity(root: str | Path, model, *, data_regions: list[str], bias: n
         out[r] = {"rel_diff": float(np.abs(b - i).mean() / max(np.abs(i).mean(), 1e-12)), "r": rr,
                   "bias": float((b - i).mean())}
     return out
+
+
+def _member_task(root: str, cfg: TrainConfig, variant: str, fold: int) -> dict[str, Any]:
+    """One member on a Dask worker: reads the stores itself, writes its checkpoint."""
+    res = train_member(root, cfg, variant, fold)
+    return {"metrics": res["metrics"], "log": res["log"]}
+
+
+def train_ensemble(root: str | Path, cfg: TrainConfig, *, client=None, show_progress: bool = True,
+                   say=lambda m: None) -> dict[str, Any]:
+    """Train every ``(variant, fold)`` member of ``cfg``; returns ``members.json``'s content.
+
+    With a ``distributed.Client`` each member is one task (``client.submit``, retried
+    ``cfg.retries`` times if its worker is lost); on workers that declare a ``GPU``
+    resource the tasks ask for one and train with CUDA when torch sees it. Without a
+    client the members run one after the other here, sharing one read of the data.
+    """
+    from .parallel import progress_bar
+
+    root = Path(root)
+    members = [(v, f) for f in cfg.folds for v in cfg.variants]
+    out = models_dir(root)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "members.json").unlink(missing_ok=True)  # incomplete until rewritten below
+    results: dict[str, dict] = {}
+    t0 = time.perf_counter()
+
+    def report(res: dict) -> None:
+        m = res["metrics"]
+        b = m["best"]
+        results[m["member"]] = res
+        say(f"train: {m['member']:<12} best epoch {m['best_epoch']:>3}  val_ec {b['val_ec']:.3f}  "
+            f"val_atm {b['val_atm']:.4f}  atm_all {b['atm_all']:.4f}  decoupling {b['decoupling']:.3f}  "
+            f"({m['seconds']:.1f} s, {m['device']}){'  stopped: ' + m['stopped'] if m['stopped'] else ''}")
+
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task("train: members", total=len(members))
+        if client is not None:
+            from distributed import as_completed
+
+            gpu = any("GPU" in (w.get("resources") or {}) for w in client.scheduler_info()["workers"].values())
+            futures = [client.submit(_member_task, str(root), cfg, v, f, key=f"train-{member_name(v, f)}-{time.time_ns()}",
+                                     pure=False, retries=cfg.retries, resources={"GPU": 1} if gpu else None)
+                       for v, f in members]
+            for fut in as_completed(futures):
+                report(fut.result())
+                progress.advance(task)
+        else:
+            data = load_training_data(root, cfg)
+            for v, f in members:
+                report(_member_task_local(root, cfg, v, f, data))
+                progress.advance(task)
+    summary = {"config": cfg.to_dict(), "members": {k: r["metrics"] for k, r in sorted(results.items())},
+               "seconds": time.perf_counter() - t0}
+    (out / "members.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def _member_task_local(root, cfg, variant, fold, data) -> dict[str, Any]:
+    res = train_member(root, cfg, variant, fold, data=data)
+    return {"metrics": res["metrics"], "log": res["log"]}
