@@ -1,0 +1,153 @@
+"""Training on the tiny twin: EC-ATM learns the regional integrals, members are
+deterministic, the cluster path equals the in-process one, checkpoints load safely."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fluxscale.bridge import build_bridges
+from fluxscale.cli import app
+from fluxscale.config import BridgeConfig, TrainConfig
+from fluxscale.errors import FluxscaleError
+from fluxscale.integrals import compute_integrals
+from fluxscale.stores import open_store, store_path
+from fluxscale.training import (bridge_validity, load_member, load_training_data, train_ensemble, train_member)
+
+FAST = TrainConfig(epochs=2, steps_per_epoch=4, ec_batch=2000, threads=1, folds=(0,))
+
+
+@pytest.fixture(scope="module")
+def trained_root(tiny_twin, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train") / "data"
+    shutil.copytree(tiny_twin, root)
+    compute_integrals(root)
+    build_bridges(root, BridgeConfig(repeats=10, repeats_per_task=10), show_progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(trained_root):
+    return load_training_data(trained_root, FAST)
+
+
+@pytest.fixture(scope="module")
+def paired(trained_root, data):
+    """EC and EC-ATM of fold 0, long enough to learn."""
+    cfg = TrainConfig(epochs=8, steps_per_epoch=15, ec_batch=5000, threads=1)
+    return {v: train_member(trained_root, cfg, v, 0, data=data, write=False) for v in ("ec", "ecatm")}
+
+
+def test_ecatm_regional_error_falls_and_ends_below_ec(paired):
+    ec, ecatm = paired["ec"]["log"], paired["ecatm"]["log"]
+    atm = [r["atm_all"] for r in ecatm]
+    assert atm[-1] < 0.6 * atm[0]                          # it learns the inversions' integrals
+    assert ecatm[-1]["atm_all"] < 0.8 * ec[-1]["atm_all"]  # … and ends well below EC
+    assert ecatm[-1]["val_atm"] < ec[-1]["val_atm"]        # on the held-out years too
+    # both learn the towers; EC's σ's are not trained, EC-ATM's are
+    assert ec[-1]["val_ec"] < 0.5 * ec[0]["val_ec"] and ecatm[-1]["val_ec"] < 0.5 * ecatm[0]["val_ec"]
+    assert ec[-1]["sigma_ec"] == 1.0 and ecatm[-1]["sigma_ec"] != 1.0 and ecatm[-1]["sigma_atm"] != 1.0
+
+
+def test_ec_and_ecatm_of_a_fold_start_equal_and_runs_repeat(trained_root, data, paired):
+    ec, ecatm = paired["ec"]["log"][0], paired["ecatm"]["log"][0]
+    assert json.dumps(ec) == json.dumps(ecatm)  # the same initial weights: the same epoch-0 metrics, every one
+    a = train_member(trained_root, FAST, "ecatm", 0, data=data, write=False)["state_dict"]
+    b = train_member(trained_root, FAST, "ecatm", 0, data=data, write=False)["state_dict"]
+    c = train_member(trained_root, FAST.replace(seed=1), "ecatm", 0, data=data, write=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["net.0.weight"], c["net.0.weight"])
+
+
+def test_best_epoch_and_held_out_years(paired):
+    for v, res in paired.items():
+        m = res["metrics"]
+        log = res["log"]
+        if v == "ec":
+            assert m["best_epoch"] == int(np.argmin([r["val_ec"] for r in log[1:]])) + 1
+        else:
+            score = [r["val_ec"] / log[0]["val_ec"] + r["val_atm"] / log[0]["val_atm"] for r in log[1:]]
+            assert m["best_epoch"] == int(np.argmin(score)) + 1
+        assert len(m["val_years"]) == 2 and set(m["val_years"]) <= {2001, 2002, 2003}
+
+
+def test_cluster_member_equals_in_process_and_checkpoint_loads(trained_root, data, tmp_path):
+    from distributed import Client, LocalCluster
+
+    root = tmp_path / "data"
+    shutil.copytree(trained_root, root, ignore=shutil.ignore_patterns("models"))
+    cfg = FAST.replace(folds=(1,), variants=("ecatm",))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as lc, Client(lc) as c:
+        summary = train_ensemble(root, cfg.replace(threads=None), client=c, show_progress=False)
+    assert set(summary["members"]) == {"ecatm-fold1"} and summary["members"]["ecatm-fold1"]["threads"] == 1
+    model, meta = load_member(root / "models" / "ecatm-fold1.pt")  # torch.load(weights_only=True)
+    local = train_member(root, cfg, "ecatm", 1, data=data, write=False)["state_dict"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, local[k]), k
+    assert meta["metrics"]["member"] == "ecatm-fold1" and meta["config"]["epochs"] == 2
+    log = pd.read_csv(root / "models" / "logs" / "ecatm-fold1.csv")
+    assert list(log.epoch) == [0, 1, 2] and {"train_ec", "train_atm", "sigma_ec", "sigma_atm", "val_ec", "val_atm",
+                                             "decoupling"} <= set(log.columns)
+    x = torch.as_tensor(data.site_x[0, :5])
+    np.testing.assert_allclose(model(x).detach().numpy(), model(x).detach().numpy())
+    assert json.loads((root / "models" / "members.json").read_text())["members"]["ecatm-fold1"]["fold"] == 1
+
+
+def test_one_against_many_uses_only_the_chosen_systems(trained_root):
+    d = load_training_data(trained_root, FAST.replace(systems=("CAMS", "UoE")))
+    integ = open_store(store_path(trained_root, "integrals"), "integrals")
+    assert d.systems == ["CAMS", "UoE"] and d.inv.shape[0] == 2
+    j = list(integ.region.values).index(d.regions[0])
+    np.testing.assert_array_equal(d.inv[1, :, 0], integ.inversions.sel(system="UoE").values[j])
+    with pytest.raises(FluxscaleError, match="GOSAT not in the inversions"):
+        load_training_data(trained_root, FAST.replace(systems=("GOSAT",)))
+
+
+def test_decoupling_threshold_stops_a_member(trained_root, data):
+    res = train_member(trained_root, FAST.replace(epochs=5, decoupling_max=0.0), "ecatm", 0, data=data, write=False)
+    assert len(res["log"]) == 2 and "decoupling" in res["metrics"]["stopped"] and "epoch 1" in res["metrics"]["stopped"]
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        return torch.full(x.shape[:-1], self.c, dtype=torch.float32)
+
+
+def test_bridge_validity_of_a_constant_field_against_numpy(trained_root, data):
+    """NEE = c everywhere: the integral is c × land area × days, the bridge c × Σ weights + bias."""
+    c = -1.5
+    got = bridge_validity(trained_root, _Constant(c), data_regions=data.regions, bias=data.bias, pix_w=data.pix_w)
+    grid = open_store(store_path(trained_root, "grid"), "grid")
+    integ = open_store(store_path(trained_root, "integrals"), "integrals")
+    days = pd.DatetimeIndex(integ.time.values).days_in_month.to_numpy()
+    region = grid.region.values
+    w = grid.cell_area.values * grid.land_fraction.values.astype(float) * grid.land.values
+    for j, r in enumerate(data.regions):
+        rid = list(integ.region.values).index(r)
+        integral = c * w[region == rid].sum() * days / 1e15
+        bridge = c * data.pix_w[:, j].sum() + data.bias[j]
+        exp = np.abs(bridge - integral).mean() / np.abs(integral).mean()
+        assert got[r]["rel_diff"] == pytest.approx(exp, rel=1e-9)
+        assert got[r]["bias"] == pytest.approx((bridge - integral).mean(), rel=1e-9, abs=1e-12)
+
+
+def test_train_command_local(trained_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(trained_root, root, ignore=shutil.ignore_patterns("models"))
+    r = CliRunner().invoke(app, ["train", str(root), "--local", "--no-progress", "--set", "epochs=1",
+                                 "--set", "steps_per_epoch=2", "--set", "folds=2,3", "--set", "variants=ec"])
+    assert r.exit_code == 0, r.output
+    assert "train: ec-fold2" in r.output and "2 members written" in r.output
+    assert sorted(p.name for p in (root / "models").glob("*.pt")) == ["ec-fold2.pt", "ec-fold3.pt"]
+    r = CliRunner().invoke(app, ["train", str(root), "--local", "--set", "variants=ecat"])
+    assert r.exit_code == 2 and "variants" in r.output
