@@ -56,6 +56,8 @@ def atm_loss(pred: torch.Tensor, inversions: torch.Tensor, area_weights: torch.T
     Scalar: per month and region the ℓ3 norm over systems of |inversion − pred| divided by
     1 + the range over systems, averaged over months, summed over regions with the weights.
     """
+    if area_weights.shape != pred.shape[-1:]:
+        raise ValueError(f"area_weights {tuple(area_weights.shape)} must be (regions,) = {tuple(pred.shape[-1:])}")
     return (atm_loss_terms(pred, inversions).mean(dim=0) * area_weights).sum()
 
 

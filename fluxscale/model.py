@@ -43,9 +43,8 @@ class NEENet(nn.Module):
 def init_model(seed: int) -> NEENet:
     """A fresh network whose initial weights depend only on ``seed`` (EC and EC-ATM members
     of one fold use the same seed, so they start from identical weights)."""
-    gen_state = torch.random.get_rng_state()
-    try:
+    # manual_seed also reseeds every CUDA generator: fork them all, so the caller's RNG
+    # state (CPU and GPU) is untouched
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(seed)
         return NEENet()
-    finally:
-        torch.random.set_rng_state(gen_state)

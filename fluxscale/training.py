@@ -195,6 +195,7 @@ class _Member:
         self.val_idx = np.argwhere(obs & ~train_sites[:, None])
         if self.train_idx.shape[0] == 0:
             raise FluxscaleError(f"fold {fold}: no training tower-days in the other folds")
+        self.train_idx_t = torch.as_tensor(self.train_idx, device=device)
         xs = data.site_x[self.train_idx[:, 0], self.train_idx[:, 1]]
         self.mean, self.std = xs.mean(axis=0), xs.std(axis=0)
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
@@ -255,6 +256,29 @@ class _Member:
             pred = model(self.site_x[i[:, 0], i[:, 1]])
             return float(((pred - self.site_y[i[:, 0], i[:, 1]]) ** 2).mean())
 
+    def step(self, model, opt, log_var, variant: str, batch: int, gen, year_rng) -> tuple[float, float]:
+        """One optimiser step: an EC batch of tower-days; for EC-ATM also one whole random
+        training year of the ATM term, combined by Eq. 14. Returns (L_EC, L_ATM or 0)."""
+        from .losses import ec_loss, uncertainty_weighted
+
+        torch = self.torch
+        n = self.train_idx.shape[0]
+        pick = torch.randint(n, (min(batch, n),), generator=gen).to(self.device)
+        s, d = self.train_idx_t[pick, 0], self.train_idx_t[pick, 1]
+        l_ec = ec_loss(model(self.site_x[s, d]), self.site_y[s, d])
+        l_atm_v = 0.0
+        if variant == "ecatm" and self.train_years:
+            year = int(year_rng.choice(self.train_years))
+            l_atm = self.atm(model, self.months_of([year]))
+            loss = uncertainty_weighted(l_ec, l_atm.float(), log_var[0], log_var[1])
+            l_atm_v = float(l_atm.detach())
+        else:
+            loss = l_ec
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(l_ec.detach()), l_atm_v
+
     def decoupling(self, model) -> float:
         """Relative |bridge − integral of the model over the monitor cells|, area-weighted."""
         torch = self.torch
@@ -276,7 +300,6 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
     """
     import torch
 
-    from .losses import ec_loss, uncertainty_weighted
     from .model import init_model
 
     t_start = time.perf_counter()
@@ -293,7 +316,6 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)           # EC batches, same for EC and EC-ATM
     year_rng = np.random.default_rng([cfg.seed, fold, 13])                 # ATM years (EC-ATM only)
     n_train = mb.train_idx.shape[0]
-    train_idx = torch.as_tensor(mb.train_idx, device=device)
     val_months = mb.months_of(mb.val_years)
     all_months = np.arange(mb.n_months)
 
@@ -315,20 +337,9 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
         t = time.perf_counter()
         ec_sum = atm_sum = 0.0
         for _ in range(cfg.steps_per_epoch):
-            pick = torch.randint(n_train, (min(cfg.ec_batch, n_train),), generator=gen).to(device)
-            s, d = train_idx[pick, 0], train_idx[pick, 1]
-            l_ec = ec_loss(model(mb.site_x[s, d]), mb.site_y[s, d])
-            if variant == "ecatm" and mb.train_years:
-                year = int(year_rng.choice(mb.train_years))
-                l_atm = mb.atm(model, mb.months_of([year]))
-                loss = uncertainty_weighted(l_ec, l_atm.float(), log_var[0], log_var[1])
-                atm_sum += float(l_atm.detach())
-            else:
-                loss = l_ec
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            ec_sum += float(l_ec.detach())
+            l_ec, l_atm = mb.step(model, opt, log_var, variant, cfg.ec_batch, gen, year_rng)
+            ec_sum += l_ec
+            atm_sum += l_atm
         row = evaluate(epoch, ec_sum / cfg.steps_per_epoch,
                        atm_sum / cfg.steps_per_epoch if variant == "ecatm" else float("nan"), time.perf_counter() - t)
         log.append(row)
