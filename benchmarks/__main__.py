@@ -19,9 +19,10 @@ from pathlib import Path
 
 from .ingest import bench_ingest
 from .integrals import bench_integrals
+from .train import bench_train
 from .twin import bench_twin
 
-BENCHMARKS = ("twin", "integrals", "dtw", "ingest")
+BENCHMARKS = ("twin", "integrals", "dtw", "ingest", "train")
 
 
 def machine() -> dict:
@@ -77,7 +78,8 @@ def main(argv=None) -> dict:
         runs = {"twin": lambda: bench_twin(args.size, work, args.repeats),
                 "integrals": lambda: bench_integrals(args.size, work, args.repeats),
                 "dtw": lambda: _bench_dtw(args.size, args.repeats),
-                "ingest": lambda: bench_ingest(args.size, work, args.repeats)}
+                "ingest": lambda: bench_ingest(args.size, work, args.repeats),
+                "train": lambda: bench_train(args.size, work, args.repeats)}
         res = {"size": args.size, "repeats": args.repeats, "only": list(args.only), "machine": machine(),
                "benchmarks": [runs[name]() for name in BENCHMARKS if name in args.only]}
     finally:

@@ -14,7 +14,7 @@ def test_benchmarks_smoke_tiny(tmp_path):
                        capture_output=True, text=True, cwd=root, timeout=300)
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "results.json").read_text())
-    b, integ, dtw, ing = res["benchmarks"]
+    b, integ, dtw, ing, tr = res["benchmarks"]
     n, nd = make_grid(2.0).sizes["cell"], pd.date_range("2001-01-01", "2003-12-31").size
     assert (b["cells"], b["days"], b["daily_bytes"]) == (n, nd, 3 * n * nd * 4)
     assert abs(b["ratio_twin_over_raw_time"] - b["twin_wall_s"] / b["raw_wall_s"]) < 1e-9
@@ -32,3 +32,7 @@ def test_benchmarks_smoke_tiny(tmp_path):
     assert ing["n_files"] == 64 and ing["input_bytes"] > 0
     assert abs(ing["ratio_over_raw"] - ing["fluxscale_s"] / ing["raw_read_s"]) < 1e-9
     assert "| ingest (tiny): 64 files" in md
+    # training: samples/s are samples over the median seconds; EC-ATM steps see more samples
+    assert abs(tr["samples_per_s"]["ec"] - tr["batch"] * tr["steps"] / tr["seconds"]["ec"]) < 1e-6
+    assert tr["samples_per_s"]["ecatm"] * tr["seconds"]["ecatm"] > tr["samples_per_s"]["ec"] * tr["seconds"]["ec"]
+    assert "| EC-ATM step (tiny)" in md
