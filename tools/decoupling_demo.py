@@ -3,7 +3,7 @@
 ``python tools/decoupling_demo.py`` (about a minute): prints the decoupling monitor and the ATM
 loss on all months at epochs 0, 1, 5, 10, 15 for both variants.
 """
-import shutil, sys
+import shutil
 from fluxscale.config import TrainConfig, BridgeConfig
 from fluxscale.twin import make_twin
 from fluxscale.integrals import compute_integrals
