@@ -151,3 +151,30 @@ def test_train_command_local(trained_root, tmp_path):
     assert sorted(p.name for p in (root / "models").glob("*.pt")) == ["ec-fold2.pt", "ec-fold3.pt"]
     r = CliRunner().invoke(app, ["train", str(root), "--local", "--set", "variants=ecat"])
     assert r.exit_code == 2 and "variants" in r.output
+
+
+def test_a_member_lost_with_its_worker_is_retried_and_gives_the_same_weights(trained_root, data, tmp_path):
+    import os
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from fluxscale.training import _member_task
+
+    root = tmp_path / "data"
+    shutil.copytree(trained_root, root, ignore=shutil.ignore_patterns("models"))
+    cfg = FAST.replace(epochs=6, steps_per_epoch=10, threads=None)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, Client(lc) as c:
+        fut = c.submit(_member_task, str(root), cfg, "ecatm", 0, pure=False, retries=2)
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(c.processing().values()):
+            time.sleep(0.05)
+        busy = [w for w, keys in c.processing().items() if keys]
+        assert busy, "the member never started"
+        time.sleep(1.0)  # well inside its training
+        c.run(lambda: os._exit(1), workers=busy, on_error="ignore")  # dies mid-task; its nanny restarts it
+        res = fut.result(timeout=180)
+    model, _ = load_member(root / "models" / "ecatm-fold0.pt")
+    local = train_member(root, cfg.replace(threads=1), "ecatm", 0, data=data, write=False)["state_dict"]
+    assert all(torch.equal(v, local[k]) for k, v in model.state_dict().items())
+    assert res["metrics"]["threads"] == 1
