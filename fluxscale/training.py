@@ -14,8 +14,8 @@ lowest ``val_ec / val_ec⁰ + val_atm / val_atm⁰``: each validation loss relat
 value before training (epoch 0), so neither term's units dominate.
 
 **Bridge validity (§3.5).** Every epoch, a fixed subsample of ``decoupling_cells`` land
-cells per region estimates the regional integral of the model's own output on the first
-held-out year; its relative difference from the bridge estimate (area-weighted over
+cells per region estimates the regional integral of the model's own output on one year
+(drawn with the seed, the same for every member); its relative difference from the bridge estimate (area-weighted over
 regions) is logged as ``decoupling`` and may stop the member (``decoupling_max``). After
 training, the full integral over every land cell of every month is compared with the
 bridges per region (``bridge_validity`` in the checkpoint's metrics).
@@ -66,10 +66,11 @@ class TrainingData:
     ``pix_w`` (pixels, regions) bridge weights, ``bias`` (regions,) float64,
     ``inv`` (systems, months, regions) PgC month-1, ``area_w`` (regions,) sums to 1,
     ``day_month`` (days,) month index of each day, ``month_year`` (months,) calendar
-    year, ``regions`` names, ``systems`` names, ``mon_cells`` per region the land cells
-    of the decoupling monitor with their ``mon_x`` (days, cells, 10) and ``mon_w``
-    (cells,) m² × days-independent land area (float64), ``region_cells`` number of land
-    cells per region.
+    year, ``regions`` names, ``systems`` names; the decoupling monitor: ``mon_year``
+    (one full year, drawn with the seed), ``mon_x`` (days of that year, cells, 10) for
+    up to ``decoupling_cells`` land cells per region, ``mon_region`` (cells,) their region
+    column and ``mon_scale`` (cells,) their land area (m², float64) scaled so that the
+    sample's total equals its region's.
     """
 
     site_x: np.ndarray
@@ -85,6 +86,7 @@ class TrainingData:
     month_days: np.ndarray
     regions: list[str]
     systems: list[str]
+    mon_year: int
     mon_x: np.ndarray
     mon_region: np.ndarray
     mon_scale: np.ndarray
@@ -150,13 +152,19 @@ def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
         mon_region.append(np.full(take.size, j))
         mon_scale.append(w[take] * (w[cells].sum() / w[take].sum()))  # the sample stands for the region
     mon_cells = np.concatenate(mon_cells)
+    # one year only: at 0.5° the sample is 3 600 cells, 17 years of them would be 0.9 GB
+    full_years = [y for y in np.unique(months.year) if np.sum(months.year == y) == 12]
+    if not full_years:
+        raise FluxscaleError(f"{store_path(root, 'integrals')}: no complete year of inversion months to train on")
+    mon_year = int(rng.choice(full_years))
+    mon_days = day_idx[months.year.to_numpy()[day_month] == mon_year]
     return TrainingData(
         site_x=site_x, site_y=site_y, site_fold=site_fold, pix_x=pix_x, pix_w=pix_w,
         bias=bridges.bias.values[keep].astype(np.float64), inv=inv, area_w=area / area.sum(),
         day_month=day_month.astype(np.int64), month_year=months.year.to_numpy(),
         month_days=months.days_in_month.to_numpy().astype(np.float64),
         regions=[regions[i] for i in keep], systems=chosen,
-        mon_x=assemble_driver_block(drivers, time=day_idx, cell=mon_cells),
+        mon_year=mon_year, mon_x=assemble_driver_block(drivers, time=mon_days, cell=mon_cells),
         mon_region=np.concatenate(mon_region), mon_scale=np.concatenate(mon_scale),
     )
 
@@ -210,6 +218,7 @@ class _Member:
         scale[np.arange(data.mon_region.size), data.mon_region] = data.mon_scale
         self.mon_scale = t(scale, f64)
         self.month_days = t(data.month_days, f64)
+        self.mon_day_month = data.day_month[data.month_year[data.day_month] == data.mon_year]
         years = np.unique(data.month_year)
         full = [y for y in years if np.sum(data.month_year == y) == 12]
         rng = np.random.default_rng([cfg.seed, fold, 11])
@@ -218,13 +227,14 @@ class _Member:
         self.train_years = [int(y) for y in full if y not in self.val_years]
         self.n_months = data.month_year.size
 
-    def _monthly(self, x, months: np.ndarray, model):
+    def _monthly(self, x, months: np.ndarray, model, days: np.ndarray | None = None):
         """Eq. 6: monthly means over the days of ``months`` of the model on ``x`` (days, n, 10)
-        → (len(months), n)."""
+        → (len(months), n); ``days`` the month index of each row of ``x`` (default: the record's)."""
         torch = self.torch
-        sel = np.flatnonzero(np.isin(self.data.day_month, months))
+        day_month = self.data.day_month if days is None else days
+        sel = np.flatnonzero(np.isin(day_month, months))
         daily = model(x[torch.as_tensor(sel, device=self.device)])  # (days, n)
-        idx = torch.as_tensor(np.searchsorted(months, self.data.day_month[sel]), device=self.device)
+        idx = torch.as_tensor(np.searchsorted(months, day_month[sel]), device=self.device)
         sums = torch.zeros((months.size, daily.shape[1]), dtype=daily.dtype, device=self.device).index_add(0, idx, daily)
         counts = torch.bincount(idx, minlength=months.size).to(daily.dtype)
         return sums / counts[:, None]
@@ -282,9 +292,9 @@ class _Member:
     def decoupling(self, model) -> float:
         """Relative |bridge − integral of the model over the monitor cells|, area-weighted."""
         torch = self.torch
-        months = self.months_of(self.val_years[:1] or self.train_years[:1])
+        months = self.months_of([self.data.mon_year])
         with torch.no_grad():
-            monthly = self._monthly(self.mon_x, months, model).double()      # (months, cells)
+            monthly = self._monthly(self.mon_x, months, model, days=self.mon_day_month).double()  # (months, cells)
             integral = (monthly @ self.mon_scale) * self.month_days[months][:, None] / G_PER_PG
             bridge = self.bridge_estimate(model, months)
             rel = (bridge - integral).abs().mean(dim=0) / integral.abs().mean(dim=0).clamp_min(1e-9)
