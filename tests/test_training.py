@@ -83,7 +83,7 @@ def test_cluster_member_equals_in_process_and_checkpoint_loads(trained_root, dat
     root = tmp_path / "data"
     shutil.copytree(trained_root, root, ignore=shutil.ignore_patterns("models"))
     cfg = FAST.replace(folds=(1,), variants=("ecatm",))
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as lc, Client(lc) as c:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, Client(lc) as c:
         summary = train_ensemble(root, cfg.replace(threads=None), client=c, show_progress=False)
     assert set(summary["members"]) == {"ecatm-fold1"} and summary["members"]["ecatm-fold1"]["threads"] == 1
     model, meta = load_member(root / "models" / "ecatm-fold1.pt")  # torch.load(weights_only=True)
@@ -164,7 +164,7 @@ def test_a_member_lost_with_its_worker_is_retried_and_gives_the_same_weights(tra
     root = tmp_path / "data"
     shutil.copytree(trained_root, root, ignore=shutil.ignore_patterns("models"))
     cfg = FAST.replace(epochs=6, steps_per_epoch=10, threads=None)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, Client(lc) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, Client(lc) as c:
         fut = c.submit(_member_task, str(root), cfg, "ecatm", 0, pure=False, retries=2)
         deadline = time.time() + 60
         while time.time() < deadline and not any(c.processing().values()):
