@@ -263,6 +263,10 @@ class TrainConfig:
     """Stop a member when the monitor's relative decoupling passes this (None: never)."""
     retries: int = 2
     """Times a member's task is retried when its worker is lost."""
+    bridge_validity: bool = True
+    """After training, integrate the member over every land cell and month and compare with
+    the bridges (§3.5). A global pass per member: 50 s of the 65 s of a 4-epoch member on the
+    small twin (1°, one thread); false leaves it to evaluation."""
 
     def __post_init__(self) -> None:
         bad = [k for k, ok in {"epochs": self.epochs >= 1, "steps_per_epoch": self.steps_per_epoch >= 1,

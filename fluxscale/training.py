@@ -368,7 +368,7 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
             break
     model.load_state_dict(best_state)
     validity = bridge_validity(root, model, data_regions=data.regions, bias=data.bias, pix_w=data.pix_w,
-                               device=device) if write else None
+                               device=device) if write and cfg.bridge_validity else None
     metrics = {"member": member_name(variant, fold), "variant": variant, "fold": fold, "best_epoch": best_epoch,
                "best": log[best_epoch], "stopped": stopped, "val_years": mb.val_years, "systems": data.systems,
                "regions": data.regions, "n_train_obs": int(n_train), "n_val_obs": int(mb.val_idx.shape[0]),

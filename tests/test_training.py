@@ -91,6 +91,8 @@ def test_cluster_member_equals_in_process_and_checkpoint_loads(trained_root, dat
     for k, v in model.state_dict().items():
         assert torch.equal(v, local[k]), k
     assert meta["metrics"]["member"] == "ecatm-fold1" and meta["config"]["epochs"] == 2
+    validity = meta["metrics"]["bridge_validity"]
+    assert set(validity) == set(data.regions) and all(np.isfinite(v["rel_diff"]) for v in validity.values())
     log = pd.read_csv(root / "models" / "logs" / "ecatm-fold1.csv")
     assert list(log.epoch) == [0, 1, 2] and {"train_ec", "train_atm", "sigma_ec", "sigma_atm", "val_ec", "val_atm",
                                              "decoupling"} <= set(log.columns)
@@ -145,10 +147,13 @@ def test_train_command_local(trained_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(trained_root, root, ignore=shutil.ignore_patterns("models"))
     r = CliRunner().invoke(app, ["train", str(root), "--local", "--no-progress", "--set", "epochs=1",
-                                 "--set", "steps_per_epoch=2", "--set", "folds=2,3", "--set", "variants=ec"])
+                                 "--set", "steps_per_epoch=2", "--set", "folds=2,3", "--set", "variants=ec",
+                                 "--set", "bridge_validity=false"])
     assert r.exit_code == 0, r.output
     assert "train: ec-fold2" in r.output and "2 members written" in r.output
     assert sorted(p.name for p in (root / "models").glob("*.pt")) == ["ec-fold2.pt", "ec-fold3.pt"]
+    members = json.loads((root / "models" / "members.json").read_text())["members"]
+    assert members["ec-fold2"]["bridge_validity"] is None and members["ec-fold3"]["best_epoch"] == 1
     r = CliRunner().invoke(app, ["train", str(root), "--local", "--set", "variants=ecat"])
     assert r.exit_code == 2 and "variants" in r.output
 
