@@ -101,8 +101,7 @@ def twin(
                                          "formats (FLUXNET CSV, NetCDF) plus an ingest.toml for `fluxscale ingest`.")] = "stores",
 ):
     """Write a synthetic twin Earth (every store, from a known true NEE) into OUT."""
-    import contextlib
-
+    from .cluster import optional_client
     from .twin import write_twin
     from .twin.files import write_twin_files
 
@@ -111,13 +110,8 @@ def twin(
     cfg = twin_preset(preset, seed=seed, **_parse_knobs(set_))
     t0 = time.perf_counter()
     writer = write_twin if format_ == "stores" else write_twin_files
-    with contextlib.ExitStack() as stack:
-        client = None
-        if scheduler:
-            from .cluster import cluster_client
-
-            client = stack.enter_context(cluster_client(ClusterConfig(scheduler_address=scheduler,
-                                                                      connect_timeout_s=connect_timeout)))
+    cc = ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout) if scheduler else None
+    with optional_client(cc) as client:
         result = writer(out, cfg, client=client, show_progress=progress, region_mask=region_mask, preset=preset)
     console.print(f"twin [bold]{preset}[/] written to {out} in {time.perf_counter() - t0:.1f} s")
     if format_ == "files":
@@ -279,21 +273,15 @@ def ingest(
 ):
     """Read real files (FLUXNET2015 daily CSVs, FLUXCOM, GCB inversions, GFAS fire, drivers,
     region mask) into validated stores, with a summary of what was read and skipped."""
-    import contextlib
-
+    from .cluster import optional_client
     from .config import load_ingest_config
     from .ingest import ingest as run_ingest
 
     cfg = load_ingest_config(config, **({"out": str(out.resolve())} if out else {}))
     t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        client = None
-        if scheduler or workers:
-            from .cluster import cluster_client
-
-            cc = ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout,
-                               **({"n_workers": workers} if workers else {}))
-            client = stack.enter_context(cluster_client(cc))
+    cc = ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout,
+                       **({"n_workers": workers} if workers else {})) if scheduler or workers else None
+    with optional_client(cc) as client:
         report = run_ingest(cfg, client=client, show_progress=progress,
                             say=lambda m: console.print(m, highlight=False))
     console.print(report.text(), highlight=False)
@@ -316,21 +304,16 @@ def train(
 ):
     """Train the EC and EC-ATM ensembles (one Dask task per member) → DATA_DIR/models/
     (checkpoints, logs/<member>.csv, members.json). Needs the bridges (`fluxscale bridge`)."""
-    import contextlib
     import dataclasses
 
+    from .cluster import optional_client
     from .training import train_ensemble
 
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
     cfg = dataclasses.replace(cfg, train=cfg.train.replace(**_parse_knobs(set_, cfg.train, "train setting")))
     t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        client = None
-        if not local:
-            from .cluster import cluster_client
-
-            client = stack.enter_context(cluster_client(cfg.cluster))
+    with optional_client(None if local else cfg.cluster) as client:
         summary = train_ensemble(cfg.data_dir, cfg.train, client=client, show_progress=progress,
                                  say=lambda m: console.print(m, highlight=False))
     console.print(f"{len(summary['members'])} members written to {Path(cfg.data_dir) / 'models'} "

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .config import ClusterConfig
 from .errors import FluxscaleError
 
-__all__ = ["cluster_client"]
+if TYPE_CHECKING:
+    import distributed
+
+__all__ = ["cluster_client", "optional_client"]
 
 
 @contextlib.contextmanager
-def cluster_client(cfg: ClusterConfig) -> Iterator["distributed.Client"]:  # noqa: F821
+def cluster_client(cfg: ClusterConfig) -> Iterator["distributed.Client"]:
     """A ``distributed.Client``: connected to ``cfg.scheduler_address`` or to a new
     ``LocalCluster`` of worker processes bound to ``cfg.host``; closed on exit.
 
@@ -34,4 +38,15 @@ def cluster_client(cfg: ClusterConfig) -> Iterator["distributed.Client"]:  # noq
     with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
                       memory_limit=cfg.memory_limit, host=cfg.host, dashboard_address=cfg.dashboard_address) as cluster, \
             Client(cluster) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def optional_client(cfg: ClusterConfig | None) -> Iterator["distributed.Client | None"]:
+    """:func:`cluster_client` for ``cfg``, or None (Dask's threads in this process) when
+    ``cfg`` is None: for the commands whose default is to run here."""
+    if cfg is None:
+        yield None
+        return
+    with cluster_client(cfg) as client:
         yield client

@@ -41,6 +41,7 @@ __all__ = [
     "coarsen_grid",
     "gather_cells",
     "scatter_cells",
+    "cell_land_area",
 ]
 
 EARTH_RADIUS_M = 6_371_007.181
@@ -397,3 +398,9 @@ def scatter_cells(values: xr.DataArray, grid: xr.Dataset) -> xr.DataArray:
     )
     drop = [c for c in ("cell_lat", "cell_lon") if c in out.coords]
     return out.drop_vars(drop).assign_coords(lat=grid.lat, lon=grid.lon)
+
+
+def cell_land_area(grid: xr.Dataset) -> np.ndarray:
+    """Land area of each gathered land cell, m² (float64): ``cell_area × land_fraction``."""
+    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
+    return grid.cell_area.values[il, jl] * grid.land_fraction.values[il, jl].astype(np.float64)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, STATIC_DRIVERS
 
-__all__ = ["VarSpec", "StoreSchema", "SCHEMAS", "STORE_NAMES", "NEE_UNITS", "normalise_units", "var_attrs"]
+__all__ = ["VarSpec", "StoreSchema", "SCHEMAS", "STORE_NAMES", "NEE_UNITS", "normalise_units", "var_attrs", "time_coord"]
 
 NEE_UNITS = "gC m-2 d-1"
 SCHEMA_VERSION = 1
@@ -221,3 +221,9 @@ def var_attrs(store: str, var: str) -> dict[str, str]:
     if spec.standard_name:
         a["standard_name"] = spec.standard_name
     return a
+
+
+def time_coord(dim: str, values, long_name: str) -> tuple:
+    """A CF time coordinate ``(dim, values, attrs)`` for the writers of a store (encoded by
+    xarray as days since the first date)."""
+    return (dim, values, {"standard_name": "time", "long_name": long_name, "axis": "T"})

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .grid import cell_land_area
 from .regions import REGIONS
 from .schema import SCHEMAS
 from .stores import MANIFEST, open_store, open_stores, read_manifest, store_path
@@ -47,7 +48,7 @@ def region_table(grid: xr.Dataset, sites: xr.Dataset | None = None) -> str:
     """Per region of Table A1: land cells, land area (10⁶ km²) and towers."""
     il, jl = grid.cell_ilat.values, grid.cell_ilon.values
     reg = grid.region.values[il, jl]
-    area = grid.cell_area.values[il, jl] * grid.land_fraction.values[il, jl]
+    area = cell_land_area(grid)
     nsite = np.bincount(reg[sites.cell.values], minlength=len(REGIONS)) if sites is not None else None
     head = f"  {'id':>2} {'abbrev':<5} {'name':<25} {'cells':>7} {'area 1e6 km2':>12}" + (f" {'towers':>6}" if nsite is not None else "")
     lines = [head]

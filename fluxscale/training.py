@@ -40,6 +40,8 @@ import pandas as pd
 from .config import TrainConfig
 from .drivers import DRIVER_NAMES, assemble_driver_block
 from .errors import FluxscaleError
+from .grid import cell_land_area
+from .schema import NEE_UNITS
 from .stores import open_store, store_path
 
 __all__ = ["TrainingData", "load_training_data", "train_member", "train_ensemble", "member_name", "models_dir", "load_member",
@@ -92,11 +94,6 @@ class TrainingData:
     mon_scale: np.ndarray
 
 
-def _land_weight(grid) -> np.ndarray:
-    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
-    return grid.cell_area.values[il, jl] * grid.land_fraction.values[il, jl].astype(np.float64)
-
-
 def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
     """Read the towers, bridges, inversion integrals and the drivers of the bridge pixels."""
     root = Path(root)
@@ -142,7 +139,7 @@ def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
 
     # the decoupling monitor: a fixed subsample of land cells per region
     cell_region = grid.region.values[grid.cell_ilat.values, grid.cell_ilon.values].astype(np.int64)
-    w = _land_weight(grid)
+    w = cell_land_area(grid)
     rng = np.random.default_rng([cfg.seed, 7])
     mon_cells, mon_region, mon_scale = [], [], []
     for j, r in enumerate(keep):
@@ -367,8 +364,8 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
             stopped = f"decoupling {row['decoupling']:.3f} > {cfg.decoupling_max} at epoch {epoch}"
             break
     model.load_state_dict(best_state)
-    validity = bridge_validity(root, model, data_regions=data.regions, bias=data.bias, pix_w=data.pix_w,
-                               device=device) if write and cfg.bridge_validity else None
+    validity = bridge_validity(root, model, regions=data.regions, device=device) \
+        if write and cfg.bridge_validity else None
     metrics = {"member": member_name(variant, fold), "variant": variant, "fold": fold, "best_epoch": best_epoch,
                "best": log[best_epoch], "stopped": stopped, "val_years": mb.val_years, "systems": data.systems,
                "regions": data.regions, "n_train_obs": int(n_train), "n_val_obs": int(mb.val_idx.shape[0]),
@@ -404,59 +401,55 @@ def load_member(path: str | Path):
     return model, json.loads(ck["meta"])
 
 
-def bridge_validity(root: str | Path, model, *, data_regions: list[str], bias: np.ndarray, pix_w: np.ndarray,
-                    device=None, cell_chunk: int = 1024) -> dict[str, dict[str, float]]:
+def bridge_validity(root: str | Path, model, *, regions: list[str], device=None,
+                    cell_chunk: int = 1024) -> dict[str, dict[str, float]]:
     """§3.5 after training: per region, the model's own regional integral over every land
-    cell and month vs the bridge estimate from its contributing pixels.
+    cell and month (:func:`fluxscale.integrals.integrate_cells`) vs the bridge estimate from
+    its contributing pixels (:func:`fluxscale.bridge.apply_bridges`), over the months of the
+    integrals store.
 
     Returns region → ``{"rel_diff": mean|bridge − integral| / mean|integral|, "r": Pearson R,
     "bias": mean(bridge − integral) PgC month-1}``.
     """
     import torch
+    import xarray as xr
+
+    from .bridge import apply_bridges
+    from .integrals import integrate_cells
 
     root = Path(root)
     grid = open_store(store_path(root, "grid"), "grid")
     drivers = open_store(store_path(root, "drivers"), "drivers")
-    bridges = open_store(store_path(root, "bridges"), "bridges")
-    integ = open_store(store_path(root, "integrals"), "integrals")
-    months = pd.DatetimeIndex(integ.time.values).to_period("M")
+    months = pd.DatetimeIndex(open_store(store_path(root, "integrals"), "integrals").time.values)
     days = pd.DatetimeIndex(drivers.time.values)
-    day_idx = np.flatnonzero(days.to_period("M").isin(months))
-    dm = months.get_indexer(days[day_idx].to_period("M"))
+    day_idx = np.flatnonzero(days.to_period("M").isin(months.to_period("M")))
+    dm = months.to_period("M").get_indexer(days[day_idx].to_period("M"))
     counts = np.bincount(dm, minlength=months.size).astype(np.float64)
-    ndays = months.days_in_month.to_numpy().astype(np.float64)
-    cell_region = grid.region.values[grid.cell_ilat.values, grid.cell_ilon.values].astype(np.int64)
-    w = _land_weight(grid)
-    rid = {r: list(bridges.region.values).index(r) for r in data_regions}
-    integral = np.zeros((months.size, len(data_regions)))
-    monthly_all = np.zeros((months.size, grid.sizes["cell"]))
+    monthly = np.zeros((months.size, grid.sizes["cell"]))
     device = device or torch.device("cpu")
     with torch.no_grad():
         for c0 in range(0, grid.sizes["cell"], cell_chunk):
             cells = np.arange(c0, min(c0 + cell_chunk, grid.sizes["cell"]))
             x = assemble_driver_block(drivers, time=day_idx, cell=cells)
             daily = model(torch.as_tensor(x, device=device)).double().cpu().numpy()
-            monthly = np.zeros((months.size, cells.size))
-            np.add.at(monthly, dm, daily)
-            monthly /= counts[:, None]
-            monthly_all[:, cells] = monthly
-            for j, r in enumerate(data_regions):
-                m = cell_region[cells] == rid[r]
-                integral[:, j] += (monthly[:, m] * w[cells][m]).sum(axis=1) * ndays / G_PER_PG
-    pix_cell = bridges.pixel_cell.values.astype(np.int64)
-    bridge = monthly_all[:, pix_cell] @ pix_w + bias
+            np.add.at(monthly[:, c0:c0 + cells.size], dm, daily)  # Eq. 6 sums, divided below
+    nee = xr.DataArray(monthly / counts[:, None], dims=("time", "cell"), coords={"time": months},
+                       attrs={"units": NEE_UNITS})
+    integral = integrate_cells(nee, grid).sel(region=regions).values
+    bridge = apply_bridges(open_store(store_path(root, "bridges"), "bridges"), nee).sel(region=regions).values
     out = {}
-    for j, r in enumerate(data_regions):
-        b, i = bridge[:, j], integral[:, j]
+    for r, b, i in zip(regions, bridge, integral):
         rr = float(np.corrcoef(b, i)[0, 1]) if np.std(b) > 0 and np.std(i) > 0 else float("nan")
         out[r] = {"rel_diff": float(np.abs(b - i).mean() / max(np.abs(i).mean(), 1e-12)), "r": rr,
                   "bias": float((b - i).mean())}
     return out
 
 
-def _member_task(root: str, cfg: TrainConfig, variant: str, fold: int) -> dict[str, Any]:
-    """One member on a Dask worker: reads the stores itself, writes its checkpoint."""
-    res = train_member(root, cfg, variant, fold)
+def _member_task(root: str, cfg: TrainConfig, variant: str, fold: int,
+                 data: TrainingData | None = None) -> dict[str, Any]:
+    """One member: on a Dask worker it reads the stores itself (``data`` None); writes its
+    checkpoint; returns only the small metrics and log."""
+    res = train_member(root, cfg, variant, fold, data=data)
     return {"metrics": res["metrics"], "log": res["log"]}
 
 
@@ -502,14 +495,10 @@ def train_ensemble(root: str | Path, cfg: TrainConfig, *, client=None, show_prog
         else:
             data = load_training_data(root, cfg)
             for v, f in members:
-                report(_member_task_local(root, cfg, v, f, data))
+                report(_member_task(root, cfg, v, f, data))
                 progress.advance(task)
     summary = {"config": cfg.to_dict(), "members": {k: r["metrics"] for k, r in sorted(results.items())},
                "seconds": time.perf_counter() - t0}
     (out / "members.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
-
-def _member_task_local(root, cfg, variant, fold, data) -> dict[str, Any]:
-    res = train_member(root, cfg, variant, fold, data=data)
-    return {"metrics": res["metrics"], "log": res["log"]}

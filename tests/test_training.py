@@ -128,7 +128,7 @@ class _Constant(torch.nn.Module):
 def test_bridge_validity_of_a_constant_field_against_numpy(trained_root, data):
     """NEE = c everywhere: the integral is c × land area × days, the bridge c × Σ weights + bias."""
     c = -1.5
-    got = bridge_validity(trained_root, _Constant(c), data_regions=data.regions, bias=data.bias, pix_w=data.pix_w)
+    got = bridge_validity(trained_root, _Constant(c), regions=data.regions)
     grid = open_store(store_path(trained_root, "grid"), "grid")
     integ = open_store(store_path(trained_root, "integrals"), "integrals")
     days = pd.DatetimeIndex(integ.time.values).days_in_month.to_numpy()

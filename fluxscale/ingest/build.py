@@ -34,10 +34,10 @@ from ..config import GriddedInput, IngestConfig
 from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, assemble_driver_block
 from ..errors import InputError
 from ..grid import coarsen_grid, gather_cells, make_grid
-from ..schema import REQUIRED_STORES, var_attrs
+from ..schema import REQUIRED_STORES, time_coord, var_attrs
 from ..stores import _cross_checks, begin_dataset, commit_store, open_store, partial_path, store_path, write_store
 from .fluxnet import fluxnet_site_id, read_fluxnet_daily, read_site_table
-from .gridded import (ReadLog, decode_time, expand_files, open_netcdf, read_daily_driver, read_monthly_flux,
+from .gridded import (LAT_NAMES, ReadLog, decode_time, expand_files, open_netcdf, read_daily_driver, read_monthly_flux,
                       read_seasonal_driver, read_static_driver)
 
 __all__ = ["ingest", "IngestReport", "config_dict"]
@@ -69,10 +69,6 @@ class IngestReport(dict):
         return "\n".join(lines)
 
 
-def _time_attrs(long_name: str) -> dict[str, str]:
-    return {"standard_name": "time", "long_name": long_name, "axis": "T"}
-
-
 def _src(cfg: IngestConfig, product: str, gi: GriddedInput) -> tuple[str, str, str]:
     """(variable, basis, default species) of a product: the config's, else the product's."""
     var, basis, species = DEFAULTS[product]
@@ -90,7 +86,7 @@ def _monthly_store(name: str, var: str, da: xr.DataArray, grid: xr.Dataset, titl
     da.attrs = var_attrs(name, var)
     ds = xr.Dataset({var: da}, attrs={"title": title, "resolution_deg": grid.attrs["resolution_deg"],
                                       "Conventions": "CF-1.10"})
-    ds["time"].attrs.update(_time_attrs("month start"))
+    ds = ds.assign_coords(time=time_coord("time", ds.time.values, "month start"))
     enc = {var: {"chunks": tuple(1 for _ in lead) + (12, grid.sizes["lat"], grid.sizes["lon"])}}
     return ds, enc
 
@@ -148,7 +144,7 @@ def _native_resolution(cfg: IngestConfig) -> float:
         da = ds[var] if var in ds.data_vars else None
         if da is None:
             raise InputError(first, f"variable {var!r}", f"missing (the file has {', '.join(map(str, ds.data_vars))})")
-        lat = next((d for d in ("lat", "latitude", "y") if d in da.dims), None)
+        lat = next((d for d in LAT_NAMES if d in da.dims), None)
         if lat is None:
             raise InputError(first, f"variable {var!r}", f"needs latitude and longitude dimensions, has {da.dims}")
         return 180.0 / da.sizes[lat]
@@ -177,7 +173,7 @@ def _drivers_dataset(cfg: IngestConfig, grid: xr.Dataset, log: ReadLog) -> tuple
         enc[name] = {"chunks": tuple(chunks[d] if chunks[d] != -1 else da.sizes[d] for d in da.dims)}
     time = pd.date_range(cfg.start, cfg.end, freq="D")
     ds = xr.Dataset(data, coords={
-        "time": ("time", time, _time_attrs("day")),
+        "time": time_coord("time", time, "day"),
         "doy": ("doy", np.arange(1, 367, dtype=np.int16), {"long_name": "day of year of the mean seasonal cycle"}),
         "cell": grid.cell, "cell_lat": grid.cell_lat, "cell_lon": grid.cell_lon,
     }, attrs={"title": "fluxscale ingest: drivers (Table A2)", "layout": "land cells gathered on 'cell' (see grid.zarr)",
@@ -312,7 +308,7 @@ def _sites_dataset(cfg: IngestConfig, grid: xr.Dataset, drivers_path: Path, log:
     }
     return xr.Dataset(data, coords={
         "site": ("site", np.array(kept, dtype=object), {"long_name": "tower id", "cf_role": "timeseries_id"}),
-        "time": ("time", time, _time_attrs("day"))},
+        "time": time_coord("time", time, "day")},
         attrs={"title": "fluxscale ingest: eddy-covariance towers (FLUXNET2015 daily)",
                "nee_variable": sc.nee_variable, "qc_min": float(sc.qc_min)})
 

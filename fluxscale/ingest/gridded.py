@@ -445,6 +445,15 @@ def _convert(da: xr.DataArray, path: Path, name: str, file_units: str | None, un
 _DOY_NAMES = ("doy", "dayofyear", "day_of_year", "time")
 
 
+def _read_one(files: Sequence[Path], variable: str, what: str, log: ReadLog) -> tuple[Path, xr.DataArray, float]:
+    """The one file of a product that comes in one file (``what`` names it in the error)."""
+    if len(files) != 1:
+        raise InputError(files[0] if files else variable, f"variable {variable!r}",
+                         f"{what} comes in one file, {len(files)} match")
+    [(path, da, res)] = _read_parts(files, variable, None, log)
+    return path, da, res
+
+
 def read_seasonal_driver(files: Sequence[Path], name: str, units: str, *, target_res: float,
                          variable: str | None = None, file_units: str | None = None,
                          log: ReadLog | None = None) -> xr.DataArray:
@@ -455,10 +464,7 @@ def read_seasonal_driver(files: Sequence[Path], name: str, units: str, *, target
     """
     log = log if log is not None else ReadLog()
     variable = variable or name
-    if len(files) != 1:
-        raise InputError(files[0] if files else name, f"variable {variable!r}",
-                         f"a mean seasonal cycle comes in one file, {len(files)} match")
-    [(path, da, res)] = _read_parts(files, variable, None, log)
+    path, da, res = _read_one(files, variable, "a mean seasonal cycle", log)
     dim = next((d for d in _DOY_NAMES if d in da.dims), None)
     if dim is None or da.ndim != 3:
         raise InputError(path, f"variable {variable!r}", f"expected (doy, lat, lon), found dims {tuple(da.dims)}")
@@ -482,10 +488,7 @@ def read_static_driver(files: Sequence[Path], name: str, units: str, *, target_r
     """A one-value-per-cell driver: ``(lat, lon)`` (a singleton ``time`` is dropped)."""
     log = log if log is not None else ReadLog()
     variable = variable or name
-    if len(files) != 1:
-        raise InputError(files[0] if files else name, f"variable {variable!r}",
-                         f"a static driver comes in one file, {len(files)} match")
-    [(path, da, res)] = _read_parts(files, variable, None, log)
+    path, da, res = _read_one(files, variable, "a static driver", log)
     extra = [d for d in da.dims if d not in ("lat", "lon")]
     if any(da.sizes[d] != 1 for d in extra):
         raise InputError(path, f"variable {variable!r}", f"expected (lat, lon), found dims {dict(da.sizes)}")

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS
-from ..grid import coarsen_grid
+from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS
+from ..grid import coarsen_grid, scatter_cells
 from ..ingest.fluxnet import MISSING
 from ..stores import open_store, store_path
 from ..units import M_C, M_CO2
@@ -73,16 +73,11 @@ def _nc(ds: xr.Dataset, path: Path, rename: dict | None = None, time_units: str 
     ds.to_netcdf(path, encoding=enc)
 
 
-def _scatter(values: np.ndarray, grid: xr.Dataset) -> np.ndarray:
-    out = np.full(values.shape[:-1] + (grid.sizes["lat"], grid.sizes["lon"]), np.nan, dtype=np.float32)
-    out[..., grid.cell_ilat.values, grid.cell_ilon.values] = values
-    return out
-
-
-def _grid_da(values: np.ndarray, grid: xr.Dataset, lead: dict, units: str) -> xr.DataArray:
-    coords = {**lead, "lat": ("lat", grid.lat.values, {"units": "degrees_north"}),
-              "lon": ("lon", grid.lon.values, {"units": "degrees_east"})}
-    return xr.DataArray(values, dims=(*lead, "lat", "lon"), coords=coords, attrs={"units": units})
+def _on_grid(cells: xr.DataArray, grid: xr.Dataset, units: str) -> xr.DataArray:
+    """A ``(…, cell)`` field on the ``(…, lat, lon)`` grid (NaN off land), latitude descending."""
+    da = scatter_cells(cells.load().drop_encoding(), grid).astype(np.float32)
+    da.attrs = {"units": units}
+    return _lat_desc(da)
 
 
 def export_files(data_dir: str | Path, out: str | Path, *, stores_out: str = "stores") -> Path:
@@ -135,26 +130,20 @@ def export_files(data_dir: str | Path, out: str | Path, *, stores_out: str = "st
         units = "K" if n == "Tair" else DRIVER_UNITS[n]
         if n in DAILY_DRIVERS:
             for y in years:
-                sl = np.flatnonzero(time.year == y)
-                v = np.asarray(drivers[n].isel(time=sl).values, dtype=np.float32)
+                v = drivers[n].isel(time=np.flatnonzero(time.year == y))
                 if n == "Tair":
                     v = (v.astype(np.float64) + 273.15).astype(np.float32)
-                da = _lat_desc(_grid_da(_scatter(v, grid), grid, {"time": time[sl]}, units))
-                _nc(da.to_dataset(name=n), dd / f"{n}.{y}.nc", time_units="days since 1970-01-01")
-        elif n in SEASONAL_DRIVERS:
-            da = _grid_da(_scatter(drivers[n].values, grid), grid, {"doy": np.arange(1, 367)}, units)
-            _nc(_lat_desc(da).to_dataset(name=n), dd / f"{n}.nc")
-        else:
-            _nc(_lat_desc(_grid_da(_scatter(drivers[n].values, grid), grid, {}, units)).to_dataset(name=n), dd / f"{n}.nc")
+                _nc(_on_grid(v, grid, units).to_dataset(name=n), dd / f"{n}.{y}.nc", time_units="days since 1970-01-01")
+        else:  # seasonal (doy, cell) and static (cell,)
+            _nc(_on_grid(drivers[n], grid, units).to_dataset(name=n), dd / f"{n}.nc")
 
     # --- FLUXCOM-style prior: one file per year, mid-month times ------------------------------
     months = pd.DatetimeIndex(prior.time.values)
     nlat, nlon = grid.sizes["lat"], grid.sizes["lon"]
     for y in sorted(set(months.year)):
         sl = np.flatnonzero(months.year == y)
-        da = _lat_desc(_grid_da(prior.NEE.isel(time=sl).values, grid, {"time": months[sl] + pd.Timedelta(days=14)},
-                                "gC m-2 d-1"))
-        ds = da.to_dataset(name="NEE")
+        da = prior.NEE.isel(time=sl).load().drop_encoding().assign_coords(time=months[sl] + pd.Timedelta(days=14))
+        ds = _lat_desc(da).to_dataset(name="NEE")
         half = res / 2  # FLUXCOM files carry the cell bounds
         ds["lat_bnds"] = (("lat", "bnds"), np.stack([ds.lat.values + half, ds.lat.values - half], axis=1))
         ds["lon_bnds"] = (("lon", "bnds"), np.stack([ds.lon.values - half, ds.lon.values + half], axis=1))

@@ -33,10 +33,10 @@ import xarray as xr
 from .. import __version__
 from ..config import TwinConfig, twin_preset
 from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS
-from ..grid import coarsen_grid, make_grid
+from ..grid import cell_land_area, coarsen_grid, make_grid
 from ..parallel import run_tasks
 from ..regions import REGIONS
-from ..schema import INPUT_STORES, var_attrs
+from ..schema import INPUT_STORES, time_coord, var_attrs
 from ..stores import MANIFEST, begin_dataset, commit_store, partial_path, store_path, write_region, write_store, write_template
 from .atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, inversion_fluxes,
                          misplacement_fields, prior_flux, regional_errors, tropical_regions)
@@ -61,7 +61,7 @@ def calibrate_sink(cfg: TwinConfig, grid: xr.Dataset, block: int = 8192) -> floa
     """The global sink-fraction scale s0 giving a mean global NEE of ``cfg.global_sink``
     PgC yr-1, from each cell's climatological GPP (weather changes it by a few %)."""
     lat, lon = grid.cell_lat.values, grid.cell_lon.values
-    w = _cell_weight(grid)
+    w = cell_land_area(grid)
     total = 0.0
     for s in range(0, lat.size, block):
         sl = slice(s, s + block)
@@ -69,17 +69,6 @@ def calibrate_sink(cfg: TwinConfig, grid: xr.Dataset, block: int = 8192) -> floa
         shape = sink_shape(cfg, cell_climate(cfg.seed, lat[sl], lon[sl]))
         total += float((shape * g * w[sl]).sum())
     return -cfg.global_sink * G_PER_PG / (365.25 * total)
-
-
-def _cell_weight(grid: xr.Dataset) -> np.ndarray:
-    """Area × land fraction of each land cell, m²."""
-    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
-    return grid.cell_area.values[il, jl] * grid.land_fraction.values[il, jl].astype(np.float64)
-
-
-def time_coord(dim: str, values, long_name: str) -> tuple:
-    """A CF time coordinate (encoded by xarray as days since the first date)."""
-    return (dim, values, {"standard_name": "time", "long_name": long_name, "axis": "T"})
 
 
 def _zeros(shape, chunks):
@@ -259,7 +248,7 @@ def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: 
     write_template(dt, paths["drivers"], "drivers", enc)
     tt, enc = _truth_template(cfg, grid, time, months, years)
     write_template(tt, paths["truth"], "truth", enc)
-    weight = _cell_weight(grid)
+    weight = cell_land_area(grid)
     cell_region = grid.region.values[grid.cell_ilat.values, grid.cell_ilon.values]
     parts = run_tasks(
         _cell_task, cell_block_plan(grid.sizes["cell"], cfg.chunk_cells), client=client,
