@@ -17,12 +17,13 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
+from .infer import bench_infer
 from .ingest import bench_ingest
 from .integrals import bench_integrals
 from .train import bench_train
 from .twin import bench_twin
 
-BENCHMARKS = ("twin", "integrals", "dtw", "ingest", "train")
+BENCHMARKS = ("twin", "integrals", "dtw", "ingest", "train", "infer")
 
 
 def machine() -> dict:
@@ -79,7 +80,8 @@ def main(argv=None) -> dict:
                 "integrals": lambda: bench_integrals(args.size, work, args.repeats),
                 "dtw": lambda: _bench_dtw(args.size, args.repeats),
                 "ingest": lambda: bench_ingest(args.size, work, args.repeats),
-                "train": lambda: bench_train(args.size, work, args.repeats)}
+                "train": lambda: bench_train(args.size, work, args.repeats),
+                "infer": lambda: bench_infer(args.size, work, args.repeats)}
         res = {"size": args.size, "repeats": args.repeats, "only": list(args.only), "machine": machine(),
                "benchmarks": [runs[name]() for name in BENCHMARKS if name in args.only]}
     finally:

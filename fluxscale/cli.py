@@ -320,6 +320,41 @@ def train(
                   f"in {time.perf_counter() - t0:.1f} s")
 
 
+@app.command()
+@_handle_errors
+def infer(
+    data_dir: DataDirArg = None,
+    config: ConfigOpt = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override an infer setting, NAME=VALUE "
+                                                      "(repeatable; e.g. members=ecatm-fold0,ec-fold0 write_members=true).")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes.")] = None,
+    threads_per_worker: Annotated[Optional[int], typer.Option(help="Threads per LocalCluster worker (blocks run at once).")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run the blocks on threads in this process (no cluster).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    connect_timeout: TimeoutOpt = 10.0,
+):
+    """Run every trained member over every land cell and day → DATA_DIR/nee.zarr (daily and
+    monthly ensemble mean and spread, gridded; open with xarray.open_zarr). Resumes an
+    interrupted run; a rerun with the same models and drivers writes nothing."""
+    import dataclasses
+
+    from .cluster import optional_client
+    from .inference import infer as run_infer
+
+    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
+                        threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
+    cfg = dataclasses.replace(cfg, infer=cfg.infer.replace(**_parse_knobs(set_, cfg.infer, "infer setting")))
+    with optional_client(None if local else cfg.cluster) as client:
+        if client is not None:
+            workers_ = client.scheduler_info()["workers"]
+            dash = getattr(client, "dashboard_link", None)
+            console.print(f"Dask: {len(workers_)} workers at {client.scheduler.address}"
+                          + (f", dashboard {dash}" if dash else ""), highlight=False)
+        run_infer(cfg.data_dir, cfg.infer, client=client, show_progress=progress,
+                  say=lambda m: console.print(m, highlight=False))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

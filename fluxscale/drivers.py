@@ -28,6 +28,7 @@ __all__ = [
     "STATIC_DRIVERS",
     "DRIVER_UNITS",
     "assemble_driver_block",
+    "CellDrivers",
     "driver_block",
     "day_of_year_index",
 ]
@@ -53,12 +54,13 @@ def day_of_year_index(time: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
 
 
 def _assemble(daily: dict[str, np.ndarray], seasonal: dict[str, np.ndarray], static: dict[str, np.ndarray],
-              doy_idx: np.ndarray) -> np.ndarray:
+              doy_idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Kernel: stack daily (days, cells), seasonal (366, cells) rows picked by
-    ``doy_idx`` and static (cells,) into a float32 (days, cells, 10) array."""
+    ``doy_idx`` and static (cells,) into a float32 (days, cells, 10) array (``out`` if given)."""
     ndays = doy_idx.size
     ncells = next(iter(static.values())).shape[0]
-    out = np.empty((ndays, ncells, len(DRIVER_NAMES)), dtype=np.float32)
+    if out is None:
+        out = np.empty((ndays, ncells, len(DRIVER_NAMES)), dtype=np.float32)
     for k, name in enumerate(DRIVER_NAMES):
         if name in daily:
             out[:, :, k] = daily[name]
@@ -104,3 +106,38 @@ def driver_block(drivers: xr.Dataset, time: slice | np.ndarray = slice(None),
     data = assemble_driver_block(drivers, time, cell)
     coords = {"time": sub.time.values, "cell": sub.cell.values, "driver": list(DRIVER_NAMES)}
     return xr.DataArray(data, dims=("time", "cell", "driver"), coords=coords, name="drivers")
+
+
+class CellDrivers:
+    """The drivers of a fixed range of cells, for many blocks of days: the seasonal and
+    static drivers are read once, each :meth:`block` reads only the daily ones.
+
+    ``CellDrivers(path, time, cell).block(days)`` equals ``assemble_driver_block(drivers,
+    days, cell)``. It reads the Zarr arrays directly: for global inference, which walks a
+    band of cells through the whole record, building and running a Dask graph for every
+    block of days cost ~0.1 s per block, as much as the reads themselves.
+
+    Parameters
+    ----------
+    path : path
+        ``drivers.zarr``.
+    time : array of datetime64
+        The store's decoded ``time`` coordinate (for the day of year).
+    cell : slice
+        Positional range of land cells.
+    """
+
+    def __init__(self, path, time: np.ndarray, cell: slice):
+        import zarr
+
+        self._group = zarr.open_group(str(path), mode="r")
+        self._time = pd.DatetimeIndex(time)
+        self._cell = cell
+        self._seasonal = {n: np.asarray(self._group[n][:, cell], dtype=np.float32) for n in SEASONAL_DRIVERS}
+        self._static = {n: np.asarray(self._group[n][cell], dtype=np.float32) for n in STATIC_DRIVERS}
+
+    def block(self, time: slice, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 ``(days, cells, 10)`` in :data:`DRIVER_NAMES` order for the days ``time``
+        (written into ``out`` when given, e.g. a buffer reused from block to block)."""
+        daily = {n: np.asarray(self._group[n][time, self._cell], dtype=np.float32) for n in DAILY_DRIVERS}
+        return _assemble(daily, self._seasonal, self._static, day_of_year_index(self._time[time]), out)

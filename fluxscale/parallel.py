@@ -28,17 +28,18 @@ def progress_bar(enabled: bool = True):
 
 
 class _RichCallback(Callback):
-    def __init__(self, progress, task_id, keys):
+    def __init__(self, progress, task_id, keys, on_result=None):
         super().__init__()
-        self._progress, self._task, self._keys = progress, task_id, set(keys)
+        self._progress, self._task, self._keys, self._on_result = progress, task_id, set(keys), on_result
 
     def _posttask(self, key, result, dsk, state, worker_id):
         if key in self._keys:
-            self._progress.advance(self._task)
+            _advance(self._progress, self._task, self._on_result, result)
 
 
 def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, label: str = "tasks",
-              show_progress: bool = True, **kwargs: Any) -> list[Any]:
+              show_progress: bool = True, retries: int = 0, resources: dict | None = None,
+              on_result: Callable[[Any], str | None] | None = None, **kwargs: Any) -> list[Any]:
     """Run ``func(item, **kwargs)`` for every item; return the results in item order.
 
     Parameters
@@ -51,6 +52,12 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
         Run on this cluster; default: Dask's threaded scheduler in this process.
     label : str
         Shown next to the progress bar.
+    retries, resources : optional
+        With a client: times a failed task is retried, and the worker resources each task
+        needs (``{"GPU": 1}``); a task whose worker is lost is rescheduled in any case.
+    on_result : callable, optional
+        Called with each result as it arrives; a returned string replaces the progress
+        label (e.g. with a throughput).
     kwargs
         Passed to every call (scattered once to the cluster when a client is used).
     """
@@ -68,14 +75,19 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
             shared = {k: v if isinstance(v, (str, int, float, bool, type(None)))
                       else client.scatter([v], broadcast=True, hash=False)[0] for k, v in kwargs.items()}
             futures = client.map(func, items, pure=False, key=[f"{label}-{i}-{time.monotonic_ns()}" for i in range(len(items))],
-                                 **shared)
+                                 retries=retries, resources=resources, **shared)
             for fut in as_completed(futures):
                 if fut.status == "error":
                     fut.result()  # raises the task's exception here
-                progress.advance(task)
+                _advance(progress, task, on_result, fut.result() if on_result else None)
             return client.gather(futures)
         tasks = [dask.delayed(func, pure=False)(item, **kwargs) for item in items]
         keys = [t.key for t in tasks]
-        with _RichCallback(progress, task, keys):
+        with _RichCallback(progress, task, keys, on_result):
             return list(dask.compute(*tasks, scheduler="threads"))
+
+
+def _advance(progress, task, on_result, result) -> None:
+    text = on_result(result) if on_result is not None else None
+    progress.update(task, advance=1, **({"description": text} if text else {}))
 

@@ -197,6 +197,25 @@ SCHEMAS: dict[str, StoreSchema] = {
         "inclusion_count": VarSpec(("cell",), "iu", None, (0, 10**9)),
         "candidate_count": VarSpec(("cell",), "iu", None, (0, 10**9)),
     }, "Lasso bridge models per region, their contributing pixels, clusters and inclusion counts"),
+    "nee": StoreSchema("nee", {
+        "ensemble": VarSpec(("ensemble",), _STR), "member": VarSpec(("member",), _STR),
+        "member_ensemble": VarSpec(("member",), _STR), "time": VarSpec(("time",), "M"),
+        "month": VarSpec(("month",), "M"), "lat": _LAT, "lon": _LON,
+        "cell_area": VarSpec(("lat", "lon"), "f", "m2", (0, 1e11)),
+        "land": VarSpec(("lat", "lon"), "b"),
+        "NEE": VarSpec(("ensemble", "time", "lat", "lon"), "f", NEE_UNITS, (-200, 200), allow_nan=True, eager=False,
+                       long_name="daily NEE, mean over the ensemble's members (negative = uptake)"),
+        "NEE_std": VarSpec(("ensemble", "time", "lat", "lon"), "f", NEE_UNITS, (0, 200), allow_nan=True, eager=False,
+                           long_name="daily NEE, standard deviation over the ensemble's members"),
+        "NEE_monthly": VarSpec(("ensemble", "month", "lat", "lon"), "f", NEE_UNITS, (-200, 200), allow_nan=True,
+                               eager=False, long_name="monthly mean NEE, mean over the ensemble's members"),
+        "NEE_monthly_std": VarSpec(("ensemble", "month", "lat", "lon"), "f", NEE_UNITS, (0, 200), allow_nan=True,
+                                   eager=False, long_name="monthly mean NEE, standard deviation over members"),
+        "NEE_member_monthly": VarSpec(("member", "month", "lat", "lon"), "f", NEE_UNITS, (-200, 200), allow_nan=True,
+                                      eager=False, long_name="monthly mean NEE of each member"),
+        "NEE_member": VarSpec(("member", "time", "lat", "lon"), "f", NEE_UNITS, (-200, 200), allow_nan=True,
+                              eager=False, optional=True, long_name="daily NEE of each member"),
+    }, "global NEE cubes of the trained ensembles (fluxscale infer)"),
 }
 STORE_NAMES: tuple[str, ...] = tuple(SCHEMAS)
 REQUIRED_STORES: tuple[str, ...] = ("grid", "drivers", "sites", "inversions", "fire", "prior", "gcb")

@@ -297,7 +297,9 @@ def open_stores(root: str | Path, *, deep: bool = False, names: Iterable[str] | 
     root = Path(root)
     if not root.is_dir():
         raise StoreError(str(root), None, "dataset directory not found")
-    wanted = list(names) if names is not None else [n for n in STORE_NAMES if n in REQUIRED_STORES or store_path(root, n).exists()]
+    # the NEE cube is opened only on request: a deep check of it reads every global cube
+    wanted = list(names) if names is not None else [n for n in STORE_NAMES if n != "nee" and (
+        n in REQUIRED_STORES or store_path(root, n).exists())]
     stores = {n: open_store(store_path(root, n), n, deep=deep) for n in wanted}
     _cross_checks(stores, root)
     return stores
@@ -429,8 +431,9 @@ def begin_dataset(out: str | Path) -> Path:
     """Prepare ``out`` for a new set of input stores (twin or ingest).
 
     Creates it, removes the manifest (the directory is incomplete until it is written
-    again), the stage outputs of older inputs (derived stores and the bridge stage's
-    ``dtw/`` matrices would be stale) and leftover ``*.partial`` stores.
+    again), the stage outputs of older inputs (derived stores, the bridge stage's ``dtw/``
+    matrices and the NEE cube's block records would be stale) and leftover ``*.partial``
+    stores.
     """
     from .schema import DERIVED_STORES, INPUT_STORES
 
@@ -438,7 +441,7 @@ def begin_dataset(out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     stale = [q for n in DERIVED_STORES for q in (store_path(out, n), partial_path(store_path(out, n)))]
-    stale += [partial_path(store_path(out, n)) for n in INPUT_STORES] + [out / "dtw"]
+    stale += [partial_path(store_path(out, n)) for n in INPUT_STORES] + [out / "dtw", out / "nee.blocks"]
     for p in stale:
         if p.exists():
             shutil.rmtree(p)

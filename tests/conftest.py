@@ -30,3 +30,23 @@ def raise_if_dask_computes():
 
     with dask.config.set(scheduler=scheduler):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_twin, tmp_path_factory):
+    """The tiny twin with its integrals, bridges and four briefly trained members (EC and
+    EC-ATM of folds 0 and 1); tests must copy it before writing into it."""
+    import shutil
+
+    from fluxscale.bridge import build_bridges
+    from fluxscale.config import BridgeConfig, TrainConfig
+    from fluxscale.integrals import compute_integrals
+    from fluxscale.training import train_ensemble
+
+    root = tmp_path_factory.mktemp("models") / "data"
+    shutil.copytree(tiny_twin, root)
+    compute_integrals(root)
+    build_bridges(root, BridgeConfig(repeats=10, repeats_per_task=10), show_progress=False)
+    train_ensemble(root, TrainConfig(epochs=2, steps_per_epoch=3, ec_batch=2000, threads=1, folds=(0, 1),
+                                     bridge_validity=False), show_progress=False)
+    return root

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from fluxscale.grid import make_grid
 
@@ -14,7 +15,7 @@ def test_benchmarks_smoke_tiny(tmp_path):
                        capture_output=True, text=True, cwd=root, timeout=300)
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "results.json").read_text())
-    b, integ, dtw, ing, tr = res["benchmarks"]
+    b, integ, dtw, ing, tr, inf = res["benchmarks"]
     n, nd = make_grid(2.0).sizes["cell"], pd.date_range("2001-01-01", "2003-12-31").size
     assert (b["cells"], b["days"], b["daily_bytes"]) == (n, nd, 3 * n * nd * 4)
     assert abs(b["ratio_twin_over_raw_time"] - b["twin_wall_s"] / b["raw_wall_s"]) < 1e-9
@@ -36,3 +37,8 @@ def test_benchmarks_smoke_tiny(tmp_path):
     assert abs(tr["samples_per_s"]["ec"] - tr["batch"] * tr["steps"] / tr["seconds"]["ec"]) < 1e-6
     assert tr["samples_per_s"]["ecatm"] * tr["seconds"]["ecatm"] > tr["samples_per_s"]["ec"] * tr["seconds"]["ec"]
     assert "| EC-ATM step (tiny)" in md
+    # inference: every land cell × day × 20 members; the ceiling is the best batch's rate
+    assert inf["evaluations"] == n * nd * 20 == inf["members"] * n * nd
+    assert inf["ceiling"] == max(inf["ceiling_by_batch"].values())
+    assert inf["end_to_end_runs"][0]["rate"] * inf["end_to_end_runs"][0]["seconds"] == pytest.approx(inf["evaluations"])
+    assert set(inf["scaling"]) == {"1", "2"} and "| inference (tiny)" in md

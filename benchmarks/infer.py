@@ -1,0 +1,157 @@
+"""Inference throughput: pixel-day-member evaluations per second, Zarr to Zarr, against the
+in-memory forward ceiling for the same weights, and 2 workers against 1.
+
+Setup (not timed): a twin of the size and 10 EC + 10 EC-ATM members. The members are
+freshly initialised networks (``init_model(seed)`` with the drivers' standardisation), not
+trained ones: the forward's cost does not depend on the weights, and training 20 members
+at full size would take hours. They are written as real checkpoints with a
+``members.json``, so ``fluxscale.inference.infer`` runs exactly as after ``fluxscale train``.
+
+Timed:
+
+* **ceiling**: :func:`fluxscale.inference.forward_members` on random float32 drivers already
+  in memory (2²⁰ samples × 20 members), one torch thread per Python thread on every core,
+  at several batch sizes; the fastest is the ceiling;
+* **end to end**: ``infer`` on Dask's threads (one per core), drivers Zarr → cube Zarr,
+  template, records, commit included; its rate over the ceiling is the figure of merit;
+* **scaling**: the same job on a LocalCluster of 1 and of 2 single-threaded workers;
+* **reads** of the finished cube with plain xarray: one day's global map of ``NEE`` and
+  one land pixel's full daily series (median over several days / pixels).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def write_untrained_members(root: Path, per_variant: int = 10) -> None:
+    """``per_variant`` EC and EC-ATM members from ``init_model`` (standardised on the drivers)."""
+    import torch
+
+    from fluxscale.drivers import assemble_driver_block
+    from fluxscale.model import init_model
+    from fluxscale.stores import open_store, store_path
+
+    drivers = open_store(store_path(root, "drivers"), "drivers")
+    x = assemble_driver_block(drivers, time=slice(0, 365), cell=slice(0, None, 25)).reshape(-1, 10)
+    out = root / "models"
+    out.mkdir(exist_ok=True)
+    members = {}
+    for v, offset in (("ec", 0), ("ecatm", 100)):
+        for k in range(per_variant):
+            model = init_model(k + offset)
+            model.set_standardisation(x.mean(0), x.std(0))
+            name = f"{v}-fold{k}"
+            torch.save({"state_dict": model.state_dict(), "log_var": torch.zeros(2),
+                        "meta": json.dumps({"untrained": True})}, out / f"{name}.pt")
+            members[name] = {"member": name, "untrained": True}
+    (out / "members.json").write_text(json.dumps({"members": members}))
+
+
+def _ceiling(weights: list, threads: int, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    from fluxscale.inference import forward_members
+
+    torch.set_num_threads(1)
+    n = 1 << 20
+    x = np.random.default_rng(0).normal(size=(threads, n // threads, 10)).astype(np.float32)
+    out = {}
+    with ThreadPoolExecutor(threads) as pool:
+        for batch in (2048, 8192, 32768, 1 << 20):
+            list(pool.map(lambda xi: forward_members(weights, xi[:4096], batch=batch), x))  # warm-up
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                list(pool.map(lambda xi: forward_members(weights, xi, batch=batch), x))
+                times.append(time.perf_counter() - t)
+            out[batch] = n * len(weights) / statistics.median(times)
+    return out
+
+
+def _reads(path: str, repeats: int) -> dict:
+    import numpy as np
+    import xarray as xr
+
+    ds = xr.open_zarr(path)
+    rng = np.random.default_rng(1)
+    land = np.argwhere(ds.land.values)
+    day, pix = [], []
+    for _ in range(max(repeats, 5)):
+        i = int(rng.integers(ds.sizes["time"]))
+        t = time.perf_counter()
+        ds.NEE.isel(ensemble=-1, time=i).values
+        day.append(time.perf_counter() - t)
+        a, b = land[rng.integers(len(land))]
+        t = time.perf_counter()
+        ds.NEE.isel(ensemble=-1, lat=int(a), lon=int(b)).values
+        pix.append(time.perf_counter() - t)
+    return {"day_map_s": statistics.median(day), "pixel_series_s": statistics.median(pix)}
+
+
+def bench_infer(size: str, workdir: str, repeats: int) -> dict:
+    import dask
+    from distributed import Client, LocalCluster
+
+    from fluxscale.config import InferConfig
+    from fluxscale.inference import infer, list_members, member_weights
+    from fluxscale.twin import make_twin
+
+    root = Path(workdir) / f"infer-{size}"
+    make_twin(root, preset=size, show_progress=False)
+    write_untrained_members(root)
+    cfg = InferConfig()
+    weights = [member_weights(m.path) for m in list_members(root, cfg)]
+    cores = os.cpu_count() or 1
+    ceiling = _ceiling(weights, cores, repeats)
+    best_batch = max(ceiling, key=ceiling.get)
+
+    def run(client=None, out="nee.zarr") -> dict:
+        shutil.rmtree(root / out, ignore_errors=True)
+        shutil.rmtree(root / out.replace(".zarr", ".blocks"), ignore_errors=True)
+        rep = infer(root, cfg.replace(out=out), client=client, show_progress=False)
+        return {"seconds": rep.seconds, "rate": rep.rate, "blocks": rep.blocks, "evaluations": rep.evaluations}
+
+    e2e_runs = []
+    with dask.config.set(num_workers=cores):
+        for _ in range(repeats if size != "full" else 1):
+            e2e_runs.append(run())
+    e2e = statistics.median(r["rate"] for r in e2e_runs)
+    reads = _reads(str(root / "nee.zarr"), repeats)
+    evals = e2e_runs[0]["evaluations"]
+    scaling = {}
+    for n in (1, 2):
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
+                Client(lc) as c:
+            rates = [run(c, out=f"nee-w{n}.zarr")["rate"] for _ in range(repeats if size == "tiny" else 1)]
+            scaling[n] = statistics.median(rates)
+    shutil.rmtree(root, ignore_errors=True)
+    ceil = ceiling[best_batch]
+    members = len(weights)
+    return {
+        "name": f"inference ({size})", "repeats": repeats, "members": members, "evaluations": evals,
+        "ceiling_by_batch": ceiling, "ceiling": ceil, "ceiling_batch": best_batch, "end_to_end": e2e,
+        "end_to_end_runs": e2e_runs, "scaling": scaling, "reads": reads,
+        "rows": [
+            {"what": f"inference ({size}): {evals:.3g} pixel-day-members, drivers Zarr → NEE cube Zarr, "
+                     f"{cores} threads",
+             "fluxscale": f"{e2e:.3g} /s ({statistics.median(r['seconds'] for r in e2e_runs):.1f} s)",
+             "peer": f"in-memory forward ceiling {ceil:.3g} /s (batch {best_batch}; "
+                     + ", ".join(f"{b}: {r:.3g}" for b, r in ceiling.items()) + ")",
+             "ratio": f"{e2e / ceil:.2f}× the ceiling"},
+            {"what": f"inference ({size}): LocalCluster, 2 workers vs 1 (1 thread each)",
+             "fluxscale": f"2 workers {scaling[2]:.3g} /s", "peer": f"1 worker {scaling[1]:.3g} /s",
+             "ratio": f"{scaling[2] / scaling[1]:.2f}×"},
+            {"what": f"NEE cube reads ({size}), plain xarray",
+             "fluxscale": f"one day's global map {reads['day_map_s'] * 1e3:.0f} ms",
+             "peer": f"one pixel's full daily series {reads['pixel_series_s'] * 1e3:.0f} ms",
+             "ratio": "—"},
+        ],
+    }
