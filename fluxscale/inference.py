@@ -21,12 +21,11 @@ Inside a shard the data are stored in chunks of ``time_chunk`` days × ``lat_row
 ``n_lon / lon_chunks`` columns (~``chunk_mib``), so one day's global map and one pixel's full
 series both read a bounded number of chunks (numbers in ``benchmarks/RESULTS.md``).
 
-**Memory per task** (:func:`block_memory_bytes`): ``4 B × lat_rows × n_lon × (n_days ×
-(2 × ensembles + written members) + n_months × (2 × ensembles + members))`` for the
-band's output buffers, plus one driver time chunk × the band's cells × (10 drivers +
-members + 2 × ensembles) × 4 B of work arrays. ``lat_rows`` is chosen from
-:attr:`InferConfig.block_memory_mib`, so it does not grow with the number of cells,
-members or blocks; nothing is gathered on the client.
+**Memory per task** (:func:`block_memory_bytes`): the band's output buffers, ``4 B ×
+lat_rows × n_lon × (n_days × (2 × ensembles + written members) + n_months × (2 × ensembles
++ members))``, plus one driver time chunk of work arrays and the write's encoding copies.
+``lat_rows`` is chosen within :attr:`InferConfig.block_memory_mib`, so it does not grow
+with the number of cells, members or blocks; nothing is gathered on the client.
 
 **Completion records.** The template is written first (``nee.zarr.partial``); each block
 writes its region and then a record ``nee.blocks/<band>.json`` carrying the run's *key*: a
@@ -232,13 +231,25 @@ def plan_blocks(cell_ilat: np.ndarray, n_lat: int, lat_rows: int) -> list[Block]
 
 def block_memory_bytes(lat_rows: int, n_lon: int, n_days: int, n_months: int, n_ensembles: int, n_members: int,
                        write_members: bool, driver_chunk_days: int) -> int:
-    """Peak memory of one block task, bytes (see the module docstring)."""
+    """Peak memory of one block task, bytes (an upper bound: every grid point of the band
+    counted as a land cell; checked against tracemalloc in the tests).
+
+    * output buffers: ``4 B × lat_rows × n_lon × (n_days × (2 × ensembles + written members)
+      + n_months × (2 × ensembles + members))``;
+    * monthly sums: ``8 B × members × n_months × cells``;
+    * one driver time chunk: ``4 B × driver_chunk_days × cells × (10 drivers + members + 2
+      daily reads)``, plus the seasonal drivers ``4 B × 366 × cells × 4``;
+    * the write: 1.5 × the largest daily variable's band (xarray's and zarr's encoding
+      copies; measured 1.3×).
+    """
     daily = 2 * n_ensembles + (n_members if write_members else 0)
     monthly = 2 * n_ensembles + n_members
     cells = lat_rows * n_lon  # at most
-    buffers = _BYTES * lat_rows * n_lon * (n_days * daily + n_months * monthly) + 8 * n_members * n_months * cells
-    work = _BYTES * driver_chunk_days * cells * (len(DRIVER_NAMES) + n_members + 2 * n_ensembles + 2)
-    return int(buffers + work)
+    buffers = _BYTES * cells * (n_days * daily + n_months * monthly)
+    sums = 8 * n_members * n_months * cells
+    work = _BYTES * cells * (driver_chunk_days * (len(DRIVER_NAMES) + n_members + 2) + 366 * 4)
+    write = 1.5 * _BYTES * cells * n_days * max(n_ensembles, n_members if write_members else 0)
+    return int(buffers + sums + work + write)
 
 
 def choose_lat_rows(n_lat: int, budget_mib: float, **sizes: Any) -> int:

@@ -81,6 +81,8 @@ def summarize_dataset(root: str | Path, stores: dict[str, xr.Dataset] | None = N
     for n in SCHEMAS:
         if n in stores:
             lines.append(summarize_store(store_path(root, n), n, stores[n]))
+        elif n == "nee" and store_path(root, n).exists():  # the NEE cube (not opened by open_stores)
+            lines.append(summarize_store(store_path(root, n), n))
     lines.append("regions (Table A1):")
     lines.append(region_table(stores["grid"], stores.get("sites")))
     if "truth" in stores:

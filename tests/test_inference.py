@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -210,6 +211,7 @@ def test_block_memory_bound_holds(root):
     real = inf._infer_block
 
     def traced(block, *, spec):
+        inf.release_buffers()  # the block allocates its buffers afresh, under tracemalloc
         tracemalloc.start()
         try:
             return real(block, spec=spec)
@@ -219,7 +221,8 @@ def test_block_memory_bound_holds(root):
 
     inf._infer_block = traced
     try:
-        infer(root, cfg, show_progress=False, client=None)
+        with dask.config.set(num_workers=1):  # one block at a time: tracemalloc is per process
+            infer(root, cfg, show_progress=False, client=None)
     finally:
         inf._infer_block = real
     bound = block_memory_bytes(16, n_lon=180, n_days=1095, n_months=36, n_ensembles=2, n_members=4, write_members=True,
