@@ -603,6 +603,8 @@ class InferReport:
     layout: dict
     members: list[str]
     block_seconds: list[float] = field(default_factory=list)
+    total_seconds: float = 0.0
+    """The whole call: opening, template, blocks, commit."""
 
     @property
     def rate(self) -> float:
@@ -614,7 +616,7 @@ class InferReport:
                  f"{self.retried} retried, of {self.blocks}; members: {', '.join(self.members)}"]
         if self.written:
             lines.append(f"infer: {self.evaluations:.3g} pixel-day-member evaluations in {self.seconds:.1f} s = "
-                         f"{self.rate:.3g} /s")
+                         f"{self.rate:.3g} /s ({self.total_seconds:.1f} s with setup and commit)")
         lines.append(f"infer: NEE cube at {self.path}")
         return "\n".join(lines)
 
@@ -682,8 +684,8 @@ def infer(root: str | Path, cfg: InferConfig | None = None, *, client=None, show
     if cube.exists() and stored_key(cube) == key:
         done = {b.index: r for b in blocks if (r := read_record(records, b.index, key)) is not None}
         if len(done) == len(blocks):
-            report = InferReport(str(cube), len(blocks), 0, len(blocks), 0, 0, time.perf_counter() - t_start,
-                                 layout.to_dict(), list(layout.members))
+            report = InferReport(str(cube), len(blocks), 0, len(blocks), 0, 0, 0.0, layout.to_dict(),
+                                 list(layout.members), total_seconds=time.perf_counter() - t_start)
             say(report.text())
             return report
         cube.rename(partial)  # records lost: finish it as a partial store
@@ -729,7 +731,7 @@ def infer(root: str | Path, cfg: InferConfig | None = None, *, client=None, show
     commit_store(cube)
     report = InferReport(str(cube), len(blocks), len(results), len(done), sum(r["attempt"] > 1 for r in results),
                          sum(r["evaluations"] for r in results), seconds, layout.to_dict(), list(layout.members),
-                         [r["seconds"] for r in results])
+                         [r["seconds"] for r in results], time.perf_counter() - t_start)
     _write_json(records / "report.json", {**report.__dict__, "rate": report.rate})
     say(report.text())
     return report

@@ -177,15 +177,25 @@ def test_a_killed_worker_loses_nothing_and_the_cube_is_bit_identical(root, tmp_p
     cfg = CFG.replace(batch=256, lat_rows=16)
     reference = xr.open_zarr(infer(data, cfg.replace(out="reference.zarr"), show_progress=False).path).load()
     killed = []
+    records = records_path(data / "nee.zarr")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, Client(lc) as c:
+        pids = c.run(os.getpid)
+
         def killer():
+            # kill the worker whose pid is in a block's start marker, while that block runs
             deadline = time.time() + 120
             while time.time() < deadline and not killed:
-                busy = [w for w, keys in c.processing().items() if keys]
-                if busy and list(records_path(data / "nee.zarr").glob("*.started")):
-                    time.sleep(0.3)
-                    c.run(lambda: os._exit(1), workers=busy[:1], on_error="ignore")
-                    killed.append(busy[0])
+                for marker in records.glob("*.started") if records.exists() else []:
+                    try:
+                        pid = json.loads(marker.read_text())["pid"]
+                    except (OSError, ValueError, KeyError):
+                        continue
+                    worker = next((w for w, p in pids.items() if p == pid), None)
+                    time.sleep(0.2)
+                    if worker and marker.exists():
+                        c.run(lambda: os._exit(1), workers=[worker], on_error="ignore")
+                        killed.append(worker)
+                        return
                 time.sleep(0.02)
 
         th = threading.Thread(target=killer)
