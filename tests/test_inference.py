@@ -134,6 +134,13 @@ def test_rerun_writes_nothing_and_a_changed_model_invalidates_every_block(root, 
     keys = {json.loads(p.read_text())["key"] for p in records_path(changed.path).glob("0*.json")}
     assert len(keys) == 1 and keys != {json.loads(p.read_text())["key"] for p in records_path(report.path).glob("0*.json")}
 
+    # rewritten inputs (a new manifest: the twin or ingest ran again) → every block again
+    man = json.loads((other / "fluxscale.json").read_text())
+    man["created"] = "2030-01-01T00:00:00+00:00"
+    (other / "fluxscale.json").write_text(json.dumps(man))
+    again = infer(other, CFG, show_progress=False)
+    assert again.written == report.written and again.skipped == 0
+
 
 _INTERRUPT = textwrap.dedent("""
     import os, sys
