@@ -124,10 +124,11 @@ def info(path: Annotated[Path, typer.Argument(help="A dataset directory or one .
     """Summarise a dataset directory or one store: variables, dims, sizes, time span, regions."""
     from .summary import summarize_dataset, summarize_store
 
+    # markup=False: "[grid]" and the like are store names, not rich style tags
     if path.suffix == ".zarr":
-        console.print(summarize_store(path), highlight=False)
+        console.print(summarize_store(path), highlight=False, markup=False)
     else:
-        console.print(summarize_dataset(path), highlight=False)
+        console.print(summarize_dataset(path), highlight=False, markup=False)
 
 
 @app.command()

@@ -29,6 +29,7 @@ def test_twin_info_validate(tmp_path):
     assert f"truth: global NEE {truth_mean:.2f} PgC/yr" in r.output
     r = runner.invoke(app, ["info", str(out / "drivers.zarr")])
     assert r.exit_code == 0 and "Tair" in r.output and "degC" in r.output
+    assert "drivers.zarr  [drivers]" in r.output  # the store kind, not swallowed as rich markup
     r = runner.invoke(app, ["validate", str(out)])
     assert r.exit_code == 0 and "valid" in r.output
 

@@ -288,5 +288,7 @@ def test_infer_command(root, tmp_path):
     assert float(ds.NEE_std.max()) == 0.0
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0 and "0 blocks written, 3 skipped" in r.output
+    r = CliRunner().invoke(app, ["info", str(data)])  # the dataset summary lists the cube
+    assert r.exit_code == 0 and "nee.zarr  [nee]" in r.output and "NEE_monthly_std" in r.output
     r = CliRunner().invoke(app, ["infer", str(data), "--local", "--set", "variants=ecat"])
     assert r.exit_code == 2 and "variants" in r.output
