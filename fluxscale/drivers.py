@@ -20,6 +20,7 @@ import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
+from numba import njit
 
 __all__ = [
     "DRIVER_NAMES",
@@ -139,5 +140,45 @@ class CellDrivers:
     def block(self, time: slice, out: np.ndarray | None = None) -> np.ndarray:
         """float32 ``(days, cells, 10)`` in :data:`DRIVER_NAMES` order for the days ``time``
         (written into ``out`` when given, e.g. a buffer reused from block to block)."""
-        daily = {n: np.asarray(self._group[n][time, self._cell], dtype=np.float32) for n in DAILY_DRIVERS}
-        return _assemble(daily, self._seasonal, self._static, day_of_year_index(self._time[time]), out)
+        daily = np.stack([np.asarray(self._group[n][time, self._cell], dtype=np.float32) for n in DAILY_DRIVERS])
+        doy = day_of_year_index(self._time[time])
+        if out is None:
+            out = np.empty((doy.size, daily.shape[2], len(DRIVER_NAMES)), dtype=np.float32)
+        _assemble_rows(daily, self._seasonal_stack, self._static_stack, doy, _KIND, _INDEX, out)
+        return out
+
+    @property
+    def _seasonal_stack(self) -> np.ndarray:
+        if not hasattr(self, "_seas"):
+            self._seas = np.stack([self._seasonal[n] for n in SEASONAL_DRIVERS])
+            self._stat = np.stack([self._static[n] for n in STATIC_DRIVERS])
+        return self._seas
+
+    @property
+    def _static_stack(self) -> np.ndarray:
+        self._seasonal_stack  # noqa: B018  (builds both)
+        return self._stat
+
+
+# where each driver of DRIVER_NAMES comes from: 0 daily, 1 seasonal, 2 static, and its row
+_KIND = np.array([0 if n in DAILY_DRIVERS else 1 if n in SEASONAL_DRIVERS else 2 for n in DRIVER_NAMES], np.int64)
+_INDEX = np.array([(DAILY_DRIVERS + SEASONAL_DRIVERS + STATIC_DRIVERS).index(n)
+                   - (0 if n in DAILY_DRIVERS else len(DAILY_DRIVERS) if n in SEASONAL_DRIVERS
+                      else len(DAILY_DRIVERS) + len(SEASONAL_DRIVERS)) for n in DRIVER_NAMES], np.int64)
+
+
+@njit(nogil=True, cache=True)
+def _assemble_rows(daily, seasonal, static, doy, kind, index, out):  # pragma: no cover - numba
+    """:func:`_assemble` writing each (day, cell) row of 10 drivers at once: numpy's column
+    assignments write every cache line of the (days, cells, 10) output ten times (0.65 s of
+    a 20 s inference block at 0.5°)."""
+    for d in range(doy.size):
+        r = doy[d]
+        for c in range(out.shape[1]):
+            for k in range(kind.size):
+                if kind[k] == 0:
+                    out[d, c, k] = daily[index[k], d, c]
+                elif kind[k] == 1:
+                    out[d, c, k] = seasonal[index[k], r, c]
+                else:
+                    out[d, c, k] = static[index[k], c]
