@@ -340,7 +340,7 @@ def infer(
     interrupted run; a rerun with the same models and drivers writes nothing."""
     import dataclasses
 
-    from .cluster import optional_client
+    from .cluster import describe_client, optional_client
     from .inference import infer as run_infer
 
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
@@ -348,10 +348,7 @@ def infer(
     cfg = dataclasses.replace(cfg, infer=cfg.infer.replace(**_parse_knobs(set_, cfg.infer, "infer setting")))
     with optional_client(None if local else cfg.cluster) as client:
         if client is not None:
-            workers_ = client.scheduler_info()["workers"]
-            dash = getattr(client, "dashboard_link", None)
-            console.print(f"Dask: {len(workers_)} workers at {client.scheduler.address}"
-                          + (f", dashboard {dash}" if dash else ""), highlight=False)
+            console.print(describe_client(client), highlight=False)
         run_infer(cfg.data_dir, cfg.infer, client=client, show_progress=progress,
                   say=lambda m: console.print(m, highlight=False))
 

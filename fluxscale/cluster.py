@@ -12,7 +12,7 @@ from .errors import FluxscaleError
 if TYPE_CHECKING:
     import distributed
 
-__all__ = ["cluster_client", "optional_client"]
+__all__ = ["cluster_client", "optional_client", "describe_client"]
 
 
 @contextlib.contextmanager
@@ -50,3 +50,10 @@ def optional_client(cfg: ClusterConfig | None) -> Iterator["distributed.Client |
         return
     with cluster_client(cfg) as client:
         yield client
+
+
+def describe_client(client: "distributed.Client") -> str:
+    """One line for the user: workers, scheduler address and dashboard link."""
+    dash = getattr(client, "dashboard_link", None)
+    return (f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}"
+            + (f", dashboard {dash}" if dash else ""))

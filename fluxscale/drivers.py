@@ -55,13 +55,12 @@ def day_of_year_index(time: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
 
 
 def _assemble(daily: dict[str, np.ndarray], seasonal: dict[str, np.ndarray], static: dict[str, np.ndarray],
-              doy_idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+              doy_idx: np.ndarray) -> np.ndarray:
     """Kernel: stack daily (days, cells), seasonal (366, cells) rows picked by
-    ``doy_idx`` and static (cells,) into a float32 (days, cells, 10) array (``out`` if given)."""
+    ``doy_idx`` and static (cells,) into a float32 (days, cells, 10) array."""
     ndays = doy_idx.size
     ncells = next(iter(static.values())).shape[0]
-    if out is None:
-        out = np.empty((ndays, ncells, len(DRIVER_NAMES)), dtype=np.float32)
+    out = np.empty((ndays, ncells, len(DRIVER_NAMES)), dtype=np.float32)
     for k, name in enumerate(DRIVER_NAMES):
         if name in daily:
             out[:, :, k] = daily[name]
@@ -134,8 +133,8 @@ class CellDrivers:
         self._group = zarr.open_group(str(path), mode="r")
         self._time = pd.DatetimeIndex(time)
         self._cell = cell
-        self._seasonal = {n: np.asarray(self._group[n][:, cell], dtype=np.float32) for n in SEASONAL_DRIVERS}
-        self._static = {n: np.asarray(self._group[n][cell], dtype=np.float32) for n in STATIC_DRIVERS}
+        self._seasonal = np.stack([np.asarray(self._group[n][:, cell], dtype=np.float32) for n in SEASONAL_DRIVERS])
+        self._static = np.stack([np.asarray(self._group[n][cell], dtype=np.float32) for n in STATIC_DRIVERS])
 
     def block(self, time: slice, out: np.ndarray | None = None) -> np.ndarray:
         """float32 ``(days, cells, 10)`` in :data:`DRIVER_NAMES` order for the days ``time``
@@ -144,20 +143,8 @@ class CellDrivers:
         doy = day_of_year_index(self._time[time])
         if out is None:
             out = np.empty((doy.size, daily.shape[2], len(DRIVER_NAMES)), dtype=np.float32)
-        _assemble_rows(daily, self._seasonal_stack, self._static_stack, doy, _KIND, _INDEX, out)
+        _assemble_rows(daily, self._seasonal, self._static, doy, _KIND, _INDEX, out)
         return out
-
-    @property
-    def _seasonal_stack(self) -> np.ndarray:
-        if not hasattr(self, "_seas"):
-            self._seas = np.stack([self._seasonal[n] for n in SEASONAL_DRIVERS])
-            self._stat = np.stack([self._static[n] for n in STATIC_DRIVERS])
-        return self._seas
-
-    @property
-    def _static_stack(self) -> np.ndarray:
-        self._seasonal_stack  # noqa: B018  (builds both)
-        return self._stat
 
 
 # where each driver of DRIVER_NAMES comes from: 0 daily, 1 seasonal, 2 static, and its row

@@ -282,7 +282,7 @@ class CubeLayout:
     def lon_inner(self) -> int:
         return -(-self.n_lon // self.lon_chunks)
 
-    def _grids(self, lead: int, t: int, tc: int) -> tuple[tuple, tuple, tuple]:
+    def _grids(self, t: int, tc: int) -> tuple[tuple, tuple, tuple]:
         """(dask chunks = shards clipped to the array, zarr shard, zarr inner chunk)."""
         t_shard = -(-t // tc) * tc  # one shard along time (and lon): padded to whole chunks
         lon_shard = self.lon_inner * self.lon_chunks
@@ -291,7 +291,7 @@ class CubeLayout:
 
     def variables(self) -> dict[str, tuple[tuple[str, ...], tuple, tuple, tuple]]:
         """name → (dims, dask chunks, shard, inner chunk)."""
-        d, m = self._grids(1, self.n_days, self.time_chunk), self._grids(1, self.n_months, self.month_chunk)
+        d, m = self._grids(self.n_days, self.time_chunk), self._grids(self.n_months, self.month_chunk)
         out = {"NEE": (("ensemble", "time", "lat", "lon"), *d), "NEE_std": (("ensemble", "time", "lat", "lon"), *d),
                "NEE_monthly": (("ensemble", "month", "lat", "lon"), *m),
                "NEE_monthly_std": (("ensemble", "month", "lat", "lon"), *m),

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cluster import cluster_client
+from .cluster import cluster_client, describe_client
 from .config import RunConfig
 from .stores import open_store, open_stores, read_manifest
 
@@ -41,9 +41,7 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with cluster_client(cfg.cluster) as client:
-        dash = getattr(client, "dashboard_link", None)
-        say(f"Dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}"
-            + (f", dashboard {dash}" if dash else ""))
+        say(describe_client(client))
         t = time.perf_counter()
         man = read_manifest(cfg.data_dir) or {}
         if cfg.ingest:
