@@ -716,7 +716,8 @@ def infer(root: str | Path, cfg: InferConfig | None = None, *, client=None, show
         ds, encoding = _template(grid, time_index, months, layout, attrs, cfg)
         write_template(ds, cube, "nee", encoding)
     records.mkdir(parents=True, exist_ok=True)
-    todo = [b for b in blocks if b.index not in done]
+    # largest first (LPT): the last tasks to start are the shortest, so workers finish together
+    todo = sorted((b for b in blocks if b.index not in done), key=lambda b: -b.n_cells)
     say(f"infer: {len(members)} members x {grid.sizes['cell']} land cells x {time_index.size} days; "
         f"{len(blocks)} blocks of {rows} grid rows (≤ {mem_mib:.0f} MiB per task), {len(todo)} to run")
     spec = {"root": str(root), "cube": str(partial), "records": str(records), "key": key, "run": uuid.uuid4().hex,

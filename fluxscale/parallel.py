@@ -47,7 +47,7 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
     func : callable
         Module-level function.
     items : sequence
-        One per task (e.g. a block plan).
+        One per task (e.g. a block plan), started in this order as workers free up.
     client : distributed.Client, optional
         Run on this cluster; default: Dask's threaded scheduler in this process.
     label : str
@@ -74,14 +74,20 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
             # futures for the same object cancels this call's tasks ("lost dependencies").
             shared = {k: v if isinstance(v, (str, int, float, bool, type(None)))
                       else client.scatter([v], broadcast=True, hash=False)[0] for k, v in kwargs.items()}
-            futures = client.map(func, items, pure=False, key=[f"{label}-{i}-{time.monotonic_ns()}" for i in range(len(items))],
+            # zero-padded positions: the scheduler starts equal-priority tasks in key order, so
+            # the items run in the order given (e.g. largest first, for balance at the end)
+            stamp = time.monotonic_ns()
+            futures = client.map(func, items, pure=False, key=[f"{label}-{i:06d}-{stamp}" for i in range(len(items))],
                                  retries=retries, resources=resources, **shared)
             for fut in as_completed(futures):
                 if fut.status == "error":
                     fut.result()  # raises the task's exception here
                 _advance(progress, task, on_result, fut.result() if on_result else None)
             return client.gather(futures)
-        tasks = [dask.delayed(func, pure=False)(item, **kwargs) for item in items]
+        # dask.order starts independent tasks in descending key order: count down
+        stamp, n = time.monotonic_ns(), len(items)
+        tasks = [dask.delayed(func, pure=False)(item, **kwargs, dask_key_name=f"{label}-{n - i:06d}-{stamp}")
+                 for i, item in enumerate(items)]
         keys = [t.key for t in tasks]
         with _RichCallback(progress, task, keys, on_result):
             return list(dask.compute(*tasks, scheduler="threads"))
