@@ -1,0 +1,300 @@
+"""Evaluation (paper §4, Tables 2–3, Figs. 2–9): the NEE cube against the inversions, the
+Global Carbon Budget, the towers and, for a twin, the truth.
+
+:func:`evaluation_data` gathers everything the tables and figures need, small enough to hold
+in memory:
+
+* ``monthly`` ``(source, region, time)`` PgC month-1: regional integrals (Eq. 2) of
+  ``EC-ATM`` and ``EC`` (the mean of their members' integrals, computed from the cube's
+  ``NEE_member_monthly`` blockwise with :func:`fluxscale.integrals.integrate_regions`),
+  ``prior`` (the FLUXCOM role), ``inversions`` (the mean over systems, fire removed) and
+  ``truth`` (a twin only); ``region`` = the 18 regions of Table A1 and ``GLOBAL``;
+* ``member_monthly`` ``(member, region, time)``: each member's integrals, ``member_ensemble``
+  says whose; ``system_monthly`` ``(system, region, time)``: each inversion's;
+* ``gcb`` ``(year)`` and ``gcb_sigma`` PgC yr-1;
+* ``site_obs`` and ``site_<source>`` ``(site, day)`` gC m-2 d-1: the towers' observed daily
+  NEE (QC ≥ ``qc_min``, else NaN) and each source at the tower: EC-ATM and EC are their
+  members' mean evaluated on the tower's own drivers, the prior is its monthly value at the
+  tower's cell, the truth its daily value there; ``site_region`` ``(site)``.
+
+:func:`evaluation_tables` turns them into one long table (``table, model, region,
+reference, metric, value``) from which the CSV and markdown tables and ``summary.json`` are
+written by :func:`write_tables`. Annual values are calendar-year sums of the monthly
+integrals (PgC yr-1); only complete years count.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import metrics
+from .errors import FluxscaleError
+from .integrals import GLOBAL, integrate_regions
+from .stores import open_store, store_path
+
+__all__ = ["ENSEMBLE_LABELS", "MODELS", "evaluation_data", "evaluation_tables", "write_tables", "summary_dict",
+           "markdown_table", "pivot_tables", "TABLE_TITLES"]
+
+ENSEMBLE_LABELS = {"ecatm": "EC-ATM", "ec": "EC"}
+"""Cube ensemble name → the paper's label."""
+MODELS = ("EC-ATM", "EC", "prior")
+"""The models evaluated (rows of the tables), in the paper's order."""
+
+TABLE_TITLES = {
+    "annual": "Table 2: annual regional NEE (PgC yr-1): Pearson R and RMSE",
+    "monthly": "Table 3: monthly regional NEE (PgC month-1): Pearson R and RMSE; mean seasonal cycle R and RMSE",
+    "nnse": "Fig. 3: normalised Nash-Sutcliffe efficiency of monthly regional NEE",
+    "iav": "Fig. 2D: interannual variability (sd of detrended annual NEE, PgC yr-1), with the spread across members",
+    "site": "Fig. 8: site-level RMSE of daily NEE (gC m-2 d-1) against the towers",
+}
+
+
+def _members_monthly(cube: xr.Dataset, grid: xr.Dataset, client=None) -> xr.DataArray:
+    nee = cube.NEE_member_monthly.rename({"month": "time"})
+    nee.attrs.setdefault("units", cube.NEE_member_monthly.attrs.get("units"))
+    out = integrate_regions(nee, grid)  # (region, time, member), lazy
+    out = client.compute(out, sync=True) if client is not None else out.compute()
+    return out.transpose("member", "region", "time")
+
+
+def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min: float = 0.5,
+                    client=None) -> xr.Dataset:
+    """Everything the evaluation needs, in memory (see the module docstring).
+
+    Parameters
+    ----------
+    root : path
+        A dataset directory after ``fluxscale integrals``, ``train`` and ``infer``.
+    cube : path, optional
+        The NEE cube (default ``root/nee.zarr``).
+    qc_min : float
+        Tower days with a QC fraction below this are not used.
+    client : distributed.Client, optional
+        Runs the cube's regional integrals (one task per chunk).
+    """
+    from .inference import forward_members, list_members, member_weights
+    from .config import InferConfig
+    from .drivers import DRIVER_NAMES
+
+    root = Path(root)
+    cube_path = Path(cube) if cube is not None else store_path(root, "nee")
+    for p, what in ((store_path(root, "integrals"), "fluxscale integrals"), (cube_path, "fluxscale infer")):
+        if not p.exists():
+            raise FluxscaleError(f"{p}: not found; run `{what} {root}` first")
+    grid = open_store(store_path(root, "grid"), "grid").load()
+    integ = open_store(store_path(root, "integrals"), "integrals").load()
+    nee = open_store(cube_path, "nee")
+    gcb = open_store(store_path(root, "gcb"), "gcb").load()
+
+    members = _members_monthly(nee, grid, client)
+    months = pd.DatetimeIndex(members.time.values).intersection(pd.DatetimeIndex(integ.time.values))
+    if months.empty:
+        raise FluxscaleError(f"{cube_path}: its months do not overlap those of {store_path(root, 'integrals')}")
+    members = members.sel(time=months)
+    integ = integ.sel(time=months)
+    regions = integ.region.values
+    member_ens = [str(e) for e in nee.member_ensemble.values]
+    sources: dict[str, xr.DataArray] = {}
+    for ens in [str(e) for e in nee.ensemble.values]:
+        sel = [i for i, e in enumerate(member_ens) if e == ens]
+        sources[ENSEMBLE_LABELS.get(ens, ens)] = members.isel(member=sel).mean("member")
+    sources["prior"] = integ.prior
+    sources["inversions"] = integ.inversions.mean("system")
+    if "truth" in integ:
+        sources["truth"] = integ.truth
+    monthly = xr.concat([v.drop_vars([c for c in v.coords if c not in ("region", "time")]).sel(region=regions)
+                         for v in sources.values()], dim=pd.Index(list(sources), name="source"))
+    monthly.attrs = {"units": "PgC month-1", "long_name": "regional integral of NEE per month"}
+
+    ds = xr.Dataset({"monthly": monthly,
+                     "member_monthly": members.sel(region=regions).assign_coords(member_ensemble=("member", [
+                         ENSEMBLE_LABELS.get(e, e) for e in member_ens])),
+                     "system_monthly": integ.inversions,
+                     "land_area": integ.land_area})
+    ds["gcb"] = gcb.NEE
+    ds["gcb_sigma"] = gcb.NEE_sigma
+
+    # towers: observations and every source at the tower
+    sites = open_store(store_path(root, "sites"), "sites")
+    site_days = pd.DatetimeIndex(sites.time.values)
+    obs = sites.NEE.where(sites.NEE_QC >= qc_min).load()
+    x = np.stack([np.asarray(sites[n].values, dtype=np.float32) for n in DRIVER_NAMES], axis=-1)
+    flat = x.reshape(-1, len(DRIVER_NAMES))
+    ok = np.isfinite(flat).all(axis=1)
+    site_vals = {}
+    for ens in [str(e) for e in nee.ensemble.values]:
+        ms = list_members(root, InferConfig(variants=(ens,)))
+        pred = np.full(flat.shape[0], np.nan, dtype=np.float64)
+        out = forward_members([member_weights(m.path) for m in ms], np.where(ok[:, None], flat, 0))
+        pred[ok] = out.mean(axis=0)[ok]
+        site_vals[ENSEMBLE_LABELS.get(ens, ens)] = pred.reshape(x.shape[:2])
+    cell = sites.cell.values.astype(np.int64)
+    il, jl = grid.cell_ilat.values[cell], grid.cell_ilon.values[cell]
+    prior = open_store(store_path(root, "prior"), "prior")
+    pm = prior.NEE.isel(lat=xr.DataArray(il, dims="site"), lon=xr.DataArray(jl, dims="site")).load()
+    pidx = pd.DatetimeIndex(pm.time.values).to_period("M").get_indexer(site_days.to_period("M"))
+    pv = pm.values[np.clip(pidx, 0, None)].T  # (site, time)
+    pv[:, pidx < 0] = np.nan
+    site_vals["prior"] = pv
+    if store_path(root, "truth").exists():
+        truth = open_store(store_path(root, "truth"), "truth")
+        tidx = pd.DatetimeIndex(truth.time.values).get_indexer(site_days)
+        tv = np.asarray(truth.NEE.isel(cell=xr.DataArray(cell, dims="site")).values).T  # (site, truth time)
+        tv = tv[:, np.clip(tidx, 0, None)]
+        tv[:, tidx < 0] = np.nan
+        site_vals["truth"] = tv
+    ds["site_obs"] = obs.reset_coords(drop=True).rename(time="day").assign_coords(day=site_days.values)
+    for k, v in site_vals.items():
+        ds[f"site_{k}"] = (("site", "day"), v.astype(np.float64))
+    ds["site_region"] = ("site", np.asarray(regions)[grid.region.values[il, jl].astype(np.int64)])
+    ds.attrs = {"root": str(root), "cube": str(cube_path), "qc_min": qc_min,
+                "cube_provenance": nee.attrs.get("fluxscale_provenance", "{}")}
+    return ds
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+def _annual(monthly: xr.DataArray) -> xr.DataArray:
+    """Calendar-year sums over complete years only (PgC yr-1)."""
+    t = pd.DatetimeIndex(monthly.time.values)
+    full = [y for y in np.unique(t.year) if np.sum(t.year == y) == 12]
+    return metrics.annual(monthly).sel(year=full)
+
+
+def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
+    """The long table of every figure of merit: columns ``table, model, region, reference,
+    metric, value`` (see :data:`TABLE_TITLES`). References: ``inversions`` (their mean),
+    ``GCB`` (GLOBAL annual only), ``truth`` (a twin), ``towers`` (site table)."""
+    src = [str(s) for s in ev.source.values]
+    refs = ["inversions"] + (["truth"] if "truth" in src else [])
+    models = [m for m in MODELS if m in src]
+    mon = ev.monthly
+    ann = _annual(mon)
+    rows: list[dict[str, Any]] = []
+
+    def add(table, model, region, ref, metric, value):
+        rows.append({"table": table, "model": model, "region": str(region), "reference": ref, "metric": metric,
+                     "value": float(value)})
+
+    msc = metrics.mean_seasonal_cycle(mon)
+    for ref in refs:
+        r_a, e_a = metrics.pearson(ann, ann.sel(source=ref), "year"), metrics.rmse(ann, ann.sel(source=ref), "year")
+        r_m, e_m = metrics.pearson(mon, mon.sel(source=ref)), metrics.rmse(mon, mon.sel(source=ref))
+        r_c, e_c = (metrics.pearson(msc, msc.sel(source=ref), "month"),
+                    metrics.rmse(msc, msc.sel(source=ref), "month"))
+        n = metrics.nnse(mon, mon.sel(source=ref))
+        for m in models:
+            for reg in ev.region.values:
+                add("annual", m, reg, ref, "R", r_a.sel(source=m, region=reg))
+                add("annual", m, reg, ref, "RMSE", e_a.sel(source=m, region=reg))
+                add("monthly", m, reg, ref, "R", r_m.sel(source=m, region=reg))
+                add("monthly", m, reg, ref, "RMSE", e_m.sel(source=m, region=reg))
+                add("monthly", m, reg, ref, "MSC R", r_c.sel(source=m, region=reg))
+                add("monthly", m, reg, ref, "MSC RMSE", e_c.sel(source=m, region=reg))
+                add("nnse", m, reg, ref, "nNSE", n.sel(source=m, region=reg))
+    # GLOBAL annual against the Global Carbon Budget
+    g = ann.sel(region=GLOBAL)
+    years = np.intersect1d(g.year.values, ev.gcb.year.values)
+    gcb = ev.gcb.sel(year=years)
+    for m in models:
+        add("annual", m, GLOBAL, "GCB", "R", metrics.pearson(g.sel(source=m, year=years), gcb, "year"))
+        add("annual", m, GLOBAL, "GCB", "RMSE", metrics.rmse(g.sel(source=m, year=years), gcb, "year"))
+    # IAV of every source, and its spread across the members of each ensemble
+    iav = metrics.iav(ann, "year")
+    mem_iav = metrics.iav(_annual(ev.member_monthly), "year")
+    sys_iav = metrics.iav(_annual(ev.system_monthly), "year")
+    for reg in ev.region.values:
+        for s in src:
+            add("iav", s, reg, "-", "IAV", iav.sel(source=s, region=reg))
+        for ens in np.unique(ev.member_ensemble.values):
+            v = mem_iav.sel(region=reg).where(ev.member_ensemble == ens, drop=True)
+            add("iav", str(ens), reg, "-", "IAV members sd", v.std(ddof=1) if v.size > 1 else np.nan)
+            add("iav", str(ens), reg, "-", "IAV members min", v.min())
+            add("iav", str(ens), reg, "-", "IAV members max", v.max())
+        add("iav", "inversions", reg, "-", "IAV systems sd", sys_iav.sel(region=reg).std(ddof=1))
+    add("iav", "GCB", GLOBAL, "-", "IAV", metrics.iav(ev.gcb.sel(year=years), "year"))
+    # towers: RMSE of daily NEE over every valid (site, day), overall and by region
+    obs = ev.site_obs
+    site_refs = [("towers", obs)] + ([("truth", ev.site_truth)] if "site_truth" in ev else [])
+    for ref, target in site_refs:
+        for m in models:
+            sim = ev[f"site_{m}"]
+            add("site", m, "ALL", ref, "RMSE", metrics.rmse(sim, target, ("site", "day")))
+            add("site", m, "ALL", ref, "n", int((sim.notnull() & target.notnull()).sum()))
+            for reg in np.unique(ev.site_region.values):
+                k = ev.site_region == reg
+                add("site", m, reg, ref, "RMSE", metrics.rmse(sim.where(k, drop=True), target.where(k, drop=True),
+                                                              ("site", "day")))
+    return pd.DataFrame(rows)
+
+
+def pivot_tables(df: pd.DataFrame, table: str) -> dict[str, pd.DataFrame]:
+    """``table``'s rows as wide tables, one per reference: rows = regions, columns =
+    ``"<model> <metric>"``."""
+    d = df[df.table == table]
+    out = {}
+    for ref in d.reference.unique():
+        sub = d[d.reference == ref]
+        wide = sub.pivot_table(index="region", columns=["model", "metric"], values="value", aggfunc="first",
+                               sort=False)
+        wide.columns = [f"{m} {k}" for m, k in wide.columns]
+        wide.index.name = "region"
+        out[ref] = wide.reindex(list(sub.region.unique()))
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "–" if not np.isfinite(v) else f"{v:.3f}"
+    return str(v)
+
+
+def markdown_table(wide: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (index first), floats to 3 decimals."""
+    head = [wide.index.name or "", *map(str, wide.columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for idx, row in wide.iterrows():
+        lines.append("| " + " | ".join([str(idx), *(_fmt(v) for v in row.values)]) + " |")
+    return "\n".join(lines)
+
+
+def summary_dict(df: pd.DataFrame, ev: xr.Dataset | None = None) -> dict[str, Any]:
+    """``{model: {region: {"<table> <metric> vs <reference>": value}}}`` plus ``meta``."""
+    out: dict[str, Any] = {}
+    for r in df.itertuples(index=False):
+        key = f"{r.table} {r.metric}" + ("" if r.reference == "-" else f" vs {r.reference}")
+        out.setdefault(r.model, {}).setdefault(r.region, {})[key] = None if not np.isfinite(r.value) else r.value
+    meta = {"tables": TABLE_TITLES}
+    if ev is not None:
+        t = pd.DatetimeIndex(ev.time.values)
+        meta.update(root=ev.attrs.get("root"), cube=ev.attrs.get("cube"), months=[str(t[0].date()), str(t[-1].date())],
+                    sources=[str(s) for s in ev.source.values], sites=int(ev.sizes.get("site", 0)))
+    return {"meta": meta, "models": out}
+
+
+def write_tables(df: pd.DataFrame, out: str | Path, ev: xr.Dataset | None = None) -> dict[str, Path]:
+    """Write ``<table>_vs_<reference>.csv`` for every table, ``tables.md`` (all of them, markdown),
+    ``metrics.csv`` (the long table) and ``summary.json`` into ``out``; return the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"metrics": out / "metrics.csv", "summary": out / "summary.json", "markdown": out / "tables.md"}
+    df.to_csv(paths["metrics"], index=False)
+    md = []
+    for t, title in TABLE_TITLES.items():
+        if not (df.table == t).any():
+            continue
+        md += [f"## {title}", ""]
+        for ref, wide in pivot_tables(df, t).items():
+            name = t if ref == "-" else f"{t}_vs_{ref}"
+            wide.to_csv(out / f"{name}.csv")
+            paths[name] = out / f"{name}.csv"
+            md += ([] if ref == "-" else [f"against {ref}:", ""]) + [markdown_table(wide), ""]
+    paths["markdown"].write_text("\n".join(md))
+    paths["summary"].write_text(json.dumps(summary_dict(df, ev), indent=1))
+    return paths
