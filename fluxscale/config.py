@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TwinConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset", "load_config",
+__all__ = ["TwinConfig", "EvalConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset", "load_config",
            "TrainConfig", "InferConfig", "GriddedInput", "SitesInput", "GcbInput", "IngestConfig", "load_ingest_config"]
 
 
@@ -370,6 +370,35 @@ class InferConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation and the report (paper §4): tables, figures and an HTML report."""
+
+    out: str = "report"
+    """Report directory, relative to the data directory unless absolute."""
+    cube: str = "nee.zarr"
+    """The NEE cube to evaluate, relative to the data directory unless absolute."""
+    qc_min: float = 0.5
+    """Tower days whose QC fraction is below this are left out of the site RMSE."""
+    maps: bool = True
+    """Draw the map figures (5, 6, 7, B2): they read the cube's monthly means whole."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.qc_min <= 1:
+            raise ConfigError(f"evaluate config: qc_min={self.qc_min!r} is not in [0, 1]")
+        if not self.out or not self.cube:
+            raise ConfigError("evaluate config: out and cube must be paths")
+
+    def replace(self, **changes: Any) -> "EvalConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown evaluate setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Where stages run.
 
@@ -402,6 +431,7 @@ class RunConfig:
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
     reuse: bool = True
     """Reuse a complete twin (or ingest) in ``data_dir`` written with the same config."""
     ingest: str | None = None
@@ -443,10 +473,11 @@ def load_config(path: str | Path) -> RunConfig:
         [bridge]    # BridgeConfig fields, e.g. repeats = 200, dtw_window = 6
         [train]     # TrainConfig fields, e.g. epochs = 30, systems = ["CAMS"]
         [infer]     # InferConfig fields, e.g. write_members = true
+        [evaluate]  # EvalConfig fields, e.g. out = "report", maps = false
     """
     path = Path(path)
     raw = _read_toml(path)
-    top = {"data_dir", "reuse", "ingest", "twin", "cluster", "bridge", "train", "infer"}
+    top = {"data_dir", "reuse", "ingest", "twin", "cluster", "bridge", "train", "infer", "evaluate"}
     unknown = set(raw) - top
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(top))}")
@@ -462,6 +493,7 @@ def load_config(path: str | Path) -> RunConfig:
                                  _section(TrainConfig, raw.get("train", {}), f"{path} [train]").items()}),
             infer=InferConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in
                                  _section(InferConfig, raw.get("infer", {}), f"{path} [infer]").items()}),
+            evaluate=EvalConfig(**_section(EvalConfig, raw.get("evaluate", {}), f"{path} [evaluate]")),
             reuse=bool(raw.get("reuse", True)),
             ingest=str(path.parent / raw["ingest"]) if raw.get("ingest") else None,
         )

@@ -1,0 +1,372 @@
+"""The paper's figures (PNG, matplotlib's Agg backend: no display needed).
+
+Each ``fig_*`` function takes the output of :func:`fluxscale.evaluate.evaluation_data`
+(and :func:`evaluation_maps` for the maps), writes one PNG into ``out`` and returns its
+path. :func:`write_figures` writes all of them and returns ``{name: path}``; a figure
+whose inputs are missing (e.g. no bridges store) is skipped with the reason in
+``skipped``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import metrics
+from .integrals import GLOBAL
+from .stores import open_store, store_path
+
+__all__ = ["evaluation_maps", "write_figures"]
+
+COLORS = {"EC-ATM": "tab:blue", "EC": "tab:green", "prior": "gold", "inversions": "tab:red", "truth": "black",
+          "GCB": "dimgray"}
+LABELS = {"prior": "prior (FLUXCOM role)", "inversions": "inversions (mean)", "truth": "truth (twin)"}
+PGC_MONTH, PGC_YEAR = "PgC month$^{-1}$", "PgC yr$^{-1}$"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in fig.axes:  # years are integers
+        if ax.get_xlabel() == "year" or "annual" in ax.get_title():
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    p = out / f"{name}.png"
+    fig.savefig(p, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return p
+
+
+def _annual(x: xr.DataArray) -> xr.DataArray:
+    t = pd.DatetimeIndex(x.time.values)
+    full = [y for y in np.unique(t.year) if np.sum(t.year == y) == 12]
+    return metrics.annual(x).sel(year=full)
+
+
+def _label(s: str) -> str:
+    return LABELS.get(s, s)
+
+
+# --- regional figures ---------------------------------------------------------------------
+
+def fig2_global_annual(ev: xr.Dataset, out: Path) -> Path:
+    """Fig. 2: global annual NEE (ensembles ±1σ over members, inversions and each system,
+    GCB ± σ, prior, truth), the period mean, detrended anomalies and IAV magnitude."""
+    plt = _plt()
+    ann = _annual(ev.monthly.sel(region=GLOBAL))
+    mem = _annual(ev.member_monthly.sel(region=GLOBAL))
+    sysa = _annual(ev.system_monthly.sel(region=GLOBAL))
+    years = ann.year.values
+    gcb = ev.gcb.reindex(year=years)
+    gsig = ev.gcb_sigma.reindex(year=years)
+    fig, ax = plt.subplots(2, 2, figsize=(13, 8.5), gridspec_kw={"width_ratios": [3, 1]})
+    a = ax[0, 0]
+    for ens in np.unique(ev.member_ensemble.values):
+        m = mem.where(ev.member_ensemble == ens, drop=True)
+        mu, sd = m.mean("member"), m.std("member")
+        a.plot(years, mu, color=COLORS.get(str(ens)), lw=2, label=f"{ens} (mean of {m.sizes['member']})")
+        a.fill_between(years, mu - sd, mu + sd, color=COLORS.get(str(ens)), alpha=0.25)
+    for s in sysa.system.values:
+        a.plot(years, sysa.sel(system=s), color=COLORS["inversions"], ls=":", lw=1)
+    a.plot(years, ann.sel(source="inversions"), color=COLORS["inversions"], lw=2, label=_label("inversions"))
+    a.plot(years, gcb, color=COLORS["GCB"], lw=2, label="GCB residual land sink")
+    a.fill_between(years, gcb - gsig, gcb + gsig, color=COLORS["GCB"], alpha=0.2)
+    a.plot(years, ann.sel(source="prior"), color=COLORS["prior"], lw=2, label=_label("prior"))
+    if "truth" in ann.source:
+        a.plot(years, ann.sel(source="truth"), color="black", lw=1.5, ls="--", label=_label("truth"))
+    a.set(title="(A) global annual NEE", ylabel=PGC_YEAR, xlabel="year")
+    a.legend(fontsize=8, ncol=2)
+    srcs = [str(s) for s in ann.source.values]
+    b = ax[0, 1]
+    means = [float(ann.sel(source=s).mean()) for s in srcs] + [float(gcb.mean())]
+    names = srcs + ["GCB"]
+    b.bar(range(len(names)), means, color=[COLORS.get(n, "gray") for n in names])
+    b.set_xticks(range(len(names)), [_label(n) for n in names], rotation=60, ha="right", fontsize=8)
+    b.set(title=f"(B) mean {years[0]}–{years[-1]}", ylabel=PGC_YEAR)
+    c = ax[1, 0]
+
+    def detrended(y: xr.DataArray) -> np.ndarray:
+        v = np.asarray(y, dtype=float)
+        ok = np.isfinite(v)
+        if ok.sum() < 3:
+            return np.full_like(v, np.nan)
+        p = np.polyfit(years[ok], v[ok], 1)
+        return v - np.polyval(p, years)
+
+    for s in srcs:
+        c.plot(years, detrended(ann.sel(source=s)), color=COLORS.get(s, "gray"), lw=1.8, label=_label(s))
+    c.plot(years, detrended(gcb), color=COLORS["GCB"], lw=1.8, label="GCB")
+    c.axhline(0, color="k", lw=0.5)
+    c.set(title="(C) detrended anomalies", ylabel=PGC_YEAR, xlabel="year")
+    c.legend(fontsize=8, ncol=3)
+    d = ax[1, 1]
+    iav = metrics.iav(ann, "year")
+    vals = [float(iav.sel(source=s)) for s in srcs] + [float(metrics.iav(gcb, "year"))]
+    d.bar(range(len(names)), vals, color=[COLORS.get(n, "gray") for n in names])
+    mem_iav = metrics.iav(mem, "year")
+    for i, n in enumerate(names):
+        if n in np.unique(ev.member_ensemble.values):
+            v = mem_iav.where(ev.member_ensemble == n, drop=True).values
+            d.errorbar(i, vals[i], yerr=[[vals[i] - v.min()], [v.max() - vals[i]]], color="k", capsize=4)
+    d.set_xticks(range(len(names)), [_label(n) for n in names], rotation=60, ha="right", fontsize=8)
+    d.set(title="(D) IAV (bars: range over members)", ylabel=PGC_YEAR)
+    fig.tight_layout()
+    return _save(fig, out, "fig2_global_annual")
+
+
+def fig3_nnse(tables: pd.DataFrame, out: Path) -> Path:
+    """Fig. 3: nNSE of monthly regional NEE against the inversion mean, regions ordered by
+    EC-ATM."""
+    plt = _plt()
+    d = tables[(tables.table == "nnse") & (tables.reference == "inversions")]
+    w = d.pivot_table(index="region", columns="model", values="value", sort=False)
+    if "EC-ATM" in w:
+        w = w.sort_values("EC-ATM", ascending=False)
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / max(len(w.columns), 1)
+    for k, m in enumerate(w.columns):
+        ax.bar(np.arange(len(w)) + k * width, w[m].values, width, color=COLORS.get(m, "gray"), label=_label(m))
+    ax.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(w)) + 0.4 - width / 2, w.index, rotation=45, ha="right")
+    ax.set(ylim=(0, 1), ylabel="nNSE", title="Normalised Nash–Sutcliffe efficiency of monthly regional NEE "
+                                              "against the inversion mean (0.5 = the reference's own mean)")
+    ax.legend()
+    return _save(fig, out, "fig3_nnse")
+
+
+def _msc_panel(ax, ev: xr.Dataset, region: str, legend: bool) -> None:
+    mon = ev.monthly.sel(region=region)
+    msc = metrics.mean_seasonal_cycle(mon)
+    mem = metrics.mean_seasonal_cycle(ev.member_monthly.sel(region=region))
+    x = msc.month.values
+    for s in [str(v) for v in msc.source.values]:
+        ax.plot(x, msc.sel(source=s), color=COLORS.get(s, "gray"), lw=1.8 if s != "truth" else 1.2,
+                ls="--" if s == "truth" else "-", label=_label(s))
+        if s in np.unique(ev.member_ensemble.values):
+            sd = mem.where(ev.member_ensemble == s, drop=True).std("member")
+            ax.fill_between(x, msc.sel(source=s) - sd, msc.sel(source=s) + sd, color=COLORS.get(s), alpha=0.25)
+    sysm = metrics.mean_seasonal_cycle(ev.system_monthly.sel(region=region))
+    sd = sysm.std("system")
+    inv = msc.sel(source="inversions")
+    ax.fill_between(x, inv - sd, inv + sd, color=COLORS["inversions"], alpha=0.12)
+    ax.set_title(region)
+    ax.set_xticks([1, 4, 7, 10], ["Jan", "Apr", "Jul", "Oct"])
+    ax.axhline(0, color="k", lw=0.4)
+    if legend:
+        ax.legend(fontsize=7)
+
+
+def fig4_msc(ev: xr.Dataset, out: Path, regions: tuple[str, ...] = ("BRA", "EU", GLOBAL)) -> Path:
+    """Fig. 4: mean seasonal cycles (±1σ over members / systems) of BRA, EU and GLOBAL."""
+    plt = _plt()
+    regions = [r for r in regions if r in ev.region.values]
+    fig, ax = plt.subplots(1, len(regions), figsize=(5 * len(regions), 4))
+    for i, (a, r) in enumerate(zip(np.atleast_1d(ax), regions)):
+        _msc_panel(a, ev, r, legend=i == 0)
+        a.set_ylabel(PGC_MONTH if i == 0 else "")
+    fig.suptitle("Mean seasonal cycle of monthly NEE (shading: ±1σ across members, inversion systems)")
+    fig.tight_layout()
+    return _save(fig, out, "fig4_msc")
+
+
+def figC1_msc_all(ev: xr.Dataset, out: Path) -> Path:
+    """Fig. C1: the mean seasonal cycle of every region and GLOBAL."""
+    plt = _plt()
+    regions = [str(r) for r in ev.region.values]
+    ncol = 5
+    nrow = -(-len(regions) // ncol)
+    fig, ax = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow))
+    for i, a in enumerate(ax.ravel()):
+        if i < len(regions):
+            _msc_panel(a, ev, regions[i], legend=i == 0)
+        else:
+            a.axis("off")
+    fig.suptitle(f"Mean seasonal cycles of monthly NEE by region ({PGC_MONTH})")
+    fig.tight_layout()
+    return _save(fig, out, "figC1_msc_regions")
+
+
+def fig8_sites(ev: xr.Dataset, tables: pd.DataFrame, out: Path) -> Path:
+    """Fig. 8: modelled against observed daily NEE at the towers (density)."""
+    plt = _plt()
+    models = [m for m in ("EC-ATM", "EC") if f"site_{m}" in ev]
+    fig, ax = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.6))
+    obs = ev.site_obs.values.ravel()
+    for a, m in zip(np.atleast_1d(ax), models):
+        sim = ev[f"site_{m}"].values.ravel()
+        ok = np.isfinite(obs) & np.isfinite(sim)
+        lim = np.nanpercentile(np.abs(np.r_[obs[ok], sim[ok]]), 99.5) if ok.any() else 1
+        a.hexbin(obs[ok], sim[ok], gridsize=60, bins="log", cmap="viridis", extent=(-lim, lim, -lim, lim))
+        a.plot([-lim, lim], [-lim, lim], "r-", lw=0.8)
+        r = tables[(tables.table == "site") & (tables.model == m) & (tables.region == "ALL") &
+                   (tables.reference == "towers") & (tables.metric == "RMSE")].value
+        a.set(xlabel="observed NEE (gC m$^{-2}$ d$^{-1}$)", ylabel=f"{m} NEE (gC m$^{{-2}}$ d$^{{-1}}$)",
+              title=f"{m}: RMSE {float(r.iloc[0]) if len(r) else np.nan:.3f}, n = {int(ok.sum())}")
+    fig.tight_layout()
+    return _save(fig, out, "fig8_sites")
+
+
+# --- maps -----------------------------------------------------------------------------------
+
+def evaluation_maps(root: str | Path, cube: str | Path | None = None) -> xr.Dataset:
+    """Per-pixel fields for Figs. 5–7 and B2 (in memory; the cube's monthly means only):
+
+    * ``annual_mean``, ``annual_iav`` ``(source, lat, lon)`` gC m-2 yr-1 for the ensembles
+      on the model grid; ``inv_annual_mean``, ``inv_annual_iav`` ``(ilat, ilon)`` for the
+      inversion mean on its grid;
+    * ``msc`` ``(source, month, lat, lon)`` gC m-2 d-1, months 1/4/7/10;
+    * ``corr_inv`` ``(source, ilat, ilon)``: Pearson R of the monthly means (coarsened to the
+      inversions' grid, land cells averaged) with the inversion mean; ``corr_prior``
+      ``(source, lat, lon)``: with the prior;
+    * ``inclusion`` ``(lat, lon)``: the bridges' inclusion counts (when ``bridges.zarr`` exists).
+    """
+    from .evaluate import ENSEMBLE_LABELS
+
+    root = Path(root)
+    nee = open_store(Path(cube) if cube else store_path(root, "nee"), "nee")
+    grid = open_store(store_path(root, "grid"), "grid").load()
+    m = nee.NEE_monthly.load()
+    m = m.assign_coords(ensemble=[ENSEMBLE_LABELS.get(str(e), str(e)) for e in m.ensemble.values])
+    m = m.rename(ensemble="source", month="time")
+    dim = m.time.dt.days_in_month
+    ann = _annual(m * dim)
+    out = xr.Dataset({"annual_mean": ann.mean("year"), "annual_iav": metrics.iav(ann, "year"),
+                      "msc": metrics.mean_seasonal_cycle(m).sel(month=[1, 4, 7, 10])})
+    inv = open_store(store_path(root, "inversions"), "inversions")
+    fire = open_store(store_path(root, "fire"), "fire")
+    iv = (inv.land_flux.astype(np.float64) - fire.co2fire.astype(np.float64)).mean("system").load()
+    iv = iv.sel(time=iv.time.isin(m.time.values))
+    f = grid.sizes["lat"] // inv.sizes["lat"]
+    # the model on the inversions' grid: the mean of the land cells in each coarse cell
+    mc = m.sel(time=iv.time.values).coarsen(lat=f, lon=f, boundary="trim").mean()
+    mc = mc.assign_coords(lat=inv.lat.values[:mc.sizes["lat"]], lon=inv.lon.values[:mc.sizes["lon"]])
+    iv = iv.where(mc.isel(source=0, time=0, drop=True).notnull())  # coarse cells with model land
+    iann = _annual(iv * iv.time.dt.days_in_month)
+    out["inv_annual_mean"] = iann.mean("year").rename(lat="ilat", lon="ilon")
+    out["inv_annual_iav"] = metrics.iav(iann, "year").rename(lat="ilat", lon="ilon")
+    out["corr_inv"] = metrics.pearson(mc, iv).rename(lat="ilat", lon="ilon")
+    prior = open_store(store_path(root, "prior"), "prior").NEE.load()
+    prior = prior.sel(time=prior.time.isin(m.time.values))
+    out["corr_prior"] = metrics.pearson(m.sel(time=prior.time.values), prior.where(grid.land))
+    if store_path(root, "bridges").exists():
+        br = open_store(store_path(root, "bridges"), "bridges")
+        inc = np.full((grid.sizes["lat"], grid.sizes["lon"]), np.nan)
+        inc[grid.cell_ilat.values, grid.cell_ilon.values] = br.inclusion_count.values
+        out["inclusion"] = (("lat", "lon"), inc)
+    return out
+
+
+def _map(ax, da: xr.DataArray, title: str, cmap: str, units: str, vmin=None, vmax=None, lat="lat", lon="lon"):
+    plt = _plt()
+    im = ax.pcolormesh(da[lon].values, da[lat].values, da.transpose(lat, lon).values, cmap=cmap, vmin=vmin,
+                       vmax=vmax, shading="auto")
+    ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    plt.colorbar(im, ax=ax, shrink=0.7, label=units)
+
+
+def _sym(*arrays) -> float:
+    v = np.concatenate([np.abs(np.asarray(a)).ravel() for a in arrays])
+    v = v[np.isfinite(v)]
+    return float(np.percentile(v, 98)) if v.size else 1.0
+
+
+def fig5_annual_maps(maps: xr.Dataset, out: Path) -> Path:
+    """Fig. 5: per-pixel mean annual NEE and its IAV: EC-ATM, EC, inversion mean."""
+    plt = _plt()
+    srcs = [str(s) for s in maps.source.values]
+    fig, ax = plt.subplots(2, len(srcs) + 1, figsize=(5 * (len(srcs) + 1), 6.4))
+    lim = _sym(maps.annual_mean, maps.inv_annual_mean)
+    top = _sym(maps.annual_iav, maps.inv_annual_iav)
+    u = "gC m$^{-2}$ yr$^{-1}$"
+    for k, s in enumerate(srcs):
+        _map(ax[0, k], maps.annual_mean.sel(source=s), f"{s}: mean annual NEE", "RdBu_r", u, -lim, lim)
+        _map(ax[1, k], maps.annual_iav.sel(source=s), f"{s}: IAV (sd of detrended annual NEE)", "viridis", u, 0, top)
+    _map(ax[0, -1], maps.inv_annual_mean, "inversions (mean): mean annual NEE", "RdBu_r", u, -lim, lim, "ilat", "ilon")
+    _map(ax[1, -1], maps.inv_annual_iav, "inversions (mean): IAV", "viridis", u, 0, top, "ilat", "ilon")
+    fig.tight_layout()
+    return _save(fig, out, "fig5_annual_maps")
+
+
+def fig6_monthly_maps(maps: xr.Dataset, out: Path) -> Path:
+    """Fig. 6: mean Jan/Apr/Jul/Oct NEE of EC and EC-ATM and their difference."""
+    plt = _plt()
+    srcs = [s for s in ("EC", "EC-ATM") if s in maps.source.values]
+    fig, ax = plt.subplots(4, len(srcs) + 1, figsize=(5 * (len(srcs) + 1), 11))
+    lim = _sym(maps.msc)
+    u = "gC m$^{-2}$ d$^{-1}$"
+    names = {1: "January", 4: "April", 7: "July", 10: "October"}
+    for i, mo in enumerate(maps.msc.month.values):
+        for k, s in enumerate(srcs):
+            _map(ax[i, k], maps.msc.sel(source=s, month=mo), f"{s}, {names[int(mo)]}", "RdBu_r", u, -lim, lim)
+        if len(srcs) == 2:
+            d = maps.msc.sel(source="EC-ATM", month=mo) - maps.msc.sel(source="EC", month=mo)
+            dl = _sym(d)
+            _map(ax[i, -1], d, f"EC-ATM − EC, {names[int(mo)]}", "PuOr_r", u, -dl, dl)
+    fig.tight_layout()
+    return _save(fig, out, "fig6_monthly_maps")
+
+
+def fig7_correlation_maps(maps: xr.Dataset, out: Path) -> Path:
+    """Fig. 7: per-pixel R of monthly NEE with the inversion mean (top) and the prior
+    (bottom) for EC-ATM and EC, and EC-ATM − EC."""
+    plt = _plt()
+    srcs = [s for s in ("EC-ATM", "EC") if s in maps.source.values]
+    fig, ax = plt.subplots(2, 3, figsize=(15, 6.4))
+    for row, (var, ref, la, lo) in enumerate((("corr_inv", "inversions (mean)", "ilat", "ilon"),
+                                              ("corr_prior", "prior", "lat", "lon"))):
+        for k, s in enumerate(srcs):
+            _map(ax[row, k], maps[var].sel(source=s), f"R({s}, {ref})", "RdYlBu_r", "R", -1, 1, la, lo)
+        if len(srcs) == 2:
+            d = maps[var].sel(source="EC-ATM") - maps[var].sel(source="EC")
+            _map(ax[row, 2], d, f"R(EC-ATM) − R(EC), {ref}", "PuOr_r", "ΔR", -1, 1, la, lo)
+    fig.tight_layout()
+    return _save(fig, out, "fig7_correlation_maps")
+
+
+def figB2_inclusion(maps: xr.Dataset, out: Path) -> Path:
+    """Fig. B2: how often each cell was kept by the robustness repeats of the bridges."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    inc = maps.inclusion.where(maps.inclusion > 0)
+    _map(ax, inc, "bridge pixels: inclusion count over the robustness repeats", "magma_r", "repeats")
+    return _save(fig, out, "figB2_bridge_inclusion")
+
+
+def write_figures(ev: xr.Dataset, tables: pd.DataFrame, out: str | Path, maps: xr.Dataset | None = None
+                  ) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every figure whose inputs exist; returns ``({name: png}, {name: why skipped})``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    done: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    jobs: list[tuple[str, Any]] = [
+        ("fig2", lambda: fig2_global_annual(ev, out)), ("fig3", lambda: fig3_nnse(tables, out)),
+        ("fig4", lambda: fig4_msc(ev, out)), ("figC1", lambda: figC1_msc_all(ev, out)),
+        ("fig8", lambda: fig8_sites(ev, tables, out))]
+    if maps is not None:
+        jobs += [("fig5", lambda: fig5_annual_maps(maps, out)), ("fig6", lambda: fig6_monthly_maps(maps, out)),
+                 ("fig7", lambda: fig7_correlation_maps(maps, out))]
+        if "inclusion" in maps:
+            jobs.append(("figB2", lambda: figB2_inclusion(maps, out)))
+        else:
+            skipped["figB2"] = "no bridges.zarr"
+    else:
+        skipped.update({k: "no maps" for k in ("fig5", "fig6", "fig7", "figB2")})
+    skipped["figC3-C5"] = "one-against-many inversion runs (training on one system at a time) were not made"
+    for name, job in jobs:
+        done[name] = job()
+    return done, skipped

@@ -1,0 +1,173 @@
+"""``fluxscale evaluate``: tables, figures and a self-contained HTML report.
+
+:func:`evaluate` writes into ``<data_dir>/<EvalConfig.out>``:
+
+* ``summary.json`` (per model and region, every figure of merit; see
+  :func:`fluxscale.evaluate.summary_dict`), ``metrics.csv`` (the long table),
+  ``<table>_vs_<reference>.csv`` and ``tables.md``;
+* ``fig*.png`` (:mod:`fluxscale.figures`);
+* ``report.html``: the tables, the figures (embedded as base64 PNG) and the run's
+  provenance (config, versions, seeds, store paths, timings per stage). It loads nothing
+  from the network.
+
+The report is written to ``report.partial`` and moved into place when complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import EvalConfig
+from .evaluate import TABLE_TITLES, evaluation_data, evaluation_tables, pivot_tables, write_tables
+from .stores import read_manifest
+
+__all__ = ["EvalReport", "evaluate", "render_html"]
+
+
+@dataclass
+class EvalReport:
+    """What :func:`evaluate` wrote."""
+
+    out: str
+    html: str
+    summary: str
+    figures: dict[str, str]
+    skipped: dict[str, str]
+    seconds: float
+    headline: dict[str, Any] = field(default_factory=dict)
+
+    def text(self) -> str:
+        lines = [f"evaluate: {len(self.figures)} figures, tables and summary.json in {self.out} "
+                 f"({self.seconds:.1f} s)"]
+        for k, v in self.headline.items():
+            lines.append(f"evaluate: {k}: {v}")
+        for k, why in self.skipped.items():
+            lines.append(f"evaluate: {k} not drawn: {why}")
+        lines.append(f"evaluate: report at {self.html}")
+        return "\n".join(lines)
+
+
+def _resolve(root: Path, p: str) -> Path:
+    q = Path(p)
+    return q if q.is_absolute() else root / q
+
+
+def _provenance(root: Path, ev) -> dict[str, Any]:
+    man = read_manifest(root) or {}
+    cube = json.loads(ev.attrs.get("cube_provenance") or "{}")
+    members = {}
+    mj = root / "models" / "members.json"
+    if mj.exists():
+        members = json.loads(mj.read_text()).get("members", {})
+    timings = {}
+    st = root / "stages.json"
+    if st.exists():
+        timings = json.loads(st.read_text()).get("timings_s", {})
+    infer_rep = root / "nee.blocks" / "report.json"
+    if infer_rep.exists() and "infer" not in timings:
+        timings["infer"] = json.loads(infer_rep.read_text()).get("total_seconds")
+    return {"data_dir": str(root.resolve()), "dataset": {k: man.get(k) for k in ("kind", "preset", "created",
+                                                                                  "fluxscale_version")},
+            "dataset_config": man.get("config"), "seed": (man.get("config") or {}).get("seed"),
+            "cube": ev.attrs.get("cube"), "cube_config": cube.get("config"), "versions": cube.get("versions"),
+            "members": {k: {kk: v.get(kk) for kk in ("member", "seed", "best_epoch", "seconds", "untrained")
+                            if kk in v} for k, v in members.items()},
+            "timings_s": timings}
+
+
+def _headline(df: pd.DataFrame) -> dict[str, str]:
+    def get(table, model, region, ref, metric):
+        v = df[(df.table == table) & (df.model == model) & (df.region == region) & (df.reference == ref)
+               & (df.metric == metric)].value
+        return float(v.iloc[0]) if len(v) else float("nan")
+
+    out = {}
+    for ref in ("truth", "inversions", "GCB"):
+        a, b = get("annual", "EC-ATM", "GLOBAL", ref, "RMSE"), get("annual", "EC", "GLOBAL", ref, "RMSE")
+        if a == a:
+            out[f"global annual RMSE vs {ref}"] = f"EC-ATM {a:.3f}, EC {b:.3f} PgC/yr"
+    a, b = get("site", "EC-ATM", "ALL", "towers", "RMSE"), get("site", "EC", "ALL", "towers", "RMSE")
+    out["site RMSE vs towers"] = f"EC-ATM {a:.3f}, EC {b:.3f} gC m-2 d-1"
+    return out
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px;
+text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
+pre{background:#f7f7f7;padding:0.8em;overflow-x:auto;font-size:12px}h2{border-bottom:1px solid #ddd}"""
+
+
+def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, str], prov: dict[str, Any],
+                headline: dict[str, str]) -> str:
+    """The report as one HTML string (figures embedded; no external resources)."""
+    e = html.escape
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>fluxscale evaluation</title>",
+             f"<style>{_CSS}</style></head><body>", "<h1>fluxscale evaluation report</h1>",
+             f"<p>Data: <code>{e(str(prov.get('data_dir')))}</code>; cube: <code>{e(str(prov.get('cube')))}</code>; "
+             f"dataset: {e(json.dumps(prov.get('dataset')))}</p>", "<h2>Headline</h2><ul>"]
+    parts += [f"<li>{e(k)}: {e(v)}</li>" for k, v in headline.items()]
+    parts.append("</ul><h2>Tables</h2>")
+    for t, title in TABLE_TITLES.items():
+        if not (df.table == t).any():
+            continue
+        parts.append(f"<h3>{e(title)}</h3>")
+        for ref, wide in pivot_tables(df, t).items():
+            if ref != "-":
+                parts.append(f"<p>against <b>{e(ref)}</b></p>")
+            parts.append(wide.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–", border=0))
+    parts.append("<h2>Figures</h2>")
+    for name, path in figures.items():
+        data = base64.b64encode(Path(path).read_bytes()).decode()
+        parts.append(f"<h3>{e(name)}</h3><img alt='{e(name)}' src='data:image/png;base64,{data}'>")
+    if skipped:
+        parts.append("<p>Not drawn: " + "; ".join(f"{e(k)} ({e(v)})" for k, v in skipped.items()) + "</p>")
+    parts.append("<h2>Provenance</h2><pre>" + e(json.dumps(prov, indent=1, default=str)) + "</pre></body></html>")
+    return "\n".join(parts)
+
+
+def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, say=lambda m: None) -> EvalReport:
+    """Evaluate the NEE cube of ``root`` and write the report (see the module docstring).
+
+    Parameters
+    ----------
+    root : path
+        A dataset directory after ``integrals``, ``bridge``, ``train`` and ``infer``.
+    cfg : EvalConfig
+    client : distributed.Client, optional
+        Runs the regional integrals of the cube.
+    """
+    from .figures import evaluation_maps, write_figures
+
+    cfg = cfg or EvalConfig()
+    root = Path(root)
+    t0 = time.perf_counter()
+    out = _resolve(root, cfg.out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ev = evaluation_data(root, cube=_resolve(root, cfg.cube), qc_min=cfg.qc_min, client=client)
+    say(f"evaluate: {ev.sizes['time']} months × {ev.sizes['region']} regions, sources "
+        f"{', '.join(map(str, ev.source.values))}; {ev.sizes['site']} towers")
+    df = evaluation_tables(ev)
+    write_tables(df, tmp, ev)
+    maps = evaluation_maps(root, _resolve(root, cfg.cube)) if cfg.maps else None
+    figs, skipped = write_figures(ev, df, tmp, maps)
+    prov = _provenance(root, ev)
+    head = _headline(df)
+    (tmp / "report.html").write_text(render_html(df, figs, skipped, prov, head))
+    (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, default=str))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    rep = EvalReport(str(out), str(out / "report.html"), str(out / "summary.json"),
+                     {k: str(out / Path(v).name) for k, v in figs.items()}, skipped, time.perf_counter() - t0, head)
+    say(rep.text())
+    return rep
