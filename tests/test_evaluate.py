@@ -1,0 +1,216 @@
+"""Evaluation: the tables on a hand-built case (numpy by hand), and the whole of
+``fluxscale evaluate`` on the tiny twin (numpy integrals of the cube, the torch members at
+the towers, figures that are drawn, a report that needs no network)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from typer.testing import CliRunner
+
+from fluxscale.config import EvalConfig, InferConfig
+from fluxscale.drivers import DRIVER_NAMES
+from fluxscale.evaluate import evaluation_tables, summary_dict, write_tables
+from fluxscale.inference import infer
+from fluxscale.report import evaluate
+from fluxscale.stores import open_store, store_path
+
+REGIONS = ["AAA", "BBB", "GLOBAL"]
+
+
+def _hand_built(seed=0) -> xr.Dataset:
+    """3 years of monthly integrals for 2 regions + GLOBAL, 2 members per ensemble, 2
+    inversion systems, 3 towers × 10 days."""
+    rng = np.random.default_rng(seed)
+    t = pd.date_range("2001-01-01", periods=36, freq="MS")
+    base = np.sin(2 * np.pi * np.arange(36) / 12)
+    srcs = ["EC-ATM", "EC", "prior", "inversions", "truth"]
+    mon = np.stack([[base * (k + 1) + rng.normal(scale=0.3, size=36) for k in range(3)] for _ in srcs])
+    mem = rng.normal(size=(4, 3, 36)) + base
+    mem[:2] += mon[srcs.index("EC")] - mem[:2].mean(0)  # the members' mean is the ensemble's series
+    mem[2:] += mon[srcs.index("EC-ATM")] - mem[2:].mean(0)
+    days = pd.date_range("2001-01-01", periods=10)
+    ds = xr.Dataset(
+        {"monthly": (("source", "region", "time"), mon),
+         "member_monthly": (("member", "region", "time"), mem),
+         "system_monthly": (("system", "region", "time"), rng.normal(size=(2, 3, 36))),
+         "gcb": ("year", np.array([-1.0, -2.5, -1.5])), "gcb_sigma": ("year", np.full(3, 0.5)),
+         "site_obs": (("site", "day"), rng.normal(size=(3, 10))),
+         "site_region": ("site", np.array(["AAA", "AAA", "BBB"], dtype=object))},
+        coords={"source": srcs, "region": REGIONS, "time": t, "year": [2001, 2002, 2003],
+                "member": ["ec-0", "ec-1", "ecatm-0", "ecatm-1"],
+                "member_ensemble": ("member", ["EC", "EC", "EC-ATM", "EC-ATM"]), "system": ["A", "B"],
+                "site": ["s1", "s2", "s3"], "day": days})
+    for s in ("EC-ATM", "EC", "prior", "truth"):
+        ds[f"site_{s}"] = ds.site_obs + rng.normal(scale=0.5, size=(3, 10))
+    ds["site_obs"] = ds.site_obs.where(ds.site_obs > -1.5)  # gaps
+    return ds
+
+
+def _get(df, **kw):
+    sel = np.ones(len(df), bool)
+    for k, v in kw.items():
+        sel &= (df[k] == v).values
+    assert sel.sum() == 1, kw
+    return float(df[sel].value.iloc[0])
+
+
+def test_tables_on_a_hand_built_case(tmp_path):
+    ev = _hand_built()
+    df = evaluation_tables(ev)
+    mon = ev.monthly.values
+    s = {k: i for i, k in enumerate(ev.source.values)}
+    ann = mon.reshape(5, 3, 3, 12).sum(-1)  # (source, region, year)
+    for m in ("EC-ATM", "EC", "prior"):
+        for j, reg in enumerate(REGIONS):
+            for ref in ("inversions", "truth"):
+                a, b = ann[s[m], j], ann[s[ref], j]
+                assert _get(df, table="annual", model=m, region=reg, reference=ref, metric="R") == \
+                    pytest.approx(np.corrcoef(a, b)[0, 1])
+                assert _get(df, table="annual", model=m, region=reg, reference=ref, metric="RMSE") == \
+                    pytest.approx(np.sqrt(np.mean((a - b) ** 2)))
+                x, y = mon[s[m], j], mon[s[ref], j]
+                assert _get(df, table="monthly", model=m, region=reg, reference=ref, metric="R") == \
+                    pytest.approx(np.corrcoef(x, y)[0, 1])
+                cx, cy = x.reshape(3, 12).mean(0), y.reshape(3, 12).mean(0)
+                assert _get(df, table="monthly", model=m, region=reg, reference=ref, metric="MSC RMSE") == \
+                    pytest.approx(np.sqrt(np.mean((cx - cy) ** 2)))
+                nse = 1 - np.sum((x - y) ** 2) / np.sum((y - y.mean()) ** 2)
+                assert _get(df, table="nnse", model=m, region=reg, reference=ref, metric="nNSE") == \
+                    pytest.approx(1 / (2 - nse))
+        g = ann[s[m], 2]
+        assert _get(df, table="annual", model=m, region="GLOBAL", reference="GCB", metric="RMSE") == \
+            pytest.approx(np.sqrt(np.mean((g - ev.gcb.values) ** 2)))
+    # IAV: sd (ddof=1) of the detrended annual values; members' range
+    yrs = np.array([2001, 2002, 2003.0])
+
+    def iav(v):
+        return np.std(v - np.polyval(np.polyfit(yrs, v, 1), yrs), ddof=1)
+
+    assert _get(df, table="iav", model="EC", region="AAA", reference="-", metric="IAV") == \
+        pytest.approx(iav(ann[s["EC"], 0]))
+    mem_ann = ev.member_monthly.values.reshape(4, 3, 3, 12).sum(-1)
+    assert _get(df, table="iav", model="EC-ATM", region="GLOBAL", reference="-", metric="IAV members max") == \
+        pytest.approx(max(iav(mem_ann[2, 2]), iav(mem_ann[3, 2])))
+    assert _get(df, table="iav", model="GCB", region="GLOBAL", reference="-", metric="IAV") == \
+        pytest.approx(iav(ev.gcb.values))
+    # site RMSE over every valid (site, day), and by region
+    obs = ev.site_obs.values
+    for m in ("EC-ATM", "EC", "prior"):
+        sim = ev[f"site_{m}"].values
+        ok = np.isfinite(obs)
+        assert _get(df, table="site", model=m, region="ALL", reference="towers", metric="RMSE") == \
+            pytest.approx(np.sqrt(np.mean((sim[ok] - obs[ok]) ** 2)))
+        o, si = obs[2], sim[2]
+        k = np.isfinite(o)
+        assert _get(df, table="site", model=m, region="BBB", reference="towers", metric="RMSE") == \
+            pytest.approx(np.sqrt(np.mean((si[k] - o[k]) ** 2)))
+    # written forms agree with the long table
+    paths = write_tables(df, tmp_path, ev)
+    summ = json.loads(paths["summary"].read_text())
+    assert summ["models"]["EC"]["AAA"]["annual RMSE vs inversions"] == pytest.approx(
+        _get(df, table="annual", model="EC", region="AAA", reference="inversions", metric="RMSE"))
+    assert summ == json.loads(json.dumps(summary_dict(df, ev)))
+    wide = pd.read_csv(paths["monthly_vs_truth"], index_col="region")
+    assert wide.loc["BBB", "EC MSC R"] == pytest.approx(
+        _get(df, table="monthly", model="EC", region="BBB", reference="truth", metric="MSC R"))
+    md = paths["markdown"].read_text()
+    assert "Table 2" in md and "| GLOBAL |" in md and "against GCB" in md
+
+
+# --- the whole stage on the tiny twin -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate") / "data"
+    shutil.copytree(tiny_models, root)
+    infer(root, InferConfig(), show_progress=False)
+    rep = evaluate(root, EvalConfig(out=str(root / "report")))
+    return root, rep
+
+
+def test_regional_integrals_equal_numpy_over_the_cube(evaluated):
+    from fluxscale.evaluate import evaluation_data
+
+    root, _ = evaluated
+    ev = evaluation_data(root)
+    cube = xr.open_zarr(root / "nee.zarr")
+    grid = open_store(store_path(root, "grid"), "grid").load()
+    w = (grid.cell_area * grid.land_fraction).values
+    reg = grid.region.values
+    nee = cube.NEE_monthly.sel(ensemble="ecatm").values  # the members' mean, gridded
+    days = pd.DatetimeIndex(cube.month.values).days_in_month.values
+    months = pd.DatetimeIndex(ev.time.values)
+    idx = pd.DatetimeIndex(cube.month.values).get_indexer(months)
+    for r, name in ((4, "BRA"), (6, "EU"), (None, "GLOBAL")):
+        m = (reg == r) if r is not None else (reg >= 0)
+        want = np.nansum(nee[:, m] * w[m], axis=1) * days / 1e15
+        np.testing.assert_allclose(ev.monthly.sel(source="EC-ATM", region=name).values, want[idx], rtol=2e-5,
+                                   atol=1e-9)
+    integ = open_store(store_path(root, "integrals"), "integrals").sel(time=months)
+    np.testing.assert_allclose(ev.monthly.sel(source="inversions").values,
+                               integ.inversions.mean("system").values, rtol=1e-12)
+
+
+def test_site_values_are_the_torch_members_at_the_towers(evaluated):
+    import torch
+
+    from fluxscale.evaluate import evaluation_data
+    from fluxscale.training import load_member
+
+    root, _ = evaluated
+    ev = evaluation_data(root)
+    sites = open_store(store_path(root, "sites"), "sites")
+    x = np.stack([sites[n].values for n in DRIVER_NAMES], axis=-1).astype(np.float32)
+    preds = []
+    for fold in (0, 1):
+        model, _ = load_member(root / "models" / f"ec-fold{fold}.pt")
+        with torch.no_grad():
+            preds.append(model(torch.from_numpy(x.reshape(-1, 10))).numpy().reshape(x.shape[:2]))
+    np.testing.assert_allclose(ev["site_EC"].values, np.mean(preds, axis=0), rtol=1e-4, atol=1e-5)
+    qc = sites.NEE_QC.values >= 0.5
+    np.testing.assert_array_equal(np.isfinite(ev.site_obs.values), qc & np.isfinite(sites.NEE.values))
+
+
+def test_report_figures_and_summary(evaluated):
+    import matplotlib.image as mpimg
+
+    root, rep = evaluated
+    out = root / "report"
+    assert not (root / "report.partial").exists()
+    for name in ("fig2", "fig3", "fig4", "figC1", "fig5", "fig6", "fig7", "fig8", "figB2"):
+        img = mpimg.imread(rep.figures[name])
+        assert img.shape[0] > 200 and img.shape[1] > 300, name
+        assert img[..., :3].std() > 0.05, f"{name} is blank"
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(rep.figures)
+    assert not re.search(r"""(src|href)=["']?https?:""", html), "the report must not load from the network"
+    assert "Table 3" in html and "Provenance" in html and "versions" in html
+    summ = json.loads((out / "summary.json").read_text())
+    df = pd.read_csv(out / "metrics.csv")
+    row = df[(df.table == "annual") & (df.model == "EC-ATM") & (df.region == "GLOBAL") & (df.reference == "truth")
+             & (df.metric == "RMSE")].value.iloc[0]
+    assert summ["models"]["EC-ATM"]["GLOBAL"]["annual RMSE vs truth"] == pytest.approx(row)
+    assert set(summ["models"]) >= {"EC-ATM", "EC", "prior", "GCB"}
+    assert len(summ["models"]["EC"]) == 19 + 1  # 18 regions + GLOBAL, + the towers' ALL
+
+
+def test_cli_evaluate_and_errors(evaluated, tmp_path):
+    from fluxscale.cli import app
+
+    root, _ = evaluated
+    res = CliRunner().invoke(app, ["evaluate", str(root), "--set", f"out={tmp_path / 'r2'}", "--set", "maps=false"])
+    assert res.exit_code == 0, res.output
+    assert f"report at {tmp_path / 'r2' / 'report.html'}" in res.output
+    assert (tmp_path / "r2" / "fig2_global_annual.png").exists()
+    assert not (tmp_path / "r2" / "fig5_annual_maps.png").exists()
+    res = CliRunner().invoke(app, ["evaluate", str(root), "--set", "cube=missing.zarr"])
+    assert res.exit_code == 2 and "missing.zarr: not found" in res.output and "fluxscale infer" in res.output
+    res = CliRunner().invoke(app, ["evaluate", str(root), "--set", "qc_min=3"])
+    assert res.exit_code == 2 and "qc_min" in res.output
