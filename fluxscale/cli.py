@@ -157,28 +157,61 @@ def validate(
     console.print(f"[green]valid:[/] {path}")
 
 
+_RUN_SECTIONS = ("twin", "bridge", "train", "infer", "evaluate")
+
+
+def _parse_run_sets(items: list[str] | None, cfg: RunConfig) -> dict[str, dict]:
+    """``--set SECTION.NAME=VALUE`` (or a bare ``NAME=VALUE`` that exactly one section has)
+    → typed overrides per section of the run config."""
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected SECTION.NAME=VALUE")
+        name, value = item.split("=", 1)
+        if "." in name:
+            sec, field_ = name.split(".", 1)
+            if sec not in _RUN_SECTIONS:
+                raise ConfigError(f"--set {item}: unknown section {sec!r}; sections: {', '.join(_RUN_SECTIONS)}")
+        else:
+            field_ = name
+            having = [sec for sec in _RUN_SECTIONS if field_ in getattr(cfg, sec).to_dict()]
+            if len(having) != 1:
+                raise ConfigError(f"--set {item}: " + (f"{field_!r} is a setting of {', '.join(having)}; write "
+                                                        f"SECTION.{field_}=VALUE" if having else
+                                                        f"unknown setting {field_!r} in {', '.join(_RUN_SECTIONS)}"))
+            sec = having[0]
+        out.setdefault(sec, []).append(f"{field_}={value}")
+    return {sec: _parse_knobs(v, getattr(cfg, sec), f"{sec} setting") for sec, v in out.items()}
+
+
 @app.command()
 @_handle_errors
 def run(
     config: ConfigOpt = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help=f"Dataset directory, made by the twin if not complete "
-                                                          f"(default {RunConfig.data_dir}).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", "--out", help=f"Dataset directory, made by the "
+                                                     f"twin if not complete (default {RunConfig.data_dir}).")] = None,
     preset: Annotated[Optional[str], typer.Option(help=f"Twin size: {', '.join(PRESETS)} (default small).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed of the twin (default 0).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed of the twin and of training (default 0).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: a LocalCluster).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default 2).")] = None,
     threads_per_worker: Annotated[Optional[int], typer.Option(help="Threads per LocalCluster worker (default 1).")] = None,
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory limit per LocalCluster worker (default 6GiB).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a bridge setting, NAME=VALUE (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting, SECTION.NAME=VALUE with "
+                                                      "SECTION one of twin, bridge, train, infer, evaluate (e.g. "
+                                                      "twin.tower_bias_gc=2 train.epochs=5); a bare NAME works when "
+                                                      "one section has it. Repeatable.")] = None,
+    until: Annotated[str, typer.Option(help="Stop after this stage: data, validate, integrals, bridges, train, "
+                                             "infer, evaluate.")] = "evaluate",
     reuse: Annotated[bool, typer.Option(help="Reuse a complete twin (or ingest) of the same config in DATA_DIR.")] = True,
     ingest_config: Annotated[Optional[Path], typer.Option("--ingest", help="An ingest TOML: run on these real files "
                                                           "(ingested into DATA_DIR) instead of a twin.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     connect_timeout: TimeoutOpt = 10.0,
 ):
-    """The whole pipeline on a Dask cluster. Stages so far: twin → validation → integrals →
-    DTW, clusters, bridges → summary. Settings: the --config file (or defaults), then the
-    flags given here on top."""
+    """The whole pipeline on a Dask cluster: twin (or ingest) → validation → integrals → DTW,
+    clusters, bridges → training (EC, EC-ATM) → inference (the NEE cube) → evaluation (the
+    report). A rerun skips the stages whose inputs and config did not change
+    (DATA_DIR/stages.json). Settings: the --config file (or defaults), then the flags."""
     import dataclasses
 
     from .pipeline import run_pipeline
@@ -188,13 +221,20 @@ def run(
                         connect_timeout_s=connect_timeout)
     if preset is not None or seed is not None:
         cfg = dataclasses.replace(cfg, twin=twin_preset(preset or "small", seed=cfg.twin.seed if seed is None else seed))
-    cfg = dataclasses.replace(cfg, reuse=reuse, bridge=cfg.bridge.replace(**_parse_knobs(set_, cfg.bridge, "bridge setting")))
+    if seed is not None:
+        cfg = dataclasses.replace(cfg, train=cfg.train.replace(seed=seed))
+    sets = _parse_run_sets(set_, cfg)
+    cfg = dataclasses.replace(cfg, reuse=reuse, **{sec: getattr(cfg, sec).replace(**v) for sec, v in sets.items()})
     if ingest_config is not None:
         cfg = dataclasses.replace(cfg, ingest=str(ingest_config))
-    report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset)
+    report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset, until=until)
     console.print(report["summary"], highlight=False)
+    if report.get("skipped"):
+        console.print(f"skipped (unchanged): {', '.join(report['skipped'])}", highlight=False)
     console.print(f"[bold green]done[/] in {report['timings_s']['total']:.1f} s; stage timings: "
                   + json.dumps(report["timings_s"]))
+    if "report" in report:
+        console.print(f"report: {report['report']}", highlight=False)
 
 
 DataDirArg = Annotated[Optional[Path], typer.Argument(help="Dataset directory (default: the config's data_dir).")]

@@ -1,23 +1,37 @@
-"""``fluxscale run``: the pipeline runner (orchestration only).
+"""``fluxscale run``: the whole pipeline (orchestration only).
 
-Stages so far: make (or reuse) the twin, or ingest real files (``RunConfig.ingest``), or
-use a directory that ``fluxscale ingest`` made → deep validation of every store → regional
-integrals → DTW, clusters and Lasso bridges → summary. Later stages (training, inference,
-evaluation) append here.
+Stages, in order (:data:`STAGES`): ``data`` (make or reuse the twin, or ingest real files,
+or use a directory that ``fluxscale ingest`` made) → ``validate`` (every value of every
+store) → ``integrals`` → ``bridges`` (DTW, clusters, Lasso) → ``train`` (EC and EC-ATM) →
+``infer`` (the NEE cube) → ``evaluate`` (tables, figures, report).
+
+**Stage records.** ``<data_dir>/stages.json`` holds, per finished stage, a *key*: a hash of
+the stage's config and of the key of the stage it reads from (``data``'s key hashes the
+dataset manifest: its kind, creation time and config). A rerun skips a stage whose key is
+unchanged and whose outputs exist; a changed config or rewritten input changes that stage's
+key and so every key downstream. A stage interrupted midway resumes: training keeps the
+members already written under the same key, inference the blocks already recorded, the
+bridges their DTW matrices.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .cluster import cluster_client, describe_client
 from .config import RunConfig
-from .stores import open_store, open_stores, read_manifest
+from .errors import FluxscaleError
+from .stores import open_store, open_stores, read_manifest, store_path
 
-__all__ = ["run_pipeline", "twin_is_current"]
+__all__ = ["STAGES", "StageLog", "run_pipeline", "twin_is_current"]
+
+STAGES = ("data", "validate", "integrals", "bridges", "train", "infer", "evaluate")
+STAGE_FILE = "stages.json"
 
 
 def twin_is_current(data_dir: str | Path, cfg) -> bool:
@@ -27,56 +41,163 @@ def twin_is_current(data_dir: str | Path, cfg) -> bool:
     return bool(man) and man.get("kind") == "twin" and man.get("config") == json.loads(json.dumps(cfg.to_dict()))
 
 
-def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, preset: str | None = None) -> dict[str, Any]:
-    """Run every available stage on ``cfg``; return timings and the dataset summary."""
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class StageLog:
+    """``<data_dir>/stages.json``: each finished stage's key, config, upstream, outputs,
+    seconds and finish time (rewritten atomically after every stage)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.path = self.root / STAGE_FILE
+        try:
+            self.data = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            self.data = {}
+        self.data.setdefault("stages", {})
+
+    @staticmethod
+    def key(name: str, config: Any, upstream: str | None) -> str:
+        return _hash({"stage": name, "config": config, "upstream": upstream})
+
+    def current(self, name: str, key: str, outputs: list[Path]) -> bool:
+        rec = self.data["stages"].get(name)
+        return bool(rec) and rec.get("key") == key and all(Path(p).exists() for p in outputs)
+
+    def forget(self, name: str) -> None:
+        if self.data["stages"].pop(name, None) is not None:
+            self._write()
+
+    def done(self, name: str, key: str, config: Any, upstream: str | None, outputs: list[Path], seconds: float) -> None:
+        self.data["stages"][name] = {"key": key, "config": config, "upstream": upstream,
+                                     "outputs": [str(p) for p in outputs], "seconds": round(seconds, 2),
+                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._write()
+
+    def record_timings(self, timings: dict[str, float]) -> None:
+        self.data["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+        self._write()
+
+    def _write(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str))
+        os.replace(tmp, self.path)
+
+
+def _data_key(root: Path) -> str:
+    man = read_manifest(root)
+    if not man:
+        raise FluxscaleError(f"{root}: no dataset manifest after the data stage")
+    return _hash({k: man.get(k) for k in ("kind", "created", "config")})
+
+
+def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, preset: str | None = None,
+                 until: str = "evaluate") -> dict[str, Any]:
+    """Run the stages of ``cfg`` up to ``until`` (see the module docstring); return the
+    timings (s, per stage that ran; 0 for a skipped one), which stages were skipped, the
+    report path and a dataset summary."""
     from .bridge import build_bridges
     from .config import load_ingest_config
+    from .inference import cube_path
+    from .inference import infer as run_infer
     from .ingest import ingest
     from .ingest.build import config_dict
     from .integrals import compute_integrals
+    from .report import evaluate
     from .summary import bridge_table, summarize_dataset
+    from .training import models_dir, train_ensemble
     from .twin import write_twin
 
-    say = console.print if console is not None else (lambda *a, **k: None)
+    if until not in STAGES:
+        raise FluxscaleError(f"--until {until}: unknown stage; stages: {', '.join(STAGES)}")
+    last = STAGES.index(until)
+    say = (lambda m: console.print(m, highlight=False)) if console is not None else (lambda *a, **k: None)
+    root = Path(cfg.data_dir)
     timings: dict[str, float] = {}
+    skipped: list[str] = []
     t0 = time.perf_counter()
+    out: dict[str, Any] = {}
     with cluster_client(cfg.cluster) as client:
         say(describe_client(client))
         t = time.perf_counter()
-        man = read_manifest(cfg.data_dir) or {}
+        man = read_manifest(root) or {}
         if cfg.ingest:
-            icfg = load_ingest_config(cfg.ingest, out=str(Path(cfg.data_dir).resolve()))
+            icfg = load_ingest_config(cfg.ingest, out=str(root.resolve()))
             if cfg.reuse and man.get("kind") == "ingest" and man.get("config") == config_dict(icfg):
-                say(f"ingest: reusing the complete ingest of {cfg.ingest} in {cfg.data_dir}")
+                say(f"ingest: reusing the complete ingest of {cfg.ingest} in {root}")
+                skipped.append("data")
             else:
                 report = ingest(icfg, client=client, show_progress=show_progress, say=say)
                 say(report.text())
-            timings["ingest"] = time.perf_counter() - t
         elif man.get("kind") == "ingest":
             # never overwrite a user's ingested data with a twin
-            say(f"data: using the ingested data in {cfg.data_dir} (made by fluxscale ingest)")
+            say(f"data: using the ingested data in {root} (made by fluxscale ingest)")
+            skipped.append("data")
         else:
-            if cfg.reuse and twin_is_current(cfg.data_dir, cfg.twin):
-                say(f"twin: reusing the complete twin in {cfg.data_dir}")
+            if cfg.reuse and twin_is_current(root, cfg.twin):
+                say(f"twin: reusing the complete twin in {root}")
+                skipped.append("data")
             else:
-                write_twin(cfg.data_dir, cfg.twin, client=client, show_progress=show_progress, preset=preset)
-            timings["twin"] = time.perf_counter() - t
-        t = time.perf_counter()
-        if console is not None and show_progress:
-            with console.status("validate: checking every value of every store (one Dask pass)"):
-                stores = open_stores(cfg.data_dir, deep=True)
-        else:
-            stores = open_stores(cfg.data_dir, deep=True)
-        timings["validate"] = time.perf_counter() - t
-        say(f"validate: every store of {cfg.data_dir} matches the schema")
-        t = time.perf_counter()
-        integ = compute_integrals(cfg.data_dir, client=client)
-        timings["integrals"] = time.perf_counter() - t
-        say(f"integrals: {integ}")
-        t = time.perf_counter()
-        bridges = build_bridges(cfg.data_dir, cfg.bridge, client=client, show_progress=show_progress, say=say)
-        timings["bridges"] = time.perf_counter() - t
-        say(f"bridges: {bridges}")
+                write_twin(root, cfg.twin, client=client, show_progress=show_progress, preset=preset)
+        timings["data"] = time.perf_counter() - t
+        log = StageLog(root)
+        upstream = _data_key(root)
+        keys = {"data": upstream}
+
+        def stage(name: str, config: Any, after: str, outputs: list[Path], work: Callable[[str], None]) -> None:
+            if STAGES.index(name) > last:
+                return
+            key = StageLog.key(name, config, keys[after])
+            keys[name] = key
+            if log.current(name, key, outputs):
+                say(f"{name}: inputs and config unchanged since {log.data['stages'][name]['finished']} "
+                    f"(skipped)")
+                skipped.append(name)
+                timings[name] = 0.0
+                return
+            log.forget(name)
+            t = time.perf_counter()
+            work(key)
+            timings[name] = time.perf_counter() - t
+            log.done(name, key, config, keys[after], outputs, timings[name])
+
+        def validate(_key: str) -> None:
+            if console is not None and show_progress:
+                with console.status("validate: checking every value of every store (one Dask pass)"):
+                    open_stores(root, deep=True)
+            else:
+                open_stores(root, deep=True)
+            say(f"validate: every store of {root} matches the schema")
+
+        stage("validate", {}, "data", [root / "fluxscale.json"], validate)
+        stage("integrals", {}, "data", [store_path(root, "integrals")],
+              lambda _k: say(f"integrals: {compute_integrals(root, client=client)}"))
+        stage("bridges", cfg.bridge.to_dict(), "integrals", [store_path(root, "bridges")],
+              lambda _k: say(f"bridges: {build_bridges(root, cfg.bridge, client=client, show_progress=show_progress, say=say)}"))
+        stage("train", cfg.train.to_dict(), "bridges", [models_dir(root) / "members.json"],
+              lambda k: train_ensemble(root, cfg.train, client=client, show_progress=show_progress, say=say,
+                                       resume_key=k))
+        stage("infer", cfg.infer.to_dict(), "train", [cube_path(root, cfg.infer)],
+              lambda _k: run_infer(root, cfg.infer, client=client, show_progress=show_progress, say=say))
+        ev_cfg = cfg.evaluate.replace(cube=cfg.infer.out)  # both relative to the data directory
+        report_dir = Path(ev_cfg.out) if Path(ev_cfg.out).is_absolute() else root / ev_cfg.out
+
+        def run_eval(_key: str) -> None:
+            log.record_timings({**timings, "total": time.perf_counter() - t0})  # for the report's provenance
+            evaluate(root, ev_cfg, client=client, say=say)
+
+        stage("evaluate", ev_cfg.to_dict(), "infer", [report_dir / "report.html"], run_eval)
     timings["total"] = time.perf_counter() - t0
-    summary = summarize_dataset(cfg.data_dir, stores) + "\nbridges:\n" + bridge_table(open_store(bridges, "bridges"))
-    return {"timings_s": {k: round(v, 2) for k, v in timings.items()}, "summary": summary}
+    log.record_timings(timings)
+    stores = open_stores(root)
+    summary = summarize_dataset(root, stores)
+    if store_path(root, "bridges").exists():
+        summary += "\nbridges:\n" + bridge_table(open_store(store_path(root, "bridges"), "bridges"))
+    out.update(timings_s={k: round(v, 2) for k, v in timings.items()}, skipped=skipped, summary=summary,
+               stages=log.data["stages"])
+    if last >= STAGES.index("evaluate"):
+        out["report"] = str(report_dir / "report.html")
+    return out

@@ -299,8 +299,9 @@ class _Member:
 
 
 def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
-                 data: TrainingData | None = None, write: bool = True) -> dict[str, Any]:
+                 data: TrainingData | None = None, write: bool = True, resume_key: str | None = None) -> dict[str, Any]:
     """Train one member; write its checkpoint and log; return its metrics (small).
+    ``resume_key`` is stored in the checkpoint's meta (see :func:`train_ensemble`).
 
     Deterministic for a given ``cfg``, fold and thread count: a task retried after its
     worker was lost writes the same weights.
@@ -377,7 +378,7 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
         (out / "logs").mkdir(parents=True, exist_ok=True)
         name = member_name(variant, fold)
         ckpt = {"state_dict": {k: v.cpu() for k, v in best_state.items()}, "log_var": best_log_var.cpu(),
-                "meta": json.dumps({"config": cfg.to_dict(), "metrics": metrics,
+                "meta": json.dumps({"config": cfg.to_dict(), "metrics": metrics, "resume_key": resume_key,
                                     "drivers": list(DRIVER_NAMES), "units": "gC m-2 d-1"}, default=float)}
         tmp = out / f".{name}.pt.{os.getpid()}"
         torch.save(ckpt, tmp)
@@ -446,16 +447,31 @@ def bridge_validity(root: str | Path, model, *, regions: list[str], device=None,
 
 
 def _member_task(root: str, cfg: TrainConfig, variant: str, fold: int,
-                 data: TrainingData | None = None) -> dict[str, Any]:
+                 data: TrainingData | None = None, resume_key: str | None = None) -> dict[str, Any]:
     """One member: on a Dask worker it reads the stores itself (``data`` None); writes its
     checkpoint; returns only the small metrics and log."""
-    res = train_member(root, cfg, variant, fold, data=data)
+    res = train_member(root, cfg, variant, fold, data=data, resume_key=resume_key)
     return {"metrics": res["metrics"], "log": res["log"]}
 
 
+def _kept_member(path: Path, resume_key: str | None) -> dict | None:
+    """The metrics of the checkpoint at ``path`` if it was written under ``resume_key``."""
+    if resume_key is None or not path.exists():
+        return None
+    try:
+        _, meta = load_member(path)
+    except Exception:  # noqa: BLE001  (unreadable: train it again)
+        return None
+    return meta["metrics"] if meta.get("resume_key") == resume_key else None
+
+
 def train_ensemble(root: str | Path, cfg: TrainConfig, *, client=None, show_progress: bool = True,
-                   say=lambda m: None) -> dict[str, Any]:
+                   say=lambda m: None, resume_key: str | None = None) -> dict[str, Any]:
     """Train every ``(variant, fold)`` member of ``cfg``; returns ``members.json``'s content.
+
+    ``resume_key`` (``fluxscale run`` passes its stage key: a hash of this config and of the
+    inputs) is written into each checkpoint; a member whose checkpoint already carries the
+    same key is kept, not trained again, so an interrupted run resumes with the rest.
 
     With a ``distributed.Client`` each member is one task (``client.submit``, retried
     ``cfg.retries`` times if its worker is lost); on workers that declare a ``GPU``
@@ -480,22 +496,30 @@ def train_ensemble(root: str | Path, cfg: TrainConfig, *, client=None, show_prog
             f"val_atm {b['val_atm']:.4f}  atm_all {b['atm_all']:.4f}  decoupling {b['decoupling']:.3f}  "
             f"({m['seconds']:.1f} s, {m['device']}){'  stopped: ' + m['stopped'] if m['stopped'] else ''}")
 
+    kept = {member_name(v, f): m for v, f in members
+            if (m := _kept_member(out / f"{member_name(v, f)}.pt", resume_key)) is not None}
+    if kept:
+        say(f"train: keeping {len(kept)} members already trained with this config and inputs: {', '.join(kept)}")
+        for name, m in kept.items():
+            results[name] = {"metrics": m, "log": []}
+    members = [(v, f) for v, f in members if member_name(v, f) not in kept]
     with progress_bar(show_progress) as progress:
         task = progress.add_task("train: members", total=len(members))
         if client is not None:
             from distributed import as_completed
 
             gpu = any("GPU" in (w.get("resources") or {}) for w in client.scheduler_info()["workers"].values())
-            futures = [client.submit(_member_task, str(root), cfg, v, f, key=f"train-{member_name(v, f)}-{time.time_ns()}",
+            futures = [client.submit(_member_task, str(root), cfg, v, f, None, resume_key,
+                                     key=f"train-{member_name(v, f)}-{time.time_ns()}",
                                      pure=False, retries=cfg.retries, resources={"GPU": 1} if gpu else None)
                        for v, f in members]
             for fut in as_completed(futures):
                 report(fut.result())
                 progress.advance(task)
-        else:
+        elif members:
             data = load_training_data(root, cfg)
             for v, f in members:
-                report(_member_task(root, cfg, v, f, data))
+                report(_member_task(root, cfg, v, f, data, resume_key))
                 progress.advance(task)
     summary = {"config": cfg.to_dict(), "members": {k: r["metrics"] for k, r in sorted(results.items())},
                "seconds": time.perf_counter() - t0}

@@ -47,7 +47,7 @@ def test_run_on_a_local_cluster_matches_threaded_twin(tmp_path, tiny_twin):
     # the console script, as a user types it: LocalCluster with worker processes
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-m", "fluxscale", "run", "--preset", "tiny", "--data-dir", str(out),
-                        "--workers", "2", "--no-progress", "--set", "repeats=10"], capture_output=True, text=True,
+                        "--workers", "2", "--no-progress", "--set", "repeats=10", "--until", "bridges"], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "every store of" in p.stdout and "done" in p.stdout
@@ -61,7 +61,7 @@ def test_run_on_a_local_cluster_matches_threaded_twin(tmp_path, tiny_twin):
     np.testing.assert_array_equal(a["inversions"].land_flux.values, b["inversions"].land_flux.values)
     # a second run reuses the complete twin
     p = subprocess.run([sys.executable, "-m", "fluxscale", "run", "--preset", "tiny", "--data-dir", str(out),
-                        "--workers", "1", "--no-progress", "--set", "repeats=4"], capture_output=True, text=True,
+                        "--workers", "1", "--no-progress", "--set", "repeats=4", "--until", "bridges"], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0 and "reusing the complete twin" in p.stdout, p.stdout + p.stderr
 

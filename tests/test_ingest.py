@@ -364,7 +364,7 @@ def test_run_on_ingested_files_then_reuses_and_never_overwrites_them(round_trip,
 
     def run(*extra):
         p = subprocess.run([sys.executable, "-m", "fluxscale", "run", "--data-dir", str(out), "--workers", "1",
-                            "--no-progress", "--set", "repeats=4", *extra], capture_output=True, text=True, timeout=300)
+                            "--no-progress", "--set", "repeats=4", "--until", "bridges", *extra], capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stdout + p.stderr
         return p.stdout
 
