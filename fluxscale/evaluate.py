@@ -12,6 +12,9 @@ in memory:
 * ``member_monthly`` ``(member, region, time)``: each member's integrals, ``member_ensemble``
   says whose; ``system_monthly`` ``(system, region, time)``: each inversion's;
 * ``gcb`` ``(year)`` and ``gcb_sigma`` PgC yr-1;
+* ``member_bridge`` ``(member, region, time)``: each member's regional NEE from the bridges
+  (Eq. 7) applied to its own monthly NEE at their pixels, for the post-hoc bridge validity
+  of §3.5 (when ``bridges.zarr`` exists);
 * ``site_obs`` and ``site_<source>`` ``(site, day)`` gC m-2 d-1: the towers' observed daily
   NEE (QC ≥ ``qc_min``, else NaN) and each source at the tower: EC-ATM and EC are their
   members' mean evaluated on the tower's own drivers, the prior is its monthly value at the
@@ -52,6 +55,8 @@ TABLE_TITLES = {
     "nnse": "Fig. 3: normalised Nash-Sutcliffe efficiency of monthly regional NEE",
     "iav": "Fig. 2D: interannual variability (sd of detrended annual NEE, PgC yr-1), with the spread across members",
     "site": "Fig. 8: site-level RMSE of daily NEE (gC m-2 d-1) against the towers",
+    "bridge": "§3.5: post-hoc bridge validity, the bridges applied to each member against its full regional "
+              "integral (mean over members of mean|bridge - integral| / mean|integral|, and R)",
 }
 
 
@@ -61,6 +66,22 @@ def _members_monthly(cube: xr.Dataset, grid: xr.Dataset, client=None) -> xr.Data
     out = integrate_regions(nee, grid)  # (region, time, member), lazy
     out = client.compute(out, sync=True) if client is not None else out.compute()
     return out.transpose("member", "region", "time")
+
+
+def _members_bridged(root: Path, nee: xr.Dataset, grid: xr.Dataset) -> xr.DataArray:
+    """Post-hoc bridge validity (§3.5): each member's regional NEE from the bridges (Eq. 7)
+    applied to its own monthly NEE at the contributing pixels, ``(member, region, time)``
+    PgC month-1 (18 regions). Reads only the pixels' columns of the cube."""
+    from .bridge import apply_bridges
+
+    br = open_store(store_path(root, "bridges"), "bridges").load()
+    pc = br.pixel_cell.values.astype(np.int64)
+    il, jl = grid.cell_ilat.values[pc], grid.cell_ilon.values[pc]
+    pix = nee.NEE_member_monthly.isel(lat=xr.DataArray(il, dims="cell"), lon=xr.DataArray(jl, dims="cell")).load()
+    local = br.assign(pixel_cell=("pixel", np.arange(pc.size)))  # the pixels' own columns
+    est = [apply_bridges(local, pix.isel(member=k).rename(month="time").drop_vars(["lat", "lon"], errors="ignore"))
+           for k in range(pix.sizes["member"])]
+    return xr.concat(est, dim=pix.member.reset_coords(drop=True)).astype(np.float64)
 
 
 def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min: float = 0.5,
@@ -119,6 +140,8 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
                      "land_area": integ.land_area})
     ds["gcb"] = gcb.NEE
     ds["gcb_sigma"] = gcb.NEE_sigma
+    if store_path(root, "bridges").exists():
+        ds["member_bridge"] = _members_bridged(root, nee, grid).sel(time=months)
 
     # towers: observations and every source at the tower
     sites = open_store(store_path(root, "sites"), "sites")
@@ -219,6 +242,18 @@ def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
             add("iav", str(ens), reg, "-", "IAV members max", v.max())
         add("iav", "inversions", reg, "-", "IAV systems sd", sys_iav.sel(region=reg).std(ddof=1))
     add("iav", "GCB", GLOBAL, "-", "IAV", metrics.iav(ev.gcb.sel(year=years), "year"))
+    # post-hoc bridge validity: the bridges on each member vs its full integral (§3.5)
+    if "member_bridge" in ev:
+        regs = [str(r) for r in ev.member_bridge.region.values if str(r) != GLOBAL]  # bridges are regional
+        full = ev.member_monthly.sel(region=regs)
+        b = ev.member_bridge
+        rel = abs(b - full).mean("time") / abs(full).mean("time")
+        r = metrics.pearson(b, full)
+        for ens in np.unique(ev.member_ensemble.values):
+            k = ev.member_ensemble == ens
+            for reg in regs:
+                add("bridge", str(ens), reg, "full integral", "rel diff", rel.sel(region=reg).where(k, drop=True).mean())
+                add("bridge", str(ens), reg, "full integral", "R", r.sel(region=reg).where(k, drop=True).mean())
     # towers: RMSE of daily NEE over every valid (site, day), overall and by region
     obs = ev.site_obs
     site_refs = [("towers", obs)] + ([("truth", ev.site_truth)] if "site_truth" in ev else [])

@@ -132,16 +132,20 @@ def list_members(root: str | Path, cfg: InferConfig) -> list[Member]:
 
 
 def member_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """A checkpoint's weights for :func:`forward_members`: the input standardisation
+    """A checkpoint's weights for :func:`forward_members` (see :func:`model_weights`)."""
+    from .training import load_member
+
+    return model_weights(load_member(path)[0])
+
+
+def model_weights(model) -> dict[str, np.ndarray]:
+    """An ``NEENet``'s weights for :func:`forward_members`: the input standardisation
     ``(x - mean) / std`` folded into the first layer (in float64, stored as float32).
 
     Returns ``w1`` (10, 32), ``b1`` (32,), ``w2`` (32, 32), ``b2`` (32,), ``w3`` (32,),
     ``b3`` (1,): ``y = relu(relu(x @ w1 + b1) @ w2 + b2) @ w3 + b3``.
     """
-    from .training import load_member
-
-    model, _ = load_member(path)
-    sd = {k: v.double().numpy() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().double().cpu().numpy() for k, v in model.state_dict().items()}
     w1 = sd["net.0.weight"] / sd["x_std"][None, :]  # (32, 10)
     b1 = sd["net.0.bias"] - w1 @ sd["x_mean"]
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731

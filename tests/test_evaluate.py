@@ -47,6 +47,8 @@ def _hand_built(seed=0) -> xr.Dataset:
                 "member": ["ec-0", "ec-1", "ecatm-0", "ecatm-1"],
                 "member_ensemble": ("member", ["EC", "EC", "EC-ATM", "EC-ATM"]), "system": ["A", "B"],
                 "site": ["s1", "s2", "s3"], "day": days})
+    ds["member_bridge"] = ds.member_monthly * 1.1 + rng.normal(scale=0.2, size=(4, 3, 36))
+    ds["member_bridge"] = ds.member_bridge.where(ds.region != "GLOBAL")
     for s in ("EC-ATM", "EC", "prior", "truth"):
         ds[f"site_{s}"] = ds.site_obs + rng.normal(scale=0.5, size=(3, 10))
     ds["site_obs"] = ds.site_obs.where(ds.site_obs > -1.5)  # gaps
@@ -100,6 +102,14 @@ def test_tables_on_a_hand_built_case(tmp_path):
         pytest.approx(max(iav(mem_ann[2, 2]), iav(mem_ann[3, 2])))
     assert _get(df, table="iav", model="GCB", region="GLOBAL", reference="-", metric="IAV") == \
         pytest.approx(iav(ev.gcb.values))
+    # post-hoc bridge validity: the members' mean of mean|b - i| / mean|i|
+    b, i = ev.member_bridge.values, ev.member_monthly.values
+    rel = np.abs(b - i).mean(-1) / np.abs(i).mean(-1)  # (member, region)
+    assert _get(df, table="bridge", model="EC-ATM", region="BBB", reference="full integral", metric="rel diff") == \
+        pytest.approx(rel[2:, 1].mean())
+    assert _get(df, table="bridge", model="EC", region="AAA", reference="full integral", metric="R") == \
+        pytest.approx(np.mean([np.corrcoef(b[k, 0], i[k, 0])[0, 1] for k in (0, 1)]))
+    assert not ((df.table == "bridge") & (df.region == "GLOBAL")).any()
     # site RMSE over every valid (site, day), and by region
     obs = ev.site_obs.values
     for m in ("EC-ATM", "EC", "prior"):
@@ -153,6 +163,14 @@ def test_regional_integrals_equal_numpy_over_the_cube(evaluated):
         want = np.nansum(nee[:, m] * w[m], axis=1) * days / 1e15
         np.testing.assert_allclose(ev.monthly.sel(source="EC-ATM", region=name).values, want[idx], rtol=2e-5,
                                    atol=1e-9)
+    # the bridges (Eq. 7) on each member's own monthly NEE at their pixels
+    br = open_store(store_path(root, "bridges"), "bridges")
+    k = list(br.region.values).index("EU")
+    m = br.pixel_region.values == k
+    pc = br.pixel_cell.values[m]
+    member = cube.NEE_member_monthly.sel(member="ec-fold1").values[:, grid.cell_ilat.values[pc], grid.cell_ilon.values[pc]]
+    want = member.astype(np.float64) @ br.weight.values[m] + float(br.bias.values[k])
+    np.testing.assert_allclose(ev.member_bridge.sel(member="ec-fold1", region="EU").values, want[idx], rtol=1e-6)
     integ = open_store(store_path(root, "integrals"), "integrals").sel(time=months)
     np.testing.assert_allclose(ev.monthly.sel(source="inversions").values,
                                integ.inversions.mean("system").values, rtol=1e-12)

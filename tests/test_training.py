@@ -116,13 +116,15 @@ def test_decoupling_threshold_stops_a_member(trained_root, data):
     assert len(res["log"]) == 2 and "decoupling" in res["metrics"]["stopped"] and "epoch 1" in res["metrics"]["stopped"]
 
 
-class _Constant(torch.nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.c = c
+def _Constant(c):
+    """An NEENet whose output is ``c`` everywhere (last layer: zero weights, bias c)."""
+    from fluxscale.model import init_model
 
-    def forward(self, x):
-        return torch.full(x.shape[:-1], self.c, dtype=torch.float32)
+    model = init_model(0)
+    with torch.no_grad():
+        model.net[4].weight.zero_()
+        model.net[4].bias.fill_(c)
+    return model
 
 
 def test_bridge_validity_of_a_constant_field_against_numpy(trained_root, data):
