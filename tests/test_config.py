@@ -31,3 +31,19 @@ def test_bad_config_is_refused_with_the_field(knobs, msg):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         twin_preset("huge")
+
+
+def test_the_readme_config_example_loads(tmp_path):
+    """The TOML example of the README is a valid run config (every table and key)."""
+    import re
+    from pathlib import Path
+
+    from fluxscale.config import load_config
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"A config file is TOML.*?```toml\n(.*?)```", readme, re.S).group(1)
+    p = tmp_path / "fluxscale.toml"
+    p.write_text(block)
+    cfg = load_config(p)
+    assert cfg.bridge.n_clusters == 8 and cfg.train.epochs == 30 and cfg.evaluate.maps is True
+    assert cfg.infer.write_members is False and cfg.ingest == str(tmp_path / "ingest.toml")
