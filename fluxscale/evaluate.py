@@ -42,7 +42,7 @@ from .integrals import GLOBAL, integrate_regions
 from .stores import open_store, store_path
 
 __all__ = ["ENSEMBLE_LABELS", "MODELS", "evaluation_data", "evaluation_tables", "write_tables", "summary_dict",
-           "markdown_table", "pivot_tables", "TABLE_TITLES"]
+           "markdown_table", "pivot_tables", "science_checks", "TABLE_TITLES"]
 
 ENSEMBLE_LABELS = {"ecatm": "EC-ATM", "ec": "EC"}
 """Cube ensemble name → the paper's label."""
@@ -299,8 +299,41 @@ def markdown_table(wide: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def science_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The dual-constraint claims, checked on a twin (issue 7 §6; they need the truth):
+
+    * EC-ATM's global annual RMSE against the truth is at most a third of EC's;
+    * EC-ATM's monthly R against the inversion mean is at least EC's in 12 or more of the
+      18 regions;
+    * EC-ATM's site RMSE against the towers is within 15 % of EC's.
+
+    Returns one ``{"check", "value", "bound", "passed"}`` per claim (empty without truth).
+    """
+    def get(table, model, region, ref, metric):
+        v = df[(df.table == table) & (df.model == model) & (df.region == region) & (df.reference == ref)
+               & (df.metric == metric)].value
+        return float(v.iloc[0]) if len(v) else float("nan")
+
+    if not (df.reference == "truth").any():
+        return []
+    out = []
+    a, e = get("annual", "EC-ATM", GLOBAL, "truth", "RMSE"), get("annual", "EC", GLOBAL, "truth", "RMSE")
+    out.append({"check": "global annual RMSE vs truth, EC-ATM / EC", "value": a / e, "bound": "<= 1/3",
+                "passed": bool(a <= e / 3)})
+    m = df[(df.table == "monthly") & (df.reference == "inversions") & (df.metric == "R") & (df.region != GLOBAL)]
+    w = m.pivot_table(index="region", columns="model", values="value")
+    n = int((w["EC-ATM"] >= w["EC"]).sum())
+    out.append({"check": "regions where EC-ATM's monthly R vs inversions >= EC's", "value": n,
+                "bound": f">= 12 of {len(w)}", "passed": bool(n >= 12)})
+    a, e = get("site", "EC-ATM", "ALL", "towers", "RMSE"), get("site", "EC", "ALL", "towers", "RMSE")
+    out.append({"check": "site RMSE vs towers, EC-ATM / EC", "value": a / e, "bound": "<= 1.15",
+                "passed": bool(a <= 1.15 * e)})
+    return out
+
+
 def summary_dict(df: pd.DataFrame, ev: xr.Dataset | None = None) -> dict[str, Any]:
-    """``{model: {region: {"<table> <metric> vs <reference>": value}}}`` plus ``meta``."""
+    """``{model: {region: {"<table> <metric> vs <reference>": value}}}`` plus ``meta`` and
+    ``science_checks`` (:func:`science_checks`, on a twin)."""
     out: dict[str, Any] = {}
     for r in df.itertuples(index=False):
         key = f"{r.table} {r.metric}" + ("" if r.reference == "-" else f" vs {r.reference}")
@@ -310,7 +343,7 @@ def summary_dict(df: pd.DataFrame, ev: xr.Dataset | None = None) -> dict[str, An
         t = pd.DatetimeIndex(ev.time.values)
         meta.update(root=ev.attrs.get("root"), cube=ev.attrs.get("cube"), months=[str(t[0].date()), str(t[-1].date())],
                     sources=[str(s) for s in ev.source.values], sites=int(ev.sizes.get("site", 0)))
-    return {"meta": meta, "models": out}
+    return {"meta": meta, "models": out, "science_checks": science_checks(df)}
 
 
 def write_tables(df: pd.DataFrame, out: str | Path, ev: xr.Dataset | None = None) -> dict[str, Path]:

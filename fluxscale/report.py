@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from .config import EvalConfig
-from .evaluate import TABLE_TITLES, evaluation_data, evaluation_tables, pivot_tables, write_tables
+from .evaluate import TABLE_TITLES, evaluation_data, evaluation_tables, pivot_tables, science_checks, write_tables
 from .stores import read_manifest
 
 __all__ = ["EvalReport", "evaluate", "render_html"]
@@ -44,12 +44,17 @@ class EvalReport:
     skipped: dict[str, str]
     seconds: float
     headline: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    """:func:`fluxscale.evaluate.science_checks` (on a twin)."""
 
     def text(self) -> str:
         lines = [f"evaluate: {len(self.figures)} figures, tables and summary.json in {self.out} "
                  f"({self.seconds:.1f} s)"]
         for k, v in self.headline.items():
             lines.append(f"evaluate: {k}: {v}")
+        for c in self.checks:
+            lines.append(f"evaluate: check {'PASS' if c['passed'] else 'FAIL'}: {c['check']} = {c['value']:.3g} "
+                         f"(bound {c['bound']})")
         for k, why in self.skipped.items():
             lines.append(f"evaluate: {k} not drawn: {why}")
         lines.append(f"evaluate: report at {self.html}")
@@ -107,7 +112,7 @@ pre{background:#f7f7f7;padding:0.8em;overflow-x:auto;font-size:12px}h2{border-bo
 
 
 def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, str], prov: dict[str, Any],
-                headline: dict[str, str]) -> str:
+                headline: dict[str, str], checks: list[dict[str, Any]] = ()) -> str:
     """The report as one HTML string (figures embedded; no external resources)."""
     e = html.escape
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>fluxscale evaluation</title>",
@@ -115,7 +120,13 @@ def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, s
              f"<p>Data: <code>{e(str(prov.get('data_dir')))}</code>; cube: <code>{e(str(prov.get('cube')))}</code>; "
              f"dataset: {e(json.dumps(prov.get('dataset')))}</p>", "<h2>Headline</h2><ul>"]
     parts += [f"<li>{e(k)}: {e(v)}</li>" for k, v in headline.items()]
-    parts.append("</ul><h2>Tables</h2>")
+    parts.append("</ul>")
+    if checks:
+        parts.append("<h3>Against the truth (twin)</h3><ul>")
+        parts += [f"<li><b>{'PASS' if c['passed'] else 'FAIL'}</b> {e(c['check'])} = {c['value']:.3g} "
+                  f"(bound {e(c['bound'])})</li>" for c in checks]
+        parts.append("</ul>")
+    parts.append("<h2>Tables</h2>")
     for t, title in TABLE_TITLES.items():
         if not (df.table == t).any():
             continue
@@ -162,12 +173,14 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     figs, skipped = write_figures(ev, df, tmp, maps)
     prov = _provenance(root, ev)
     head = _headline(df)
-    (tmp / "report.html").write_text(render_html(df, figs, skipped, prov, head))
+    checks = science_checks(df)
+    (tmp / "report.html").write_text(render_html(df, figs, skipped, prov, head, checks))
     (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, default=str))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     rep = EvalReport(str(out), str(out / "report.html"), str(out / "summary.json"),
-                     {k: str(out / Path(v).name) for k, v in figs.items()}, skipped, time.perf_counter() - t0, head)
+                     {k: str(out / Path(v).name) for k, v in figs.items()}, skipped, time.perf_counter() - t0, head,
+                     checks)
     say(rep.text())
     return rep

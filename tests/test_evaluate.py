@@ -121,6 +121,17 @@ def test_tables_on_a_hand_built_case(tmp_path):
         k = np.isfinite(o)
         assert _get(df, table="site", model=m, region="BBB", reference="towers", metric="RMSE") == \
             pytest.approx(np.sqrt(np.mean((si[k] - o[k]) ** 2)))
+    # the science checks, from the same numbers
+    from fluxscale.evaluate import science_checks
+
+    checks = {c["check"]: c for c in science_checks(df)}
+    g = {m: np.sqrt(np.mean((ann[s[m], 2] - ann[s["truth"], 2]) ** 2)) for m in ("EC-ATM", "EC")}
+    c = checks["global annual RMSE vs truth, EC-ATM / EC"]
+    assert c["value"] == pytest.approx(g["EC-ATM"] / g["EC"]) and c["passed"] == (g["EC-ATM"] <= g["EC"] / 3)
+    n = sum(np.corrcoef(mon[s["EC-ATM"], j], mon[s["inversions"], j])[0, 1] >=
+            np.corrcoef(mon[s["EC"], j], mon[s["inversions"], j])[0, 1] for j in (0, 1))
+    assert checks["regions where EC-ATM's monthly R vs inversions >= EC's"]["value"] == n
+    assert science_checks(df[df.reference != "truth"]) == []
     # written forms agree with the long table
     paths = write_tables(df, tmp_path, ev)
     summ = json.loads(paths["summary"].read_text())
