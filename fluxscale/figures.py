@@ -118,7 +118,9 @@ def fig2_global_annual(ev: xr.Dataset, out: Path) -> Path:
     for i, n in enumerate(names):
         if n in np.unique(ev.member_ensemble.values):
             v = mem_iav.where(ev.member_ensemble == n, drop=True).values
-            d.errorbar(i, vals[i], yerr=[[vals[i] - v.min()], [v.max() - vals[i]]], color="k", capsize=4)
+            # the members' own IAVs: each can exceed the ensemble mean's (averaging damps IAV)
+            d.vlines(i, v.min(), v.max(), color="k")
+            d.plot([i, i], [v.min(), v.max()], "k_", ms=10)
     d.set_xticks(range(len(names)), [_label(n) for n in names], rotation=60, ha="right", fontsize=8)
     d.set(title="(D) IAV (bars: range over members)", ylabel=PGC_YEAR)
     fig.tight_layout()
