@@ -419,10 +419,9 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """``fluxscale run``: the whole pipeline on one dataset directory.
-
-    Until later stages exist it makes (or reuses) the twin in ``data_dir``, validates
-    every store deeply and prints a summary.
+    """``fluxscale run``: the whole pipeline on one dataset directory (see
+    :mod:`fluxscale.pipeline`): the twin (or ingest) in ``data_dir``, validation,
+    integrals, bridges, training, inference and evaluation, each with its section here.
     """
 
     data_dir: str = "fluxscale-run/data"
