@@ -401,13 +401,13 @@ def evaluate(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override an evaluate setting, NAME=VALUE "
                                                       "(repeatable; e.g. out=report-2 maps=false).")] = None,
     scheduler: SchedulerOpt = None,
-    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes.")] = None,
-    local: Annotated[bool, typer.Option("--local", help="Compute in this process (no cluster).")] = True,
+    workers: Annotated[Optional[int], typer.Option(help="Start a LocalCluster of this many worker processes "
+                                                   "(default: compute in this process).")] = None,
     connect_timeout: TimeoutOpt = 10.0,
 ):
     """Evaluate the NEE cube against the inversions, GCB, the towers (and a twin's truth):
     the paper's tables (CSV, markdown, summary.json), figures (PNG) and a self-contained
-    HTML report → DATA_DIR/report/."""
+    HTML report → DATA_DIR/report/. Runs in this process unless --scheduler or --workers."""
     import dataclasses
 
     from .cluster import describe_client, optional_client
@@ -417,7 +417,7 @@ def evaluate(
                         connect_timeout_s=connect_timeout if scheduler else None)
     cfg = dataclasses.replace(cfg, evaluate=cfg.evaluate.replace(**_parse_knobs(set_, cfg.evaluate,
                                                                                   "evaluate setting")))
-    with optional_client(None if (local and not scheduler and not workers) else cfg.cluster) as client:
+    with optional_client(cfg.cluster if (scheduler or workers) else None) as client:
         if client is not None:
             console.print(describe_client(client), highlight=False)
         run_evaluate(cfg.data_dir, cfg.evaluate, client=client, say=lambda m: console.print(m, highlight=False))
