@@ -191,7 +191,7 @@ def run(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", "--out", help=f"Dataset directory, made by the "
                                                      f"twin if not complete (default {RunConfig.data_dir}).")] = None,
     preset: Annotated[Optional[str], typer.Option(help=f"Twin size: {', '.join(PRESETS)} (default small).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed of the twin and of training (default 0).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed of the twin, the bridges and training (default 0).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: a LocalCluster).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default 2).")] = None,
     threads_per_worker: Annotated[Optional[int], typer.Option(help="Threads per LocalCluster worker (default 1).")] = None,
@@ -221,8 +221,8 @@ def run(
                         connect_timeout_s=connect_timeout)
     if preset is not None or seed is not None:
         cfg = dataclasses.replace(cfg, twin=twin_preset(preset or "small", seed=cfg.twin.seed if seed is None else seed))
-    if seed is not None:
-        cfg = dataclasses.replace(cfg, train=cfg.train.replace(seed=seed))
+    if seed is not None:  # one seed for the run: the twin's, the bridges' repeats and training's
+        cfg = dataclasses.replace(cfg, bridge=cfg.bridge.replace(seed=seed), train=cfg.train.replace(seed=seed))
     sets = _parse_run_sets(set_, cfg)
     cfg = dataclasses.replace(cfg, reuse=reuse, **{sec: getattr(cfg, sec).replace(**v) for sec, v in sets.items()})
     if ingest_config is not None:

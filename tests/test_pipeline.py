@@ -82,7 +82,7 @@ def test_changed_settings_rerun_only_what_depends_on_them(ran):
 
 def test_run_refuses_bad_settings(tmp_path):
     runner = CliRunner()
-    for args, msg in ((["--set", "seed=3"], "is a setting of twin, train"),
+    for args, msg in ((["--set", "seed=3"], "'seed' is a setting of twin, bridge, train"),
                       (["--set", "nosuch.x=1"], "unknown section 'nosuch'"),
                       (["--set", "train.nosuch=1"], "unknown train setting"),
                       (["--set", "train.epochs"], "expected SECTION.NAME=VALUE"),
