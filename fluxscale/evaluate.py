@@ -42,7 +42,7 @@ from .integrals import GLOBAL, integrate_regions
 from .stores import open_store, store_path
 
 __all__ = ["ENSEMBLE_LABELS", "MODELS", "evaluation_data", "evaluation_tables", "write_tables", "summary_dict",
-           "markdown_table", "pivot_tables", "science_checks", "TABLE_TITLES"]
+           "markdown_table", "pivot_tables", "science_checks", "table_value", "annual_complete", "TABLE_TITLES"]
 
 ENSEMBLE_LABELS = {"ecatm": "EC-ATM", "ec": "EC"}
 """Cube ensemble name → the paper's label."""
@@ -183,8 +183,8 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
 
 # --- tables ---------------------------------------------------------------------------------
 
-def _annual(monthly: xr.DataArray) -> xr.DataArray:
-    """Calendar-year sums over complete years only (PgC yr-1)."""
+def annual_complete(monthly: xr.DataArray) -> xr.DataArray:
+    """Calendar-year sums of a monthly series over complete years only (PgC yr-1)."""
     t = pd.DatetimeIndex(monthly.time.values)
     full = [y for y in np.unique(t.year) if np.sum(t.year == y) == 12]
     return metrics.annual(monthly).sel(year=full)
@@ -198,7 +198,7 @@ def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
     refs = ["inversions"] + (["truth"] if "truth" in src else [])
     models = [m for m in MODELS if m in src]
     mon = ev.monthly
-    ann = _annual(mon)
+    ann = annual_complete(mon)
     rows: list[dict[str, Any]] = []
 
     def add(table, model, region, ref, metric, value):
@@ -230,8 +230,8 @@ def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
         add("annual", m, GLOBAL, "GCB", "RMSE", metrics.rmse(g.sel(source=m, year=years), gcb, "year"))
     # IAV of every source, and its spread across the members of each ensemble
     iav = metrics.iav(ann, "year")
-    mem_iav = metrics.iav(_annual(ev.member_monthly), "year")
-    sys_iav = metrics.iav(_annual(ev.system_monthly), "year")
+    mem_iav = metrics.iav(annual_complete(ev.member_monthly), "year")
+    sys_iav = metrics.iav(annual_complete(ev.system_monthly), "year")
     for reg in ev.region.values:
         for s in src:
             add("iav", s, reg, "-", "IAV", iav.sel(source=s, region=reg))
@@ -299,6 +299,13 @@ def markdown_table(wide: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def table_value(df: pd.DataFrame, table: str, model: str, region: str, reference: str, metric: str) -> float:
+    """One figure of merit from :func:`evaluation_tables` (NaN when absent)."""
+    v = df[(df.table == table) & (df.model == model) & (df.region == region) & (df.reference == reference)
+           & (df.metric == metric)].value
+    return float(v.iloc[0]) if len(v) else float("nan")
+
+
 def science_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The dual-constraint claims, checked on a twin (issue 7 §6; they need the truth):
 
@@ -309,10 +316,7 @@ def science_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
 
     Returns one ``{"check", "value", "bound", "passed"}`` per claim (empty without truth).
     """
-    def get(table, model, region, ref, metric):
-        v = df[(df.table == table) & (df.model == model) & (df.region == region) & (df.reference == ref)
-               & (df.metric == metric)].value
-        return float(v.iloc[0]) if len(v) else float("nan")
+    get = lambda *key: table_value(df, *key)  # noqa: E731
 
     if not (df.reference == "truth").any():
         return []

@@ -17,6 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from . import metrics
+from .evaluate import annual_complete
 from .integrals import GLOBAL
 from .stores import open_store, store_path
 
@@ -48,12 +49,6 @@ def _save(fig, out: Path, name: str) -> Path:
     return p
 
 
-def _annual(x: xr.DataArray) -> xr.DataArray:
-    t = pd.DatetimeIndex(x.time.values)
-    full = [y for y in np.unique(t.year) if np.sum(t.year == y) == 12]
-    return metrics.annual(x).sel(year=full)
-
-
 def _label(s: str) -> str:
     return LABELS.get(s, s)
 
@@ -64,9 +59,9 @@ def fig2_global_annual(ev: xr.Dataset, out: Path) -> Path:
     """Fig. 2: global annual NEE (ensembles ±1σ over members, inversions and each system,
     GCB ± σ, prior, truth), the period mean, detrended anomalies and IAV magnitude."""
     plt = _plt()
-    ann = _annual(ev.monthly.sel(region=GLOBAL))
-    mem = _annual(ev.member_monthly.sel(region=GLOBAL))
-    sysa = _annual(ev.system_monthly.sel(region=GLOBAL))
+    ann = annual_complete(ev.monthly.sel(region=GLOBAL))
+    mem = annual_complete(ev.member_monthly.sel(region=GLOBAL))
+    sysa = annual_complete(ev.system_monthly.sel(region=GLOBAL))
     years = ann.year.values
     gcb = ev.gcb.reindex(year=years)
     gsig = ev.gcb_sigma.reindex(year=years)
@@ -242,7 +237,7 @@ def evaluation_maps(root: str | Path, cube: str | Path | None = None) -> xr.Data
     m = m.assign_coords(ensemble=[ENSEMBLE_LABELS.get(str(e), str(e)) for e in m.ensemble.values])
     m = m.rename(ensemble="source", month="time")
     dim = m.time.dt.days_in_month
-    ann = _annual(m * dim)
+    ann = annual_complete(m * dim)
     out = xr.Dataset({"annual_mean": ann.mean("year"), "annual_iav": metrics.iav(ann, "year"),
                       "msc": metrics.mean_seasonal_cycle(m).sel(month=[1, 4, 7, 10])})
     inv = open_store(store_path(root, "inversions"), "inversions")
@@ -254,7 +249,7 @@ def evaluation_maps(root: str | Path, cube: str | Path | None = None) -> xr.Data
     mc = m.sel(time=iv.time.values).coarsen(lat=f, lon=f, boundary="trim").mean()
     mc = mc.assign_coords(lat=inv.lat.values[:mc.sizes["lat"]], lon=inv.lon.values[:mc.sizes["lon"]])
     iv = iv.where(mc.isel(source=0, time=0, drop=True).notnull())  # coarse cells with model land
-    iann = _annual(iv * iv.time.dt.days_in_month)
+    iann = annual_complete(iv * iv.time.dt.days_in_month)
     out["inv_annual_mean"] = iann.mean("year").rename(lat="ilat", lon="ilon")
     out["inv_annual_iav"] = metrics.iav(iann, "year").rename(lat="ilat", lon="ilon")
     out["corr_inv"] = metrics.pearson(mc, iv).rename(lat="ilat", lon="ilon")

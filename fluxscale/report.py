@@ -27,7 +27,8 @@ from typing import Any
 import pandas as pd
 
 from .config import EvalConfig
-from .evaluate import TABLE_TITLES, evaluation_data, evaluation_tables, pivot_tables, science_checks, write_tables
+from .evaluate import (TABLE_TITLES, evaluation_data, evaluation_tables, pivot_tables, science_checks, table_value,
+                       write_tables)
 from .stores import read_manifest
 
 __all__ = ["EvalReport", "evaluate", "render_html"]
@@ -90,10 +91,7 @@ def _provenance(root: Path, ev) -> dict[str, Any]:
 
 
 def _headline(df: pd.DataFrame) -> dict[str, str]:
-    def get(table, model, region, ref, metric):
-        v = df[(df.table == table) & (df.model == model) & (df.region == region) & (df.reference == ref)
-               & (df.metric == metric)].value
-        return float(v.iloc[0]) if len(v) else float("nan")
+    get = lambda *key: table_value(df, *key)  # noqa: E731
 
     out = {}
     for ref in ("truth", "inversions", "GCB"):
