@@ -393,6 +393,70 @@ def infer(
                   say=lambda m: console.print(m, highlight=False))
 
 
+@app.command("one-against-many")
+@_handle_errors
+def one_against_many(
+    data_dir: DataDirArg = None,
+    config: ConfigOpt = None,
+    systems: Annotated[Optional[list[str]], typer.Option("--systems", help="A group of inversion systems to train "
+                                                         "on, comma-separated (repeatable; default: each system "
+                                                         "alone, --pairs pairs and --triples triples).")] = None,
+    pairs: Annotated[int, typer.Option(help="Random pairs of systems (Fig. C4) when --systems is not given.")] = 2,
+    triples: Annotated[int, typer.Option(help="Random triples (Fig. C5) when --systems is not given.")] = 1,
+    folds: Annotated[str, typer.Option(help="EC-ATM members per set, by fold (comma-separated).")] = "0",
+    seed: Annotated[int, typer.Option(help="Seed of the random pairs and triples.")] = 0,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a train or infer setting, "
+                                                      "SECTION.NAME=VALUE (e.g. train.epochs=10).")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes.")] = None,
+    threads_per_worker: Annotated[Optional[int], typer.Option(help="Threads per LocalCluster worker.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    connect_timeout: TimeoutOpt = 10.0,
+):
+    """The one-against-many sensitivity runs (paper §3.6): EC-ATM trained on one inversion
+    system, a pair or a triple → DATA_DIR/models/sets/<A+B>/ and DATA_DIR/nee-<A+B>.zarr.
+    `fluxscale evaluate` then draws Figs. C3–C5 and the 'oam' table."""
+    import dataclasses
+
+    from .cluster import describe_client, optional_client
+    from .one_against_many import choose_sets, run_one_against_many
+    from .stores import open_store, store_path
+
+    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
+                        threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
+    sets_ = _parse_run_sets(set_, cfg)
+    bad = set(sets_) - {"train", "infer"}
+    if bad:
+        raise ConfigError(f"--set: one-against-many takes train and infer settings, not {', '.join(sorted(bad))}")
+    try:
+        fold_list = tuple(int(f) for f in folds.split(",") if f.strip())
+    except ValueError:
+        raise ConfigError(f"--folds {folds!r}: expected comma-separated integers") from None
+    train_cfg = cfg.train.replace(**{"folds": fold_list, **sets_.get("train", {})})
+    infer_cfg = cfg.infer.replace(**sets_.get("infer", {}))
+    path = store_path(cfg.data_dir, "integrals")
+    if not path.exists():
+        raise ConfigError(f"{path}: not found; run `fluxscale integrals {cfg.data_dir}` first")
+    known = [str(s) for s in open_store(path, "integrals").system.values]
+    if systems:
+        groups = [tuple(x.strip() for x in g.split(",") if x.strip()) for g in systems]
+        for g in groups:
+            unknown = [x for x in g if x not in known]
+            if unknown or not g:
+                raise ConfigError(f"--systems {','.join(g)}: " + (f"{', '.join(unknown)} not among the inversion "
+                                  f"systems of {path} ({', '.join(known)})" if unknown else "empty"))
+    else:
+        groups = choose_sets(known, pairs=pairs, triples=triples, seed=seed)
+    with optional_client(cfg.cluster) as client:
+        console.print(describe_client(client), highlight=False)
+        done = run_one_against_many(cfg.data_dir, groups, train_cfg, infer_cfg, client=client,
+                                    show_progress=progress, say=lambda m: console.print(m, highlight=False))
+    for name, d in done.items():
+        console.print(f"{name}: {len(d['members'])} member(s) in {Path(cfg.data_dir) / 'models' / 'sets' / name}, "
+                      f"cube {d['cube']}", highlight=False)
+    console.print(f"draw Figs. C3–C5 with: fluxscale evaluate {cfg.data_dir}", highlight=False)
+
+
 @app.command()
 @_handle_errors
 def evaluate(

@@ -7,6 +7,7 @@ Library code receives these frozen dataclasses; only the CLI (``fluxscale.cli``)
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,11 @@ class BridgeConfig:
         return dataclasses.asdict(self)
 
 
+def valid_set_name(name: str) -> bool:
+    """A model-set name is '' or letters, digits and ``_ - + .`` (it names a directory)."""
+    return name == "" or (re.fullmatch(r"[A-Za-z0-9_+.-]+", name) is not None and name not in (".", ".."))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training of the EC and EC-ATM ensembles (paper §3.2–3.4, §3.6, Table B1)."""
@@ -249,6 +255,9 @@ class TrainConfig:
     """``ec``: the tower term alone; ``ecatm``: plus the atmospheric term (Eq. 14)."""
     systems: tuple[str, ...] = ()
     """Inversion systems of the ATM term (one-against-many, §3.6); () = all of them."""
+    model_set: str = ""
+    """Name of a separate set of members (``models/sets/<name>/``), e.g. a one-against-many
+    run trained on ``systems``; '' = the main ensembles in ``models/``."""
     holdout_years: int = 2
     """Random years held out of the ATM term for its validation (per fold)."""
     seed: int = 0
@@ -275,7 +284,8 @@ class TrainConfig:
                                "variants": set(self.variants) <= {"ec", "ecatm"} and len(self.variants) > 0,
                                "holdout_years": self.holdout_years >= 0,
                                "device": self.device in ("auto", "cpu", "cuda"),
-                               "decoupling_cells": self.decoupling_cells >= 1}.items() if not ok]
+                               "decoupling_cells": self.decoupling_cells >= 1,
+                               "model_set": valid_set_name(self.model_set)}.items() if not ok]
         if bad:
             raise ConfigError(f"train config: invalid value for {', '.join(bad)}: "
                               + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
@@ -308,7 +318,10 @@ class InferConfig:
     """Also write every member's daily cube (``NEE_member``); 20 members at 0.5° are ~130 GB
     before compression. Monthly values of every member are always written."""
     out: str = "nee.zarr"
-    """The cube's store, relative to the data directory (or absolute)."""
+    """The cube's store, relative to the data directory (or absolute). With a ``model_set``
+    and this default, the cube is ``nee-<model_set>.zarr``."""
+    model_set: str = ""
+    """Run the members of ``models/sets/<name>/`` (see ``TrainConfig.model_set``); '' = ``models/``."""
     lat_rows: int | None = None
     """Grid rows per block (and per shard); None: ``n_lat // min_blocks`` rows, fewer if
     ``block_memory_mib`` needs it."""
@@ -354,7 +367,8 @@ class InferConfig:
                                "retries": self.retries >= 0,
                                "compressor": self.compressor in ("lz4", "lz4hc", "zstd", "zlib", "blosclz"),
                                "clevel": 0 <= self.clevel <= 9,
-                               "shuffle": self.shuffle in ("noshuffle", "shuffle", "bitshuffle"), "out": bool(self.out)}.items() if not ok]
+                               "shuffle": self.shuffle in ("noshuffle", "shuffle", "bitshuffle"), "out": bool(self.out),
+                               "model_set": valid_set_name(self.model_set)}.items() if not ok]
         if bad:
             raise ConfigError(f"infer config: invalid value for {', '.join(bad)}: "
                               + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))

@@ -12,6 +12,8 @@ in memory:
 * ``member_monthly`` ``(member, region, time)``: each member's integrals, ``member_ensemble``
   says whose; ``system_monthly`` ``(system, region, time)``: each inversion's;
 * ``gcb`` ``(year)`` and ``gcb_sigma`` PgC yr-1;
+* ``oam_monthly`` and ``oam_target`` ``(set, region, time)`` (when one-against-many model
+  sets exist, §3.6): each set's EC-ATM integrals and the mean of its systems' integrals;
 * ``member_bridge`` ``(member, region, time)``: each member's regional NEE from the bridges
   (Eq. 7) applied to its own monthly NEE at their pixels, for the post-hoc bridge validity
   of §3.5 (when ``bridges.zarr`` exists);
@@ -57,6 +59,9 @@ TABLE_TITLES = {
     "site": "Fig. 8: site-level RMSE of daily NEE (gC m-2 d-1) against the towers",
     "bridge": "§3.5: post-hoc bridge validity, the bridges applied to each member against its full regional "
               "integral (mean over members of mean|bridge - integral| / mean|integral|, and R)",
+    "oam": "§3.6 one-against-many: EC-ATM trained on a subset of the inversion systems, mean seasonal cycle "
+           "(PgC month-1) against the mean of its own systems and of all of them; 'main' = the EC-ATM "
+           "ensemble trained on all systems, against the same reference",
 }
 
 
@@ -84,8 +89,47 @@ def _members_bridged(root: Path, nee: xr.Dataset, grid: xr.Dataset) -> xr.DataAr
     return xr.concat(est, dim=pix.member.reset_coords(drop=True)).astype(np.float64)
 
 
+def _one_against_many(root: Path, grid: xr.Dataset, integ: xr.Dataset, client=None,
+                      say=lambda m: None) -> xr.Dataset | None:
+    """The one-against-many sets (§3.6) that have a model set and its cube: ``oam_monthly``
+    ``(set, region, time)`` the mean of the set's members' integrals and ``oam_target`` the
+    mean of the integrals of the systems it was trained on, PgC month-1; ``set_n`` the
+    number of systems. None when there is none."""
+    import zarr
+
+    from .config import InferConfig
+    from .inference import cube_path, trained_systems
+    from .training import model_sets
+
+    model, target, names, n_sys = [], [], [], []
+    systems_all = [str(s) for s in integ.system.values]
+    for name in model_sets(root):
+        cube = cube_path(root, InferConfig(model_set=name))
+        systems = trained_systems(root, name)
+        try:
+            attrs = dict(zarr.open_group(str(cube), mode="r").attrs)
+        except Exception:  # noqa: BLE001  (no cube yet)
+            say(f"evaluate: model set {name} has no cube at {cube} (fluxscale infer --set model_set={name}); left out")
+            continue
+        if attrs.get("fluxscale_model_set") != name:
+            raise FluxscaleError(f"{cube}: written for model set {attrs.get('fluxscale_model_set')!r}, not {name!r}")
+        if not systems or set(systems) == set(systems_all) or not set(systems) <= set(systems_all):
+            continue  # not a one-against-many set
+        mem = _members_monthly(open_store(cube, "nee"), grid, client).sel(time=integ.time.values,
+                                                                          region=integ.region.values)
+        model.append(mem.mean("member").reset_coords(drop=True))
+        target.append(integ.inversions.sel(system=systems).mean("system").reset_coords(drop=True))
+        names.append(name)
+        n_sys.append(len(systems))
+    if not names:
+        return None
+    idx = pd.Index(names, name="set")
+    return xr.Dataset({"oam_monthly": xr.concat(model, dim=idx), "oam_target": xr.concat(target, dim=idx)}
+                      ).assign_coords(set_n=("set", n_sys))
+
+
 def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min: float = 0.5,
-                    client=None) -> xr.Dataset:
+                    client=None, say=lambda m: None) -> xr.Dataset:
     """Everything the evaluation needs, in memory (see the module docstring).
 
     Parameters
@@ -98,6 +142,8 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
         Tower days with a QC fraction below this are not used.
     client : distributed.Client, optional
         Runs the cube's regional integrals (one task per chunk).
+    say : callable
+        Receives notes (model sets left out).
     """
     from .inference import forward_members, list_members, member_weights
     from .config import InferConfig
@@ -142,6 +188,9 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
     ds["gcb_sigma"] = gcb.NEE_sigma
     if store_path(root, "bridges").exists():
         ds["member_bridge"] = _members_bridged(root, nee, grid).sel(time=months)
+    oam = _one_against_many(root, grid, integ, client, say)
+    if oam is not None:
+        ds = ds.merge(oam)
 
     # towers: observations and every source at the tower
     sites = open_store(store_path(root, "sites"), "sites")
@@ -254,6 +303,21 @@ def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
             for reg in regs:
                 add("bridge", str(ens), reg, "full integral", "rel diff", rel.sel(region=reg).where(k, drop=True).mean())
                 add("bridge", str(ens), reg, "full integral", "R", r.sel(region=reg).where(k, drop=True).mean())
+    # one-against-many (§3.6): does a set move towards the systems it was trained on?
+    if "oam_monthly" in ev:
+        c_set = metrics.mean_seasonal_cycle(ev.oam_monthly)
+        c_own = metrics.mean_seasonal_cycle(ev.oam_target)
+        c_all, c_main = msc.sel(source="inversions"), msc.sel(source="EC-ATM")
+        for name in ev.set.values:
+            model = f"EC-ATM[{name}]"
+            for ref, target in (("own systems", c_own.sel(set=name)), ("inversions", c_all)):
+                r = metrics.pearson(c_set.sel(set=name), target, "month")
+                e = metrics.rmse(c_set.sel(set=name), target, "month")
+                e_main = metrics.rmse(c_main, target, "month")
+                for reg in ev.region.values:
+                    add("oam", model, reg, ref, "MSC R", r.sel(region=reg))
+                    add("oam", model, reg, ref, "MSC RMSE", e.sel(region=reg))
+                    add("oam", model, reg, ref, "MSC RMSE main", e_main.sel(region=reg))
     # towers: RMSE of daily NEE over every valid (site, day), overall and by region
     obs = ev.site_obs
     site_refs = [("towers", obs)] + ([("truth", ev.site_truth)] if "site_truth" in ev else [])

@@ -194,6 +194,51 @@ def figC1_msc_all(ev: xr.Dataset, out: Path) -> Path:
     return _save(fig, out, "figC1_msc_regions")
 
 
+OAM_FIGURES = {1: ("figC3", "one system"), 2: ("figC4", "two systems"), 3: ("figC5", "three or more systems")}
+"""Figs. C3–C5: the one-against-many sets by how many inversion systems trained them."""
+
+
+def figC3_one_against_many(ev: xr.Dataset, out: Path, n_systems: int) -> Path:
+    """Figs. C3 (one system), C4 (two) and C5 (three or more, ``n_systems`` = 3): the mean
+    seasonal cycle of every region and GLOBAL of each EC-ATM set trained on that many systems
+    (solid) and of the mean of its systems (dotted, same colour); the EC-ATM ensemble trained
+    on all systems (black) and the mean of all inversions (grey) for reference."""
+    plt = _plt()
+    name, words = OAM_FIGURES[n_systems]
+    k = ev.set_n >= 3 if n_systems == 3 else ev.set_n == n_systems
+    sets = [str(s) for s in ev.set.values[k.values]]
+    c_set = metrics.mean_seasonal_cycle(ev.oam_monthly.sel(set=sets))
+    c_own = metrics.mean_seasonal_cycle(ev.oam_target.sel(set=sets))
+    c_ref = metrics.mean_seasonal_cycle(ev.monthly.sel(source=["EC-ATM", "inversions"]))
+    regions = [str(r) for r in ev.region.values]
+    ncol = 5
+    nrow = -(-len(regions) // ncol)
+    fig, ax = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 2.8 * nrow))
+    colors = plt.get_cmap("tab10").colors
+    x = c_set.month.values
+    for i, a in enumerate(ax.ravel()):
+        if i >= len(regions):
+            a.axis("off")
+            continue
+        r = regions[i]
+        a.plot(x, c_ref.sel(source="EC-ATM", region=r), color="k", lw=1.2, label="EC-ATM (all systems)")
+        a.plot(x, c_ref.sel(source="inversions", region=r), color="0.6", lw=1.2, label="inversions (mean of all)")
+        for j, s in enumerate(sets):
+            col = colors[j % len(colors)]
+            a.plot(x, c_set.sel(set=s, region=r), color=col, lw=1.6, label=f"EC-ATM trained on {s}")
+            a.plot(x, c_own.sel(set=s, region=r), color=col, lw=1.2, ls=":", label=f"{s} (inversion)")
+        a.set_title(r)
+        a.set_xticks([1, 4, 7, 10], ["Jan", "Apr", "Jul", "Oct"])
+        a.axhline(0, color="k", lw=0.4)
+        if i == 0:
+            a.set_ylabel(PGC_MONTH)
+            a.legend(fontsize=6)
+    fig.suptitle(f"One-against-many: EC-ATM trained on {words} (solid) and the MSC of those systems (dotted), "
+                 f"{PGC_MONTH}")
+    fig.tight_layout()
+    return _save(fig, out, f"{name}_one_against_many")
+
+
 def fig8_sites(ev: xr.Dataset, tables: pd.DataFrame, out: Path) -> Path:
     """Fig. 8: modelled against observed daily NEE at the towers (density)."""
     plt = _plt()
@@ -363,7 +408,12 @@ def write_figures(ev: xr.Dataset, tables: pd.DataFrame, out: str | Path, maps: x
             skipped["figB2"] = "no bridges.zarr"
     else:
         skipped.update({k: "no maps" for k in ("fig5", "fig6", "fig7", "figB2")})
-    skipped["figC3-C5"] = "one-against-many inversion runs (training on one system at a time) were not made"
+    for n, (name, words) in OAM_FIGURES.items():
+        if "set_n" in ev and bool((ev.set_n >= 3 if n == 3 else ev.set_n == n).any()):
+            jobs.append((name, lambda n=n: figC3_one_against_many(ev, out, n)))
+        else:
+            skipped[name] = (f"no one-against-many run trained on {words} "
+                             f"(fluxscale one-against-many {ev.attrs.get('root', 'DIR')})")
     for name, job in jobs:
         done[name] = job()
     return done, skipped

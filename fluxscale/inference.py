@@ -67,7 +67,7 @@ from .schema import NEE_UNITS
 from .stores import commit_store, open_store, partial_path, read_manifest, store_path, write_region, write_template
 from .training import models_dir
 
-__all__ = ["Member", "Block", "CubeLayout", "list_members", "plan_blocks", "choose_lat_rows", "block_memory_bytes",
+__all__ = ["Member", "Block", "CubeLayout", "list_members", "trained_systems", "plan_blocks", "choose_lat_rows", "block_memory_bytes",
            "forward_members", "member_weights", "infer", "InferReport", "cube_path", "records_path", "read_record",
            "release_buffers"]
 
@@ -96,6 +96,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def trained_systems(root: str | Path, model_set: str = "") -> list[str]:
+    """The inversion systems whose ATM term trained a model set (``members.json``; every
+    system of the integrals store when training used all of them)."""
+    listing = models_dir(root, model_set) / "members.json"
+    try:
+        members = json.loads(listing.read_text())["members"].values()
+        return sorted({s for m in members for s in (m.get("systems") or [])})
+    except (OSError, json.JSONDecodeError, KeyError, AttributeError):
+        return []
+
+
 def list_members(root: str | Path, cfg: InferConfig) -> list[Member]:
     """The members that ``cfg`` selects among those training wrote (``models/members.json``),
     ordered by ensemble (``cfg.variants``) then fold.
@@ -106,7 +117,7 @@ def list_members(root: str | Path, cfg: InferConfig) -> list[Member]:
         When training has not finished, a requested member does not exist or its checkpoint
         is missing, or an ensemble would have no member.
     """
-    mdir = models_dir(root)
+    mdir = models_dir(root, cfg.model_set)
     listing = mdir / "members.json"
     if not listing.exists():
         raise FluxscaleError(f"{listing}: not found; train the ensembles first (fluxscale train {root})")
@@ -324,8 +335,10 @@ SIGN_CONVENTION = "NEE > 0: CO2 released by land to the atmosphere; NEE < 0: upt
 
 
 def cube_path(root: str | Path, cfg: InferConfig) -> Path:
-    """Where ``cfg``'s cube is written (``cfg.out`` relative to ``root``)."""
-    p = Path(cfg.out)
+    """Where ``cfg``'s cube is written (``cfg.out`` relative to ``root``; with a model set and
+    the default ``out``, ``nee-<model_set>.zarr``)."""
+    out = f"nee-{cfg.model_set}.zarr" if cfg.model_set and cfg.out == "nee.zarr" else cfg.out
+    p = Path(out)
     return p if p.is_absolute() else Path(root) / p
 
 
@@ -713,6 +726,8 @@ def infer(root: str | Path, cfg: InferConfig | None = None, *, client=None, show
         attrs = {"title": "fluxscale global NEE", "Conventions": "CF-1.10", "institution": "fluxscale",
                  "source": "fluxscale infer: EC and EC-ATM neural-network ensembles (Upton et al. dual constraint)",
                  "sign_convention": SIGN_CONVENTION, "fluxscale_infer_key": key,
+                 "fluxscale_model_set": cfg.model_set,
+                 "fluxscale_train_systems": json.dumps(trained_systems(root, cfg.model_set)),
                  "fluxscale_provenance": json.dumps({**provenance, "config": cfg.to_dict(), "versions": _versions(),
                                                      "data_dir": str(root.resolve()),
                                                      "checkpoints": {m.name: m.path for m in members}}),

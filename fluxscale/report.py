@@ -162,7 +162,7 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     out = _resolve(root, cfg.out)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    ev = evaluation_data(root, cube=_resolve(root, cfg.cube), qc_min=cfg.qc_min, client=client)
+    ev = evaluation_data(root, cube=_resolve(root, cfg.cube), qc_min=cfg.qc_min, client=client, say=say)
     say(f"evaluate: {ev.sizes['time']} months × {ev.sizes['region']} regions, sources "
         f"{', '.join(map(str, ev.source.values))}; {ev.sizes['site']} towers")
     df = evaluation_tables(ev)

@@ -44,15 +44,22 @@ from .grid import cell_land_area
 from .schema import NEE_UNITS
 from .stores import open_store, store_path
 
-__all__ = ["TrainingData", "load_training_data", "train_member", "train_ensemble", "member_name", "models_dir", "load_member",
+__all__ = ["TrainingData", "load_training_data", "train_member", "train_ensemble", "member_name", "models_dir", "model_sets", "load_member",
            "bridge_validity"]
 
 G_PER_PG = 1e15
 
 
-def models_dir(root: str | Path) -> Path:
-    """``root/models``: the checkpoints, ``logs/`` and ``members.json``."""
-    return Path(root) / "models"
+def models_dir(root: str | Path, model_set: str = "") -> Path:
+    """``root/models`` (or ``root/models/sets/<model_set>``): the checkpoints, ``logs/`` and
+    ``members.json``."""
+    return Path(root) / "models" / "sets" / model_set if model_set else Path(root) / "models"
+
+
+def model_sets(root: str | Path) -> list[str]:
+    """Names of the finished model sets (``models/sets/*/members.json``), sorted."""
+    base = Path(root) / "models" / "sets"
+    return sorted(p.parent.name for p in base.glob("*/members.json")) if base.is_dir() else []
 
 
 def member_name(variant: str, fold: int) -> str:
@@ -385,7 +392,7 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
                "threads": torch.get_num_threads()}
     result = {"metrics": metrics, "log": log}
     if write:
-        out = models_dir(root)
+        out = models_dir(root, cfg.model_set)
         (out / "logs").mkdir(parents=True, exist_ok=True)
         name = member_name(variant, fold)
         ckpt = {"state_dict": {k: v.cpu() for k, v in best_state.items()}, "log_var": best_log_var.cpu(),
@@ -513,7 +520,7 @@ def train_ensemble(root: str | Path, cfg: TrainConfig, *, client=None, show_prog
 
     root = Path(root)
     members = [(v, f) for f in cfg.folds for v in cfg.variants]
-    out = models_dir(root)
+    out = models_dir(root, cfg.model_set)
     out.mkdir(parents=True, exist_ok=True)
     (out / "members.json").unlink(missing_ok=True)  # incomplete until rewritten below
     results: dict[str, dict] = {}

@@ -243,3 +243,85 @@ def test_cli_evaluate_and_errors(evaluated, tmp_path):
     assert res.exit_code == 2 and "missing.zarr: not found" in res.output and "fluxscale infer" in res.output
     res = CliRunner().invoke(app, ["evaluate", str(root), "--set", "qc_min=3"])
     assert res.exit_code == 2 and "qc_min" in res.output
+
+
+# --- one-against-many (§3.6, Figs. C3–C5) ------------------------------------------------------
+
+def test_choose_sets_and_set_names():
+    from fluxscale.errors import ConfigError, FluxscaleError
+    from fluxscale.config import TrainConfig
+    from fluxscale.one_against_many import choose_sets, set_name
+
+    systems = ["CAMS", "CTE", "CarboScope", "UoE", "NISMON"]
+    sets = choose_sets(systems, pairs=2, triples=1, seed=3)
+    assert sets[:5] == [(s,) for s in systems]
+    assert [len(s) for s in sets[5:]] == [2, 2, 3] and len(set(sets)) == len(sets)
+    assert all(set(s) <= set(systems) for s in sets)
+    assert sets == choose_sets(systems, pairs=2, triples=1, seed=3)  # reproducible
+    assert set_name(("UoE", "CTE")) == "CTE+UoE"
+    with pytest.raises(FluxscaleError, match="groups of 3"):
+        choose_sets(["A", "B"], pairs=1, triples=1)
+    with pytest.raises(ConfigError, match="model_set"):
+        TrainConfig(model_set="../elsewhere")
+
+
+def test_one_against_many_sets_figures_and_table(evaluated, tmp_path):
+    import matplotlib.image as mpimg
+
+    from fluxscale.cli import app
+    from fluxscale.config import TrainConfig
+    from fluxscale.evaluate import evaluation_data
+    from fluxscale.metrics import mean_seasonal_cycle
+    from fluxscale.one_against_many import run_one_against_many
+    from fluxscale.training import load_member
+
+    src, _ = evaluated
+    root = tmp_path / "data"
+    shutil.copytree(src, root, ignore=shutil.ignore_patterns("report*"))
+    train = TrainConfig(epochs=2, steps_per_epoch=3, ec_batch=2000, threads=1, folds=(0,), bridge_validity=False)
+    notes = []
+    run_one_against_many(root, [("CAMS",), ("UoE", "CTE")], train, show_progress=False, say=notes.append)
+    _, meta = load_member(root / "models" / "sets" / "CTE+UoE" / "ecatm-fold0.pt")
+    assert meta["config"]["systems"] == ["CTE", "UoE"] and meta["metrics"]["systems"] == ["CTE", "UoE"]
+    assert not (root / "models" / "sets" / "CAMS" / "ec-fold0.pt").exists()  # EC-ATM only
+    # a rerun keeps the members and the cubes
+    notes.clear()
+    run_one_against_many(root, [("CAMS",), ("UoE", "CTE")], train, show_progress=False, say=notes.append)
+    assert sum("keeping 1 members" in n for n in notes) == 2 and sum(": 0 blocks written" in n for n in notes) == 2, notes
+
+    ev = evaluation_data(root)
+    assert list(ev.set.values) == ["CAMS", "CTE+UoE"] and list(ev.set_n.values) == [1, 2]
+    grid = open_store(store_path(root, "grid"), "grid").load()
+    w = (grid.cell_area * grid.land_fraction).values
+    reg = grid.region.values
+    cube = xr.open_zarr(root / "nee-CTE+UoE.zarr")
+    assert cube.attrs["fluxscale_model_set"] == "CTE+UoE"
+    nee = cube.NEE_member_monthly.values.mean(axis=0)  # (month, lat, lon), one member
+    days = pd.DatetimeIndex(cube.month.values).days_in_month.values
+    idx = pd.DatetimeIndex(cube.month.values).get_indexer(pd.DatetimeIndex(ev.time.values))
+    m = reg == 6  # EU
+    want = np.nansum(nee[:, m] * w[m], axis=1) * days / 1e15
+    np.testing.assert_allclose(ev.oam_monthly.sel(set="CTE+UoE", region="EU").values, want[idx], rtol=2e-5,
+                               atol=1e-9)
+    integ = open_store(store_path(root, "integrals"), "integrals").sel(time=ev.time.values)
+    inv = integ.inversions.values
+    k = [list(integ.system.values).index(s) for s in ("CTE", "UoE")]
+    np.testing.assert_allclose(ev.oam_target.sel(set="CTE+UoE").values, inv[k].mean(axis=0), rtol=1e-12)
+
+    df = evaluation_tables(ev)
+    x = ev.oam_monthly.sel(set="CAMS", region="BRA").values.reshape(-1, 12).mean(0)
+    y = inv[list(integ.system.values).index("CAMS"), list(integ.region.values).index("BRA")].reshape(-1, 12).mean(0)
+    assert _get(df, table="oam", model="EC-ATM[CAMS]", region="BRA", reference="own systems",
+                metric="MSC RMSE") == pytest.approx(np.sqrt(np.mean((x - y) ** 2)))
+    main = mean_seasonal_cycle(ev.monthly.sel(source="EC-ATM", region="BRA")).values
+    assert _get(df, table="oam", model="EC-ATM[CAMS]", region="BRA", reference="own systems",
+                metric="MSC RMSE main") == pytest.approx(np.sqrt(np.mean((main - y) ** 2)))
+
+    rep = evaluate(root, EvalConfig(out=str(tmp_path / "report"), maps=False))
+    for name in ("figC3", "figC4"):
+        img = mpimg.imread(rep.figures[name])
+        assert img.shape[0] > 400 and img[..., :3].std() > 0.05, name
+    assert "figC5" not in rep.figures and "three or more" in rep.skipped["figC5"]
+    assert "one-against-many" in (tmp_path / "report" / "tables.md").read_text()
+    res = CliRunner().invoke(app, ["one-against-many", str(root), "--systems", "CAMS,XYZ"])
+    assert res.exit_code == 2 and "XYZ not among the inversion systems" in res.output, res.output
