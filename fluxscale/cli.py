@@ -3,6 +3,7 @@ client, call the stages)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -65,7 +66,7 @@ def _parse_knobs(items: list[str] | None, defaults=None, what: str = "twin knob"
     return out
 
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file ([cluster], [bridge], …).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (sections: cluster, twin, bridge, train, infer, evaluate).")]
 SchedulerOpt = Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: a LocalCluster).")]
 
 
@@ -485,6 +486,176 @@ def evaluate(
         if client is not None:
             console.print(describe_client(client), highlight=False)
         run_evaluate(cfg.data_dir, cfg.evaluate, client=client, say=lambda m: console.print(m, highlight=False))
+
+
+_CLUSTER_STAGES = ("run", "twin", "ingest", "validate", "integrals", "bridge", "train", "infer", "one-against-many",
+                   "evaluate")
+_CONFIG_STAGES = ("run", "integrals", "bridge", "train", "infer", "one-against-many", "evaluate")
+
+
+def _job_kwargs(items: list[str] | None) -> dict:
+    """``--job KEY=VALUE`` → jobqueue keyword arguments (values read as YAML scalars/lists)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--job {item!r}: expected KEY=VALUE (e.g. --job cores=8 --job walltime=02:00:00)")
+        k, v = item.split("=", 1)
+        out[k.replace("-", "_")] = v if k in ("walltime",) else yaml.safe_load(v)
+    return out
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "allow_interspersed_args": False})
+@_handle_errors
+def cluster(
+    ctx: typer.Context,
+    stage: Annotated[str, typer.Argument(help=f"The command to run on the cluster: {', '.join(_CLUSTER_STAGES)}; "
+                                         "everything after it is its own arguments.")],
+    config: ConfigOpt = None,
+    kind: Annotated[Optional[str], typer.Option(help="local, existing, slurm, pbs, kubernetes or ssh "
+                                                "(default: the config's, else local).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Connect to this scheduler (kind existing).")] = None,
+    scheduler_file: Annotated[Optional[Path], typer.Option(help="Connect through this scheduler file.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (local, ssh per host), jobs (slurm, "
+                                                   "pbs) or pods (kubernetes).")] = None,
+    threads_per_worker: Annotated[Optional[int], typer.Option(help="Threads per worker.")] = None,
+    memory_limit: Annotated[Optional[str], typer.Option(help="Memory per worker, e.g. 6GiB.")] = None,
+    wait_workers: Annotated[Optional[int], typer.Option(help="Workers to wait for before running.")] = None,
+    wait_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for them before failing.")] = None,
+    connect_timeout: Annotated[Optional[float], typer.Option(help="Seconds to try reaching the scheduler.")] = None,
+    jobqueue_config: Annotated[Optional[Path], typer.Option(help="slurm/pbs: dask-jobqueue YAML merged into "
+                                                            "dask.config.")] = None,
+    job: Annotated[Optional[list[str]], typer.Option(help="slurm/pbs: a jobqueue keyword, KEY=VALUE (repeatable; "
+                                                     "wins over the YAML), e.g. cores=8 account=proj.")] = None,
+    ssh_host: Annotated[Optional[list[str]], typer.Option(help="ssh: a host (repeatable; the first runs the "
+                                                          "scheduler).")] = None,
+    image: Annotated[Optional[str], typer.Option(help="kubernetes: the fluxscale image.")] = None,
+    namespace: Annotated[Optional[str], typer.Option(help="kubernetes: the namespace.")] = None,
+    gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="Workers declare GPU=1 (one worker per "
+                                                "GPU).")] = None,
+    tls_ca_file: Annotated[Optional[Path], typer.Option(help="TLS: CA certificate (PEM).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="TLS: certificate (PEM).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="TLS: private key (PEM).")] = None,
+    performance_report: Annotated[Optional[Path], typer.Option(help="Dask performance report (inline HTML) "
+                                                               "of the run; default performance-STAGE.html; "
+                                                               "'' for none.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be started (job script, "
+                                          "Kubernetes manifests, settings) and exit.")] = False,
+):
+    """The scheduler script: build (local, SLURM, PBS, Kubernetes, SSH) or connect to (an
+    address or scheduler file) a Dask cluster, wait for its workers, show the dashboard and
+    run STAGE on it with a Dask performance report. Also `python deploy/launch.py`."""
+    import dask
+    from distributed import performance_report as perf_report
+
+    from .cluster import cluster_client, describe_client, tls_dask_config
+    from .config import load_config
+
+    if stage not in _CLUSTER_STAGES:
+        raise ConfigError(f"fluxscale cluster: unknown stage {stage!r}; one of {', '.join(_CLUSTER_STAGES)}")
+    base = load_config(config).cluster if config else ClusterConfig()
+    given = {"kind": kind, "scheduler_address": scheduler,
+             "scheduler_file": str(scheduler_file) if scheduler_file else None, "n_workers": workers,
+             "threads_per_worker": threads_per_worker, "memory_limit": memory_limit, "wait_workers": wait_workers,
+             "wait_timeout_s": wait_timeout, "connect_timeout_s": connect_timeout,
+             "jobqueue_config": str(jobqueue_config) if jobqueue_config else None,
+             "ssh_hosts": tuple(ssh_host) if ssh_host else None, "k8s_image": image, "k8s_namespace": namespace,
+             "gpu": gpu, "tls_ca_file": str(tls_ca_file) if tls_ca_file else None,
+             "tls_cert_file": str(tls_cert) if tls_cert else None, "tls_key_file": str(tls_key) if tls_key else None}
+    given = {k: v for k, v in given.items() if v is not None}
+    if job:
+        given["jobqueue"] = {**base.jobqueue, **_job_kwargs(job)}
+    cc = base.replace(**given)
+    args = list(ctx.args)
+    if config is not None and stage in _CONFIG_STAGES and not {"--config", "-c"} & set(args):
+        args += ["--config", str(config)]
+    if dry_run:
+        console.print(_dry_run(cc, stage, args), highlight=False, markup=False, soft_wrap=True)
+        return
+    report = Path(performance_report) if performance_report is not None else Path(f"performance-{stage}.html")
+    t0 = time.perf_counter()
+    with dask.config.set(tls_dask_config(cc)), cluster_client(cc) as client:
+        console.print(describe_client(client), highlight=False)
+        addr = client.scheduler.address
+        stage_args = [stage, *args] + ([] if "--scheduler" in args else ["--scheduler", addr])
+        console.print(f"cluster: fluxscale {' '.join(stage_args)}", highlight=False)
+        with (perf_report(filename=str(report), mode="inline") if str(report) not in ("", ".")
+              else contextlib.nullcontext()):
+            code = _invoke(stage_args)
+    if str(report) not in ("", ".") and report.exists():
+        _offline_html(report)
+        console.print(f"cluster: Dask performance report at {report.resolve()}", highlight=False)
+    console.print(f"cluster: {stage} finished with exit code {code} in {time.perf_counter() - t0:.1f} s",
+                  highlight=False)
+    if code:
+        raise typer.Exit(code=code)
+
+
+@app.command()
+@_handle_errors
+def certs(
+    out: Annotated[Path, typer.Argument(help="Directory for ca.pem, cert.pem and key.pem.")],
+    host: Annotated[Optional[list[str]], typer.Option(help="Host name or IP the certificate is valid for "
+                                                      "(repeatable; default 127.0.0.1 and localhost).")] = None,
+    days: Annotated[int, typer.Option(help="Days of validity.")] = 7,
+):
+    """A throwaway CA and one certificate signed by it, for trying TLS (the CA's key is not
+    kept). Use with --tls-ca-file/--tls-cert/--tls-key of `fluxscale cluster` and of `dask
+    scheduler` / `dask worker`. For production, use your site's CA."""
+    from .security import make_test_certificates
+
+    paths = make_test_certificates(out, tuple(host) if host else ("127.0.0.1", "localhost"), days=days)
+    console.print(f"CA {paths['ca']}, certificate {paths['cert']}, key {paths['key']} (mode 0600), valid "
+                  f"{days} days", highlight=False)
+
+
+def _offline_html(path: Path) -> None:
+    """Drop the one network reference of Dask's inline performance report (its favicon), so
+    that the page loads nothing from the network."""
+    import re
+
+    html = path.read_text()
+    path.write_text(re.sub(r"""<link rel="shortcut icon" href="https?://[^"]*"\s*/?>""", "", html))
+
+
+def _invoke(args: list[str]) -> int:
+    """Run a fluxscale command in this process; its exit code."""
+    import click
+
+    try:
+        rv = app(args, standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    return rv if isinstance(rv, int) else 0
+
+
+def _dry_run(cc: ClusterConfig, stage: str, args: list[str]) -> str:
+    """What ``fluxscale cluster`` would start, as text (job script, manifests, settings)."""
+    import yaml
+
+    from .cluster import jobqueue_cluster, kube_cluster_spec, kube_job_spec, ssh_cluster_kwargs, worker_args
+
+    kind = cc.resolved_kind
+    if kind in ("slurm", "pbs"):
+        with jobqueue_cluster(cc, kind) as jq:
+            return jq.job_script()
+    if kind == "kubernetes":
+        command = ["fluxscale", "cluster", "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--wait-workers",
+                   str(cc.n_workers), "--performance-report", f"/data/performance-{stage}.html", stage, *args]
+        return (f"# DaskCluster: kubectl apply -f (workers of fluxscale cluster --kind kubernetes)\n"
+                + yaml.safe_dump(kube_cluster_spec(cc), sort_keys=False)
+                + "---\n# DaskJob: the operator starts the cluster, runs the job pod, then removes both\n"
+                + yaml.safe_dump(kube_job_spec(cc, command), sort_keys=False))
+    if kind == "ssh":
+        return yaml.safe_dump({"SSHCluster": {k: v for k, v in ssh_cluster_kwargs(cc).items() if k != "security"}},
+                              sort_keys=False)
+    return yaml.safe_dump({"cluster": cc.to_dict(), "worker_args": worker_args(cc),
+                           "command": ["fluxscale", stage, *args]}, sort_keys=False)
 
 
 def main() -> None:
