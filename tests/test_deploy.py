@@ -215,7 +215,7 @@ def _dry(*args) -> str:
     return res.output
 
 
-def test_slurm_and_pbs_job_scripts():
+def test_slurm_and_pbs_job_scripts(tmp_path):
     jq = REPO / "deploy" / "slurm" / "jobqueue.yaml"
     conf = yaml.safe_load(jq.read_text())["jobqueue"]
     assert conf["slurm"]["cores"] == 8 and conf["slurm"]["processes"] == 1
@@ -230,6 +230,16 @@ def test_slurm_and_pbs_job_scripts():
     pbs = _dry("--kind", "pbs", "--jobqueue-config", str(jq), "--dry-run", "run")
     assert "#PBS -l select=1:ncpus=8:mem=32GB" in pbs and "#PBS -l walltime=02:00:00" in pbs
     assert "--preload fluxscale.preload" in pbs and "GPU=1" not in pbs
+    # the same from the run config's [cluster] section (passed on to the stage as well)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[cluster]\nkind = "slurm"\njobqueue_config = "{jq}"\nn_workers = 3\n'
+                   '[cluster.jobqueue]\ncores = 2\nqueue = "short"\n')
+    script = _dry("-c", str(cfg), "--dry-run", "run")
+    assert "#SBATCH --cpus-per-task=2" in script and "#SBATCH -p short" in script
+    ssh = yaml.safe_load(_dry("--kind", "ssh", "--ssh-host", "head", "--ssh-host", "node1", "--workers", "3",
+                              "--dry-run", "run"))["SSHCluster"]
+    assert ssh["hosts"] == ["head", "node1"] and ssh["worker_options"]["n_workers"] == 3
+    assert ssh["worker_options"]["preload"] == ["fluxscale.preload"]
     # the example scheduler job runs the scheduler script with that YAML
     sbatch = (REPO / "deploy" / "slurm" / "fluxscale.sbatch").read_text()
     assert subprocess.run(["bash", "-n", str(REPO / "deploy" / "slurm" / "fluxscale.sbatch")]).returncode == 0
