@@ -1,7 +1,9 @@
 """``python -m benchmarks --size {tiny,small,full} [--repeats N] [--out DIR]``.
 
 Writes ``results.json`` and ``results.md`` into ``--out`` (default ``bench-out/``), with
-the machine (cores, memory, versions) in the header. Each figure is a median of
+the machine (cores, memory, versions) in the header, and an inline Dask performance report
+(``performance-<benchmark>-<size>.html``, opens without network) of each distributed run:
+the tiled DTW, the bridge repeats, inference and inference against the naive peers. Each figure is a median of
 ``--repeats`` runs, reported with its peer measured in the same run.
 """
 
@@ -17,13 +19,16 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
+from . import common
+from .bridge import bench_bridge
 from .infer import bench_infer
+from .infer_naive import bench_infer_naive
 from .ingest import bench_ingest
 from .integrals import bench_integrals
 from .train import bench_train
 from .twin import bench_twin
 
-BENCHMARKS = ("twin", "integrals", "dtw", "ingest", "train", "infer")
+BENCHMARKS = ("twin", "integrals", "dtw", "ingest", "bridge", "train", "infer", "infer_naive")
 
 
 def machine() -> dict:
@@ -75,13 +80,16 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = tempfile.mkdtemp(prefix="fluxscale-bench-", dir=out)
+    common.REPORT_DIR = out  # inline Dask performance reports of the distributed runs
     try:
         runs = {"twin": lambda: bench_twin(args.size, work, args.repeats),
                 "integrals": lambda: bench_integrals(args.size, work, args.repeats),
                 "dtw": lambda: _bench_dtw(args.size, args.repeats),
                 "ingest": lambda: bench_ingest(args.size, work, args.repeats),
                 "train": lambda: bench_train(args.size, work, args.repeats),
-                "infer": lambda: bench_infer(args.size, work, args.repeats)}
+                "bridge": lambda: bench_bridge(args.size, work, args.repeats),
+                "infer": lambda: bench_infer(args.size, work, args.repeats),
+                "infer_naive": lambda: bench_infer_naive(args.size, work, args.repeats)}
         res = {"size": args.size, "repeats": args.repeats, "only": list(args.only), "machine": machine(),
                "benchmarks": [runs[name]() for name in BENCHMARKS if name in args.only]}
     finally:

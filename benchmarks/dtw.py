@@ -13,6 +13,8 @@ band is 10 % of L, then no band. For small and full, the tiled Zarr path on a 2-
 
 from __future__ import annotations
 
+import contextlib
+
 import shutil
 import statistics
 import tempfile
@@ -88,25 +90,33 @@ def _case(X: np.ndarray, window, repeats: int, tslearn_series: int) -> dict:
     return res
 
 
-def _tiled(X: np.ndarray, window, repeats: int, tile: int) -> dict:
+def _tiled(X: np.ndarray, window, repeats: int, tile: int, name: str = "dtw") -> dict:
+    """The tiled distance matrix to Zarr on LocalClusters of 1 and 2 single-threaded workers
+    (the 2-worker run inside a performance report), and the in-memory matrix."""
     from distributed import Client, LocalCluster
 
     from fluxscale.dtw import distance_matrix, distance_matrix_tiled
 
+    from .common import perf_report
+
     work = tempfile.mkdtemp(prefix="fluxscale-bench-dtw-")
+    times = {}
     try:
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                          host="127.0.0.1") as cluster, Client(cluster) as client:
-            distance_matrix_tiled(X[:40], f"{work}/warm.zarr", window=window, tile=16, client=client)
-            count = iter(range(10**6))  # a fresh store each run: a complete one would be reused
-            t_tiled, arr = _median_time(lambda: distance_matrix_tiled(
-                X, f"{work}/d{next(count)}.zarr", window=window, tile=tile, client=client), repeats)
-            tiled = arr[:]
+        for n_workers in (1, 2):
+            with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                              host="127.0.0.1") as cluster, Client(cluster) as client:
+                distance_matrix_tiled(X[:40], f"{work}/warm.zarr", window=window, tile=16, client=client)
+                count = iter(range(10**6))  # a fresh store each run: a complete one would be reused
+                with perf_report(name) if n_workers == 2 else contextlib.nullcontext():
+                    times[n_workers], arr = _median_time(lambda: distance_matrix_tiled(
+                        X, f"{work}/d{n_workers}-{next(count)}.zarr", window=window, tile=tile, client=client),
+                        repeats)
+                tiled = arr[:]
         t_mem, d = _median_time(lambda: distance_matrix(X, window), repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"window": window, "tile": tile, "tiled_s": t_tiled, "in_memory_s": t_mem,
-            "ratio_tiled_over_in_memory_time": t_tiled / t_mem,
+    return {"window": window, "tile": tile, "tiled_s": times[2], "tiled_1_worker_s": times[1], "in_memory_s": t_mem,
+            "ratio_tiled_over_in_memory_time": times[2] / t_mem, "scaling_2_over_1": times[1] / times[2],
             "max_abs_diff": float(np.max(np.abs(tiled - d.astype(np.float32))))}
 
 
@@ -117,8 +127,8 @@ def bench_dtw(size: str, repeats: int) -> dict:
     band = max(1, round(0.1 * length))
     res = {"name": f"DTW distance matrix ({size})", "n_series": n, "length": length, "repeats": repeats,
            "cases": [_case(X, w, repeats, tslearn_series=n if size == "tiny" else 200) for w in (band, None)]}
-    if size != "tiny":
-        res["tiled"] = _tiled(X, band, repeats, tile=256)
+    # the tiled Zarr path on 1 and 2 workers; at tiny size with small tiles, so that it runs in CI
+    res["tiled"] = _tiled(X, band, repeats, tile=256 if size != "tiny" else 32, name=f"dtw-{size}")
     return res
 
 
@@ -139,6 +149,10 @@ def markdown_rows(b: dict) -> list[str]:
         t = b["tiled"]
         rows.append(f"| {b['name']}: tiled Zarr, 2-worker LocalCluster, tile {t['tile']} | {t['tiled_s']:.2f} s | "
                     f"in memory {t['in_memory_s']:.2f} s | {t['ratio_tiled_over_in_memory_time']:.2f}× the time |")
+        if "tiled_1_worker_s" in t:
+            rows.append(f"| {b['name']}: tiled Zarr, 2 workers vs 1 (1 thread each), tile {t['tile']} | "
+                        f"{t['tiled_s']:.2f} s | 1 worker {t['tiled_1_worker_s']:.2f} s | "
+                        f"{t['scaling_2_over_1']:.2f}× |")
     return rows
 
 

@@ -22,6 +22,8 @@ Timed:
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import shutil
@@ -29,6 +31,8 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from .common import perf_report
 
 
 def write_untrained_members(root: Path, per_variant: int = 10) -> None:
@@ -135,7 +139,8 @@ def bench_infer(size: str, workdir: str, repeats: int) -> dict:
     for n in (1, 2):
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
                 Client(lc) as c:
-            rates = [run(c, out=f"nee-w{n}.zarr")["rate"] for _ in range(repeats if size == "tiny" else 1)]
+            with perf_report(f"infer-{size}") if n == 2 else contextlib.nullcontext():
+                rates = [run(c, out=f"nee-w{n}.zarr")["rate"] for _ in range(repeats if size == "tiny" else 1)]
             scaling[n] = statistics.median(rates)
     ceiling_before = ceiling
     ceiling_after = _ceiling(weights, cores, repeats, n_ceiling)
