@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import statistics
 import time
 from pathlib import Path
@@ -32,8 +31,9 @@ def perf_report(name: str):
         return
     from distributed import performance_report
 
+    from fluxscale.cluster import strip_network_references
+
     path = Path(REPORT_DIR) / f"performance-{name}.html"
     with performance_report(filename=str(path), mode="inline"):
         yield path
-    html = path.read_text()  # its one network reference is the favicon
-    path.write_text(re.sub(r"""<link rel="shortcut icon" href="https?://[^"]*"\s*/?>""", "", html))
+    strip_network_references(path)

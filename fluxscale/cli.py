@@ -550,7 +550,7 @@ def cluster(
     import dask
     from distributed import performance_report as perf_report
 
-    from .cluster import cluster_client, describe_client, tls_dask_config
+    from .cluster import cluster_client, describe_client, strip_network_references, tls_dask_config
     from .config import load_config
 
     if stage not in _CLUSTER_STAGES:
@@ -585,7 +585,7 @@ def cluster(
               else contextlib.nullcontext()):
             code = _invoke(stage_args)
     if str(report) not in ("", ".") and report.exists():
-        _offline_html(report)
+        strip_network_references(report)
         console.print(f"cluster: Dask performance report at {report.resolve()}", highlight=False)
     console.print(f"cluster: {stage} finished with exit code {code} in {time.perf_counter() - t0:.1f} s",
                   highlight=False)
@@ -609,15 +609,6 @@ def certs(
     paths = make_test_certificates(out, tuple(host) if host else ("127.0.0.1", "localhost"), days=days)
     console.print(f"CA {paths['ca']}, certificate {paths['cert']}, key {paths['key']} (mode 0600), valid "
                   f"{days} days", highlight=False)
-
-
-def _offline_html(path: Path) -> None:
-    """Drop the one network reference of Dask's inline performance report (its favicon), so
-    that the page loads nothing from the network."""
-    import re
-
-    html = path.read_text()
-    path.write_text(re.sub(r"""<link rel="shortcut icon" href="https?://[^"]*"\s*/?>""", "", html))
 
 
 def _invoke(args: list[str]) -> int:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     import distributed
 
 __all__ = ["cluster_client", "optional_client", "describe_client", "security", "worker_args",
-           "jobqueue_cluster", "kube_cluster_spec", "kube_job_spec", "ssh_cluster_kwargs", "wait_for_workers"]
+           "jobqueue_cluster", "kube_cluster_spec", "kube_job_spec", "ssh_cluster_kwargs", "wait_for_workers",
+           "strip_network_references"]
 
 PRELOAD = "fluxscale.preload"
 """The worker preload module: torch and numba threads = the worker's threads."""
@@ -310,6 +311,15 @@ def optional_client(cfg: ClusterConfig | None) -> Iterator["distributed.Client |
         return
     with cluster_client(cfg) as client:
         yield client
+
+
+def strip_network_references(path: str | Path) -> None:
+    """Drop the one network reference of Dask's inline performance report (its favicon), so
+    that the page loads nothing from the network."""
+    import re
+
+    p = Path(path)
+    p.write_text(re.sub(r"""<link rel="shortcut icon" href="https?://[^"]*"\s*/?>""", "", p.read_text()))
 
 
 def describe_client(client: "distributed.Client") -> str:
