@@ -162,11 +162,11 @@ def markdown_rows(res: dict) -> list[dict]:
     d = res["max_abs_diff"]
     return [
         {"what": what, "fluxscale": f"{r['fluxscale']:.3g} /s ({s['fluxscale']:.1f} s)",
-         "peer": f"xarray.map_blocks per member {r['map_blocks']:.3g} /s ({s['map_blocks']:.1f} s); max |diff| "
+         "peer": f"xarray.map_blocks per member {r['map_blocks']:.3g} /s ({s['map_blocks']:.1f} s); max abs diff "
                  f"{d['map_blocks_vs_fluxscale']:.1e} gC m-2 d-1",
          "ratio": f"{r['fluxscale'] / r['map_blocks']:.2f}×"},
         {"what": what, "fluxscale": f"{r['fluxscale']:.3g} /s",
          "peer": f"dask-ml ParallelPostFit per member {r['parallel_post_fit']:.3g} /s "
-                 f"({s['parallel_post_fit']:.1f} s); max |diff| vs map_blocks {d['map_blocks_vs_ppf']:.1e}",
+                 f"({s['parallel_post_fit']:.1f} s); max abs diff vs map_blocks {d['map_blocks_vs_ppf']:.1e}",
          "ratio": f"{r['fluxscale'] / r['parallel_post_fit']:.2f}×"},
     ]
