@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 
 import shutil
-import statistics
 import tempfile
-import time
 
 import numpy as np
+
+from .common import median_time
 
 SIZES = {"tiny": (100, 48), "small": (500, 204), "full": (1000, 204)}
 
@@ -30,15 +30,6 @@ def _series(n: int, length: int, seed: int = 0) -> np.ndarray:
     t = np.arange(length)
     phase = rng.uniform(0, 2 * np.pi, (n, 1))
     return rng.uniform(1, 5, (n, 1)) * np.sin(2 * np.pi * t / 12 + phase) + 0.5 * rng.normal(size=(n, length))
-
-
-def _median_time(f, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = f()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -74,7 +65,7 @@ def _case(X: np.ndarray, window, repeats: int, tslearn_series: int) -> dict:
            "tslearn_series": k}
     out = {}
     for name, f in runs.items():
-        t, out[name] = _median_time(f, repeats)
+        t, out[name] = median_time(f, repeats)
         c = cells_ts if name == "tslearn" else cells
         res[f"{name}_s"] = t
         res[f"{name}_cells_per_s"] = c / t
@@ -108,11 +99,11 @@ def _tiled(X: np.ndarray, window, repeats: int, tile: int, name: str = "dtw") ->
                 distance_matrix_tiled(X[:40], f"{work}/warm.zarr", window=window, tile=16, client=client)
                 count = iter(range(10**6))  # a fresh store each run: a complete one would be reused
                 with perf_report(name) if n_workers == 2 else contextlib.nullcontext():
-                    times[n_workers], arr = _median_time(lambda: distance_matrix_tiled(
+                    times[n_workers], arr = median_time(lambda: distance_matrix_tiled(
                         X, f"{work}/d{n_workers}-{next(count)}.zarr", window=window, tile=tile, client=client),
                         repeats)
                 tiled = arr[:]
-        t_mem, d = _median_time(lambda: distance_matrix(X, window), repeats)
+        t_mem, d = median_time(lambda: distance_matrix(X, window), repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"window": window, "tile": tile, "tiled_s": times[2], "tiled_1_worker_s": times[1], "in_memory_s": t_mem,

@@ -417,11 +417,10 @@ def one_against_many(
     """The one-against-many sensitivity runs (paper §3.6): EC-ATM trained on one inversion
     system, a pair or a triple → DATA_DIR/models/sets/<A+B>/ and DATA_DIR/nee-<A+B>.zarr.
     `fluxscale evaluate` then draws Figs. C3–C5 and the 'oam' table."""
-    import dataclasses
-
     from .cluster import describe_client, optional_client
     from .one_against_many import choose_sets, run_one_against_many
     from .stores import open_store, store_path
+    from .training import models_dir
 
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
@@ -453,7 +452,7 @@ def one_against_many(
         done = run_one_against_many(cfg.data_dir, groups, train_cfg, infer_cfg, client=client,
                                     show_progress=progress, say=lambda m: console.print(m, highlight=False))
     for name, d in done.items():
-        console.print(f"{name}: {len(d['members'])} member(s) in {Path(cfg.data_dir) / 'models' / 'sets' / name}, "
+        console.print(f"{name}: {len(d['members'])} member(s) in {models_dir(cfg.data_dir, name)}, "
                       f"cube {d['cube']}", highlight=False)
     console.print(f"draw Figs. C3–C5 with: fluxscale evaluate {cfg.data_dir}", highlight=False)
 
@@ -574,7 +573,8 @@ def cluster(
     if dry_run:
         console.print(_dry_run(cc, stage, args), highlight=False, markup=False, soft_wrap=True)
         return
-    report = Path(performance_report) if performance_report is not None else Path(f"performance-{stage}.html")
+    report = Path(performance_report if performance_report is not None
+                  else cc.performance_report or f"performance-{stage}.html")
     t0 = time.perf_counter()
     with dask.config.set(tls_dask_config(cc)), cluster_client(cc) as client:
         console.print(describe_client(client), highlight=False)
@@ -638,7 +638,7 @@ def _dry_run(cc: ClusterConfig, stage: str, args: list[str]) -> str:
     if kind == "kubernetes":
         command = ["fluxscale", "cluster", "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--wait-workers",
                    str(cc.n_workers), "--performance-report", f"/data/performance-{stage}.html", stage, *args]
-        return (f"# DaskCluster: kubectl apply -f (workers of fluxscale cluster --kind kubernetes)\n"
+        return ("# DaskCluster: kubectl apply -f (workers of fluxscale cluster --kind kubernetes)\n"
                 + yaml.safe_dump(kube_cluster_spec(cc), sort_keys=False)
                 + "---\n# DaskJob: the operator starts the cluster, runs the job pod, then removes both\n"
                 + yaml.safe_dump(kube_job_spec(cc, command), sort_keys=False))

@@ -98,14 +98,13 @@ def _one_against_many(root: Path, grid: xr.Dataset, integ: xr.Dataset, client=No
     import zarr
 
     from .config import InferConfig
-    from .inference import cube_path, trained_systems
+    from .inference import cube_path
     from .training import model_sets
 
     model, target, names, n_sys = [], [], [], []
     systems_all = [str(s) for s in integ.system.values]
     for name in model_sets(root):
         cube = cube_path(root, InferConfig(model_set=name))
-        systems = trained_systems(root, name)
         try:
             attrs = dict(zarr.open_group(str(cube), mode="r").attrs)
         except Exception:  # noqa: BLE001  (no cube yet)
@@ -113,6 +112,7 @@ def _one_against_many(root: Path, grid: xr.Dataset, integ: xr.Dataset, client=No
             continue
         if attrs.get("fluxscale_model_set") != name:
             raise FluxscaleError(f"{cube}: written for model set {attrs.get('fluxscale_model_set')!r}, not {name!r}")
+        systems = json.loads(attrs.get("fluxscale_train_systems", "[]"))  # recorded by infer from members.json
         if not systems or set(systems) == set(systems_all) or not set(systems) <= set(systems_all):
             continue  # not a one-against-many set
         mem = _members_monthly(open_store(cube, "nee"), grid, client).sel(time=integ.time.values,

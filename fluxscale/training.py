@@ -58,7 +58,7 @@ def models_dir(root: str | Path, model_set: str = "") -> Path:
 
 def model_sets(root: str | Path) -> list[str]:
     """Names of the finished model sets (``models/sets/*/members.json``), sorted."""
-    base = Path(root) / "models" / "sets"
+    base = models_dir(root) / "sets"
     return sorted(p.parent.name for p in base.glob("*/members.json")) if base.is_dir() else []
 
 
