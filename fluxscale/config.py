@@ -353,8 +353,10 @@ class InferConfig:
     shuffle: str = "noshuffle"
     """Blosc shuffle (``noshuffle``, ``shuffle``, ``bitshuffle``). On NEE bands with ocean
     NaN, lz4 without shuffle compressed 3.3x faster than with it and ~8 % smaller."""
-    clevel: int = 5
-    """Blosc compression level."""
+    clevel: int = 1
+    """Blosc compression level. On a 0.5° NEE chunk (72 days × 5 rows, a third ocean) lz4
+    level 1 compressed at 5.1 GB/s against level 5's 1.6 GB/s, to the same ratio (1.44 and
+    1.45)."""
 
     def __post_init__(self) -> None:
         bad = [k for k, ok in {"variants": set(self.variants) <= {"ec", "ecatm"} and len(self.variants) > 0,

@@ -249,21 +249,21 @@ def block_memory_bytes(lat_rows: int, n_lon: int, n_days: int, n_months: int, n_
     """Peak memory of one block task, bytes (an upper bound: every grid point of the band
     counted as a land cell; checked against tracemalloc in the tests).
 
-    * output buffers: ``4 B × lat_rows × n_lon × (n_days × (2 × ensembles + written members)
+    * output buffers, compact: ``4 B × cells × (n_days × (2 × ensembles + written members)
       + n_months × (2 × ensembles + members))``;
-    * monthly sums: ``8 B × members × n_months × cells``;
+    * monthly sums: ``8 B × members × n_months × cells`` (and their float64 means, as much);
     * one driver time chunk: ``4 B × driver_chunk_days × cells × (10 drivers + members + 2
       daily reads)``, plus the seasonal drivers ``4 B × 366 × cells × 4``;
-    * the write: 1.5 × the largest daily variable's band (xarray's and zarr's encoding
-      copies; measured 1.3×).
+    * the write: one lead's shard, compressed (at most its raw size plus Blosc's headers),
+      and one inner chunk (at most the daily band of 366 days).
     """
     daily = 2 * n_ensembles + (n_members if write_members else 0)
     monthly = 2 * n_ensembles + n_members
     cells = lat_rows * n_lon  # at most
     buffers = _BYTES * cells * (n_days * daily + n_months * monthly)
-    sums = 8 * n_members * n_months * cells
+    sums = 2 * 8 * n_members * n_months * cells
     work = _BYTES * cells * (driver_chunk_days * (len(DRIVER_NAMES) + n_members + 2) + 366 * 4)
-    write = 1.5 * _BYTES * cells * n_days * max(n_ensembles, n_members if write_members else 0)
+    write = 1.1 * _BYTES * cells * n_days + _BYTES * cells * 366
     return int(buffers + sums + work + write)
 
 
@@ -458,23 +458,23 @@ def release_buffers() -> None:
 
 
 @njit(nogil=True, cache=True)
-def _ensemble_stats(vals, idx, li, lj, t0, mean_out, std_out):  # pragma: no cover - numba
+def _ensemble_stats(vals, idx, t0, mean_out, std_out):  # pragma: no cover - numba
     """Mean and standard deviation (ddof=0) over the members ``idx`` of ``vals`` (members,
-    days, cells), written straight into the gridded ``(time, rows, lon)`` outputs at
-    ``(t0 + day, li[cell], lj[cell])``.
+    days, cells), written into the block's compact ``(time, cells)`` outputs at rows ``t0 +
+    day``.
 
-    Hand-written because numpy's ``mean``/``std`` over the member axis plus the scatter to
-    the grid took ~2 s of a 26 s block at 0.5° (five passes and two temporaries). The inner
-    loops run along cells (contiguous, vectorised); the arithmetic is numpy's, in float32
-    and in the same order (sum over members, divide; squared deviations, sum, divide,
-    sqrt), so the results equal ``np.mean``/``np.std``.
+    Hand-written because numpy's ``mean``/``std`` over the member axis took ~2 s of a 26 s
+    block at 0.5° (five passes and two temporaries). The inner loops run along cells
+    (contiguous, vectorised); the arithmetic is numpy's, in float32 and in the same order
+    (sum over members, divide; squared deviations, sum, divide, sqrt), so the results equal
+    ``np.mean``/``np.std``.
     """
     n = idx.size
     nf = np.float32(n)
     ncell = vals.shape[2]
-    s = np.empty(ncell, dtype=np.float32)
-    q = np.empty(ncell, dtype=np.float32)
     for t in range(vals.shape[1]):
+        s = mean_out[t0 + t]
+        q = std_out[t0 + t]
         first = vals[idx[0], t]
         for c in range(ncell):
             s[c] = first[c]
@@ -491,8 +491,24 @@ def _ensemble_stats(vals, idx, li, lj, t0, mean_out, std_out):  # pragma: no cov
                 d = row[c] - s[c]
                 q[c] += d * d
         for c in range(ncell):
-            mean_out[t0 + t, li[c], lj[c]] = s[c]
-            std_out[t0 + t, li[c], lj[c]] = np.sqrt(q[c] / nf)
+            q[c] = np.sqrt(q[c] / nf)
+
+
+@njit(nogil=True, cache=True)
+def _monthly_sums(vals, month, msum):  # pragma: no cover - numba
+    """Add each member's daily values ``vals`` (members, days, cells) to ``msum[member,
+    month[day]]`` (float64 ``(members, months, cells)``).
+
+    One pass along cells, accumulated in float64. It replaced a batched ``(months × days) @
+    (days × cells)`` one-hot product per member, whose ~2·10¹¹ flops (BLAS at ~20 GFlop/s
+    with 13 rows per product) took ~0.4 s of a 19 s block at 0.5° for a few additions.
+    """
+    for m in range(vals.shape[0]):
+        for t in range(vals.shape[1]):
+            row = vals[m, t]
+            acc = msum[m, month[t]]
+            for c in range(row.size):
+                acc[c] += row[c]
 
 
 def _worker_device(spec: dict) -> str:
@@ -521,6 +537,59 @@ def read_record(records: Path, index: int, key: str) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     return rec if rec.get("key") == key else None
+
+
+def _write_block(cube: str, lay: CubeLayout, block: Block, li: np.ndarray, lj: np.ndarray,
+                 data: dict[str, np.ndarray]) -> None:
+    """Write the block's shard of every variable and lead (ensemble or member).
+
+    ``data[name]`` is float32 ``(lead, time or month, cells)``; ``li``/``lj`` are the cells'
+    rows within the band and columns. Each shard is encoded by :class:`fluxscale.shards.
+    ShardWriter`, gridding one inner chunk at a time into a reused buffer; a store whose
+    layout it does not know (another zarr writing other metadata) goes through
+    :func:`fluxscale.stores.write_region` instead, gridded whole.
+    """
+    from .shards import ShardWriter, UnsupportedLayout, grid_chunk
+
+    variables = lay.variables()
+    band = block.lat0 // lay.lat_rows
+    try:
+        writers = {}
+        for n in data:
+            if ("shards", cube, n) not in _CACHE:
+                _CACHE["shards", cube, n] = ShardWriter(Path(cube) / n)
+            writers[n] = _CACHE["shards", cube, n]
+    except UnsupportedLayout:
+        writers = None
+    if writers is None:
+        shape = (block.lat1 - block.lat0, lay.n_lon)
+        gridded = {}
+        for n, a in data.items():
+            g = np.full((*a.shape[:2], *shape), np.nan, dtype=np.float32)
+            g[:, :, li, lj] = a
+            gridded[n] = (variables[n][0], g)
+        write_region(xr.Dataset(gridded), cube, {"ensemble": slice(None), "member": slice(None), "time": slice(None),
+                                                 "month": slice(None), "lat": slice(block.lat0, block.lat1),
+                                                 "lon": slice(None)})
+        return
+    for n, a in data.items():
+        w = writers[n]
+        tc, lon_c = w.chunk[1], w.chunk[3]
+        buf = _buffer("chunk", w.chunk[1:], fill=None)
+        for lead in range(a.shape[0]):
+            values = a[lead]
+
+            def chunk(coords, values=values):
+                t0 = coords[1] * tc
+                if t0 >= values.shape[0]:
+                    return None
+                has = grid_chunk(values, t0, min(t0 + tc, values.shape[0]), li, lj, coords[3] * lon_c, buf)
+                return buf if has else None
+
+            try:
+                w.write((lead, 0, band, 0), chunk)
+            except OSError as e:
+                raise StoreError(str(w.path), n, f"writing the shard of block {block.index} failed: {e}") from e
 
 
 def _infer_block(block: Block, *, spec: dict) -> dict:
@@ -553,57 +622,45 @@ def _infer_block(block: Block, *, spec: dict) -> dict:
     drivers, weights = _CACHE[ck]
 
     lay = CubeLayout(**spec["layout"])
-    rows = block.lat1 - block.lat0
     li = (np.asarray(spec["cell_ilat"][block.cell0:block.cell1]) - block.lat0).astype(np.intp)
     lj = np.asarray(spec["cell_ilon"][block.cell0:block.cell1]).astype(np.intp)
     n_e, n_m = len(lay.ensembles), len(lay.members)
     ens_idx = [np.flatnonzero(np.array(lay.member_ensemble) == e) for e in lay.ensembles]
     month_idx = np.asarray(spec["month_idx"])
     days_in_month = np.bincount(month_idx, minlength=lay.n_months).astype(np.float64)
-    shape = (rows, lay.n_lon)
-    mean = _buffer("mean", (n_e, lay.n_days, *shape))
-    std = _buffer("std", (n_e, lay.n_days, *shape))
-    member = _buffer("member", (n_m, lay.n_days, *shape)) if lay.write_members else None
-    msum = np.zeros((n_m, lay.n_months, block.n_cells), dtype=np.float64)
+    ncell = block.n_cells
+    # the block's values stay compact, (lead, days, cells); they are gridded chunk by chunk
+    # as the shards are encoded (_write_block), never as whole NaN-padded bands
+    mean = _buffer("mean", (n_e, lay.n_days, ncell), fill=None)
+    std = _buffer("std", (n_e, lay.n_days, ncell), fill=None)
+    member = _buffer("member", (n_m, lay.n_days, ncell), fill=None) if lay.write_members else None
+    msum = np.zeros((n_m, lay.n_months, ncell), dtype=np.float64)
     batch = spec["batch"] if device == "cpu" else spec["gpu_batch"]
     t_fwd = 0.0
     bounds = np.cumsum((0, *spec["time_chunks"]))
     band = CellDrivers(store_path(spec["root"], "drivers"), drivers.time.values, slice(block.cell0, block.cell1))
     for t0, t1 in zip(bounds[:-1], bounds[1:]):
         x = band.block(slice(int(t0), int(t1)),
-                       out=_buffer("drivers", (int(t1 - t0), block.n_cells, len(DRIVER_NAMES)), fill=None))
+                       out=_buffer("drivers", (int(t1 - t0), ncell, len(DRIVER_NAMES)), fill=None))
         t = time.perf_counter()
         vals = forward_members(weights, x.reshape(-1, len(DRIVER_NAMES)), batch=batch, device=device)
         t_fwd += time.perf_counter() - t
-        vals = vals.reshape(n_m, t1 - t0, block.n_cells)
+        vals = vals.reshape(n_m, t1 - t0, ncell)
         for e, idx in enumerate(ens_idx):
-            _ensemble_stats(vals, idx, li, lj, int(t0), mean[e], std[e])
+            _ensemble_stats(vals, idx, int(t0), mean[e], std[e])
         if member is not None:
-            member[:, t0:t1, li, lj] = vals
-        # monthly sums as one (months × days) @ (days × cells) product per member: BLAS, ~10x
-        # faster than np.add.reduceat here; float32 sums of ≤ 31 days, accumulated in float64
-        mi = month_idx[t0:t1]
-        present = np.unique(mi)
-        onehot = (mi[None, :] == present[:, None]).astype(np.float32)
-        msum[:, present] += np.matmul(onehot, vals)
+            member[:, t0:t1] = vals
+        _monthly_sums(vals, month_idx[t0:t1], msum)
     member_monthly = msum / days_in_month[None, :, None]  # (members, months, cells), float64
-
-    def grid_monthly(values: np.ndarray) -> np.ndarray:
-        out = np.full((values.shape[0], lay.n_months, *shape), np.nan, dtype=np.float32)
-        out[:, :, li, lj] = values
-        return out
-
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     data = {"NEE": mean, "NEE_std": std,
-            "NEE_monthly": grid_monthly(np.stack([member_monthly[i].mean(axis=0) for i in ens_idx])),
-            "NEE_monthly_std": grid_monthly(np.stack([member_monthly[i].std(axis=0) for i in ens_idx])),
-            "NEE_member_monthly": grid_monthly(member_monthly)}
+            "NEE_monthly": f32(np.stack([member_monthly[i].mean(axis=0) for i in ens_idx])),
+            "NEE_monthly_std": f32(np.stack([member_monthly[i].std(axis=0) for i in ens_idx])),
+            "NEE_member_monthly": f32(member_monthly)}
     if member is not None:
         data["NEE_member"] = member
-    variables = lay.variables()
-    ds = xr.Dataset({n: (variables[n][0], a) for n, a in data.items()})
     t = time.perf_counter()
-    write_region(ds, spec["cube"], {"ensemble": slice(None), "member": slice(None), "time": slice(None),
-                                    "month": slice(None), "lat": slice(block.lat0, block.lat1), "lon": slice(None)})
+    _write_block(spec["cube"], lay, block, li, lj, data)
     t_write = time.perf_counter() - t
     rec = {"key": spec["key"], "run": spec["run"], "block": block.index, "lat": [block.lat0, block.lat1],
            "cells": block.n_cells, "evaluations": int(block.n_cells * lay.n_days * n_m), "attempt": attempt,
