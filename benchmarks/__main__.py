@@ -69,6 +69,11 @@ def _bench_dtw(size: str, repeats: int) -> dict:
     return res
 
 
+def _save(out: Path, res: dict) -> None:
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    (out / "results.md").write_text(to_markdown(res))
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--size", choices=("tiny", "small", "full"), default="small")
@@ -91,11 +96,13 @@ def main(argv=None) -> dict:
                 "infer": lambda: bench_infer(args.size, work, args.repeats),
                 "infer_naive": lambda: bench_infer_naive(args.size, work, args.repeats)}
         res = {"size": args.size, "repeats": args.repeats, "only": list(args.only), "machine": machine(),
-               "benchmarks": [runs[name]() for name in BENCHMARKS if name in args.only]}
+               "benchmarks": []}
+        for name in BENCHMARKS:
+            if name in args.only:
+                res["benchmarks"].append(runs[name]())
+                _save(out, res)  # after each: a full-size run takes over an hour
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    (out / "results.json").write_text(json.dumps(res, indent=2))
-    (out / "results.md").write_text(to_markdown(res))
     print(to_markdown(res))
     return res
 

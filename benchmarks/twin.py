@@ -9,6 +9,7 @@ that the twin's simulation work sits on top of.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +55,8 @@ def bench_twin(size: str, workdir: str, repeats: int) -> dict:
     """Median wall time and peak RSS of the twin vs the raw write, and their ratio."""
     twin = [_run(_TWIN, f"{workdir}/twin-{size}", size) for _ in range(repeats)]
     raw = [_run(_RAW, f"{workdir}/raw-{size}.zarr", size) for _ in range(repeats)]
+    for p in (f"{workdir}/twin-{size}", f"{workdir}/raw-{size}.zarr"):  # 17 GB at full size
+        shutil.rmtree(p, ignore_errors=True)
     t_twin = statistics.median(r["wall_s"] for r in twin)
     t_raw = statistics.median(r["wall_s"] for r in raw)
     nbytes = raw[0]["bytes"]
