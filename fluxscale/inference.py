@@ -73,6 +73,9 @@ __all__ = ["Member", "Block", "CubeLayout", "list_members", "trained_systems", "
 
 FORMAT_VERSION = 1
 _BYTES = 4  # float32
+SUB_SAMPLES = 1 << 16
+"""Samples (days × cells) the members run on at a time inside a block on a CPU: their outputs
+(members × this × 4 B, 5 MiB for 20 members) stay in cache for the statistics."""
 
 
 # --- members ----------------------------------------------------------------------------
@@ -252,8 +255,9 @@ def block_memory_bytes(lat_rows: int, n_lon: int, n_days: int, n_months: int, n_
     * output buffers, compact: ``4 B × cells × (n_days × (2 × ensembles + written members)
       + n_months × (2 × ensembles + members))``;
     * monthly sums: ``8 B × members × n_months × cells`` (and their float64 means, as much);
-    * one driver time chunk: ``4 B × driver_chunk_days × cells × (10 drivers + members + 2
-      daily reads)``, plus the seasonal drivers ``4 B × 366 × cells × 4``;
+    * one driver time chunk: ``4 B × driver_chunk_days × cells × (10 drivers + 2 daily
+      reads)``, plus the seasonal drivers ``4 B × 366 × cells × 4``, and the members'
+      outputs for :data:`SUB_SAMPLES` samples, ``4 B × members × SUB_SAMPLES``;
     * the write: one lead's shard, compressed (at most its raw size plus Blosc's headers),
       and one inner chunk (at most the daily band of 366 days).
     """
@@ -262,7 +266,7 @@ def block_memory_bytes(lat_rows: int, n_lon: int, n_days: int, n_months: int, n_
     cells = lat_rows * n_lon  # at most
     buffers = _BYTES * cells * (n_days * daily + n_months * monthly)
     sums = 2 * 8 * n_members * n_months * cells
-    work = _BYTES * cells * (driver_chunk_days * (len(DRIVER_NAMES) + n_members + 2) + 366 * 4)
+    work = _BYTES * cells * (driver_chunk_days * (len(DRIVER_NAMES) + 2) + 366 * 4) + _BYTES * n_members * SUB_SAMPLES
     write = 1.1 * _BYTES * cells * n_days + _BYTES * cells * 366
     return int(buffers + sums + work + write)
 
@@ -813,7 +817,7 @@ def infer(root: str | Path, cfg: InferConfig | None = None, *, client=None, show
             "layout": layout.to_dict(), "weights": [member_weights(m.path) for m in members],
             "cell_ilat": grid.cell_ilat.values, "cell_ilon": grid.cell_ilon.values, "month_idx": month_idx,
             "time_chunks": time_chunks, "device": cfg.device, "batch": cfg.batch, "gpu_batch": cfg.gpu_batch,
-            "sub_samples": max(cfg.batch, 1 << 16),
+            "sub_samples": max(cfg.batch, SUB_SAMPLES),
             "torch_threads": torch_threads}
     t_run = time.perf_counter()
     evals = {"n": 0}

@@ -39,9 +39,22 @@ __all__ = [
     "partial_path",
     "read_manifest",
     "begin_dataset",
+    "cell_codecs",
 ]
 
 MANIFEST = "fluxscale.json"
+
+
+def cell_codecs() -> list:
+    """The Zarr codecs of the per-cell stores (drivers, truth): Blosc lz4 with byte shuffle.
+
+    Every stage reads the drivers, global inference all of them. On a 365-day × 2 048-cell
+    chunk of the 0.5° twin's ``Tair`` and ``WAI2`` it compressed to 1.33 and 1.17 (zarr's
+    default zstd: 1.19 and 1.16) and decoded in 0.36 and 0.85 ms (zstd: 2.6 and 3.7 ms).
+    """
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
 
 
 def store_path(root: str | Path, name: str) -> Path:

@@ -35,7 +35,7 @@ from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVER
 from ..errors import InputError
 from ..grid import coarsen_grid, gather_cells, make_grid
 from ..schema import REQUIRED_STORES, time_coord, var_attrs
-from ..stores import _cross_checks, begin_dataset, commit_store, open_store, partial_path, store_path, write_store
+from ..stores import _cross_checks, begin_dataset, cell_codecs, commit_store, open_store, partial_path, store_path, write_store
 from .fluxnet import fluxnet_site_id, read_fluxnet_daily, read_site_table
 from .gridded import (LAT_NAMES, ReadLog, decode_time, expand_files, open_netcdf, read_daily_driver, read_monthly_flux,
                       read_seasonal_driver, read_static_driver)
@@ -170,7 +170,8 @@ def _drivers_dataset(cfg: IngestConfig, grid: xr.Dataset, log: ReadLog) -> tuple
         da = da.drop_vars([c for c in da.coords if c not in da.dims])
         da.attrs = var_attrs("drivers", name)
         data[name] = da
-        enc[name] = {"chunks": tuple(chunks[d] if chunks[d] != -1 else da.sizes[d] for d in da.dims)}
+        enc[name] = {"chunks": tuple(chunks[d] if chunks[d] != -1 else da.sizes[d] for d in da.dims),
+                     "compressors": cell_codecs()}
     time = pd.date_range(cfg.start, cfg.end, freq="D")
     ds = xr.Dataset(data, coords={
         "time": time_coord("time", time, "day"),

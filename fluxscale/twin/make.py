@@ -37,7 +37,7 @@ from ..grid import cell_land_area, coarsen_grid, make_grid
 from ..parallel import run_tasks
 from ..regions import REGIONS
 from ..schema import INPUT_STORES, time_coord, var_attrs
-from ..stores import MANIFEST, begin_dataset, commit_store, partial_path, store_path, write_region, write_store, write_template
+from ..stores import MANIFEST, begin_dataset, cell_codecs, commit_store, partial_path, store_path, write_region, write_store, write_template
 from .atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, inversion_fluxes,
                          misplacement_fields, prior_flux, regional_errors, tropical_regions)
 from .climate import cell_climate, enso_index
@@ -86,7 +86,7 @@ def _drivers_template(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex)
         else:
             dims, shape, chunks = ("cell",), (n,), (cc,)
         data[name] = (dims, _zeros(shape, chunks), var_attrs("drivers", name))
-        enc[name] = {"chunks": chunks}
+        enc[name] = {"chunks": chunks, "compressors": cell_codecs()}
     ds = xr.Dataset(data, coords={
         "time": time_coord("time", time, "day"),
         "doy": ("doy", np.arange(1, 367, dtype=np.int16), {"long_name": "day of year of the mean seasonal cycle"}),
@@ -101,10 +101,10 @@ def _truth_template(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex, m
                     years: np.ndarray) -> tuple[xr.Dataset, dict]:
     n, cc = grid.sizes["cell"], cfg.chunk_cells
     data = {"NEE": (("time", "cell"), _zeros((time.size, n), (cfg.chunk_days, cc)), var_attrs("truth", "NEE"))}
-    enc = {"NEE": {"chunks": (cfg.chunk_days, cc)}}
+    enc = {"NEE": {"chunks": (cfg.chunk_days, cc), "compressors": cell_codecs()}}
     for v in ("NEE_monthly", "GPP_monthly", "Reco_monthly"):
         data[v] = (("month", "cell"), _zeros((months.size, n), (months.size, cc)), var_attrs("truth", v))
-        enc[v] = {"chunks": (months.size, cc)}
+        enc[v] = {"chunks": (months.size, cc), "compressors": cell_codecs()}
     data["NEE_global_annual"] = (("year",), da.zeros(years.size, chunks=-1, dtype=np.float64),
                                  var_attrs("truth", "NEE_global_annual"))
     ds = xr.Dataset(data, coords={"time": time_coord("time", time, "day"),
