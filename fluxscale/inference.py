@@ -21,9 +21,9 @@ Inside a shard the data are stored in chunks of ``time_chunk`` days × ``lat_row
 ``n_lon / lon_chunks`` columns (~``chunk_mib``), so one day's global map and one pixel's full
 series both read a bounded number of chunks (numbers in ``benchmarks/RESULTS.md``).
 
-**Memory per task** (:func:`block_memory_bytes`): the band's output buffers, ``4 B ×
-lat_rows × n_lon × (n_days × (2 × ensembles + written members) + n_months × (2 × ensembles
-+ members))``, plus one driver time chunk of work arrays and the write's encoding copies.
+**Memory per task** (:func:`block_memory_bytes`): the band's output buffers, compact over
+its land cells, ``4 B × cells × (n_days × (2 × ensembles + written members) + n_months × (2 ×
+ensembles + members))``, plus one driver time chunk of work arrays and one compressed shard.
 ``lat_rows`` is chosen within :attr:`InferConfig.block_memory_mib`, so it does not grow
 with the number of cells, members or blocks; nothing is gathered on the client.
 
@@ -38,7 +38,10 @@ are rewritten. The store is moved to ``nee.zarr`` when every block has its recor
 **Speed.** The forward is torch's ``addmm`` on sub-batches of :attr:`InferConfig.batch`
 samples (activations stay in cache), one torch thread per Dask thread, with each member's
 input standardisation folded into its first layer; on a worker where torch sees CUDA it
-runs there in batches of :attr:`InferConfig.gpu_batch`.
+runs there in batches of :attr:`InferConfig.gpu_batch`. The members run on
+:data:`SUB_SAMPLES` samples at a time and the statistics follow while their outputs are in
+cache; the shards are encoded by :class:`fluxscale.shards.ShardWriter` (see
+``docs/inference.md``, "Speed", for what each step saved).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 import time
 
 import dask
@@ -171,6 +172,27 @@ def test_an_interrupted_run_resumes_with_only_the_unfinished_blocks(root, cube, 
     assert resumed.skipped == finished and resumed.written == report.written - finished
     # bit-identical to the undisturbed run (the global attributes name another directory)
     xr.testing.assert_identical(xr.open_zarr(resumed.path).drop_attrs(deep=False).load(), ds.drop_attrs(deep=False).load())
+
+
+def test_the_zarr_fallback_writes_the_same_cube(root, cube, tmp_path, monkeypatch):
+    """A cube whose layout fluxscale.shards does not encode goes through xarray/zarr's region
+    writes: the same values and the same stored chunks as the shard writer's."""
+    import fluxscale.inference as inf
+    import fluxscale.shards as shards
+
+    def refuse(self, array):
+        raise shards.UnsupportedLayout(str(array))
+
+    monkeypatch.setattr(shards.ShardWriter, "__init__", refuse)
+    monkeypatch.setattr(inf, "_CACHE", {})
+    data = tmp_path / "data"
+    shutil.copytree(root, data, ignore=shutil.ignore_patterns("nee.*"))
+    ours = Path(cube[0].path)
+    theirs = Path(infer(data, CFG, show_progress=False).path)
+    xr.testing.assert_identical(xr.open_zarr(theirs).drop_attrs(deep=False).load(),
+                                cube[1].drop_attrs(deep=False).load())
+    stored = lambda p: sorted(str(f.relative_to(p)) for f in p.rglob("c/**/*") if f.is_file())  # noqa: E731
+    assert stored(theirs) == stored(ours)
 
 
 def test_a_killed_worker_loses_nothing_and_the_cube_is_bit_identical(root, tmp_path):
