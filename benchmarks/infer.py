@@ -172,7 +172,7 @@ def markdown_rows(res: dict) -> list[dict]:
         {"what": f"inference ({size}): {n:.3g} pixel-day-members, drivers Zarr → NEE cube Zarr, "
                  f"LocalCluster 2 workers × 1 thread (the `fluxscale infer` default)",
          "fluxscale": f"{scaling[2]:.3g} /s ({n / scaling[2]:.0f} s; median of "
-                      f"{len(res.get('scaling_runs', {}).get(2, res.get('scaling_runs', {}).get('2', [0])))})",
+                      f"{len(res['scaling_runs'][2])})",
          "peer": peer,
          "ratio": f"{scaling[2] / ceil:.2f}× the ceiling"},
         {"what": f"inference ({size}): the same on Dask's threads in one process ({res['cores']} threads)",

@@ -100,12 +100,12 @@ class ShardWriter:
         if not ok:
             raise UnsupportedLayout(f"{self.path}: not a sharded float32 array with bytes+blosc chunks "
                                     f"and a crc32c index at the end")
-        self.shape = tuple(meta["shape"])
         self.shard = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
         self.chunk = tuple(cfg["chunk_shape"])
         if any(s % c for s, c in zip(self.shard, self.chunk)):
             raise UnsupportedLayout(f"{self.path}: shard {self.shard} is not a whole number of chunks {self.chunk}")
         self.per_shard = tuple(s // c for s, c in zip(self.shard, self.chunk))
+        self._chunk_size = int(np.prod(self.chunk))
         b = cfg["codecs"][1]["configuration"]
         # numcodecs' Blosc with the settings zarr's BloscCodec gives it (zarr/codecs/blosc.py)
         self._blosc = numcodecs.Blosc.from_config({"cname": b["cname"], "clevel": b["clevel"],
@@ -135,7 +135,7 @@ class ShardWriter:
             arr = chunk(coords)
             if arr is None:
                 continue
-            if arr.shape != self.chunk[-arr.ndim:] or arr.dtype != np.float32 or not arr.flags.c_contiguous:
+            if arr.shape != self.chunk[-arr.ndim:] or arr.size != self._chunk_size or arr.dtype != np.float32 or not arr.flags.c_contiguous:
                 raise ValueError(f"{self.path}: chunk {coords} must be C-contiguous float32 {self.chunk}, "
                                  f"got {arr.dtype} {arr.shape}")
             enc = self._blosc.encode(arr.view(np.uint8).reshape(-1))
