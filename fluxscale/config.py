@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TwinConfig", "EvalConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset", "load_config",
+__all__ = ["KNOB_RANGES", "draw_world", "TwinConfig", "EvalConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset", "load_config",
            "TrainConfig", "InferConfig", "GriddedInput", "SitesInput", "GcbInput", "IngestConfig", "load_ingest_config"]
 
 
@@ -164,6 +164,38 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+KNOB_RANGES: dict[str, tuple[float, float]] = {
+    "night_bias_tropics": (0.1, 0.5),
+    "night_bias_extratropics": (0.03, 0.15),
+    "obs_noise": (0.5, 1.2),
+    "site_offset_sd": (0.1, 0.5),
+    "site_gap_fraction": (0.1, 0.4),
+    "inversion_regional_error": (0.05, 0.2),
+    "inversion_tropical_error_factor": (2.0, 4.0),
+    "inversion_misplacement": (0.3, 0.9),
+    "tropical_sink_fraction": (0.0, 0.3),
+    "heterogeneity": (0.3, 0.8),
+    "enso_amplitude": (0.2, 0.6),
+    "global_sink": (-4.0, -2.0),
+    "prior_bias_scale": (0.5, 1.5),
+    "prior_noise": (0.1, 0.5),
+}
+"""The documented range of each twin knob that a world may be drawn from (uniform, inclusive),
+beside ``seed`` (any integer) and the tower count (``n_sites``: 0.8–1.2× the preset's):
+the worlds in which the dual-constraint claims must hold (``python -m benchmarks.science``
+draws its worlds from here; docs/evaluation.md gives the results). The defaults of
+:class:`TwinConfig` lie inside every range."""
+
+
+def draw_world(rng: "np.random.Generator", n_sites: int) -> dict[str, Any]:
+    """Twin knobs of one world drawn uniformly from :data:`KNOB_RANGES`, a random ``seed``
+    (0…9 999) and ``n_sites`` scaled by a factor drawn in [0.8, 1.2]."""
+    knobs: dict[str, Any] = {k: round(float(rng.uniform(lo, hi)), 3) for k, (lo, hi) in KNOB_RANGES.items()}
+    knobs["seed"] = int(rng.integers(0, 10_000))
+    knobs["n_sites"] = max(10, int(round(n_sites * rng.uniform(0.8, 1.2))))
+    return knobs
+
+
 def twin_preset(name: str, **knobs: Any) -> TwinConfig:
     """The :class:`TwinConfig` of preset ``name`` with ``knobs`` overriding its fields."""
     if name not in PRESETS:
@@ -272,6 +304,30 @@ class TrainConfig:
     """Stop a member when the monitor's relative decoupling passes this (None: never)."""
     retries: int = 2
     """Times a member's task is retried when its worker is lost."""
+    atm_term: str = "sampled"
+    """How EC-ATM's atmospheric term gets the model's regional integrals: ``"bridges"``, the
+    paper's Lasso bridges on their contributing pixels (Eq. 7); ``"sampled"``, a fresh
+    random sample of each region's land cells and days every step, unbiased for the full
+    integral (:mod:`fluxscale.atm_sample`; docs/evaluation.md compares them)."""
+    atm_pool_cells: int = 256
+    """Sampled term: land cells per region held in memory per member (regions with fewer
+    contribute all of theirs); ≈ 8 B × days × 18 × this, 229 MB for 17 years."""
+    atm_sample_cells: int = 32
+    """Sampled term: cells per region in each step's sample."""
+    atm_sample_days: int = 8
+    """Sampled term: days per month in each step's sample (their mean estimates Eq. 6)."""
+    atm_val_cells: int = 32
+    """Sampled term: fixed cells per region for the held-out years' ATM loss."""
+    kendall_init: str = "zero"
+    """Initial log-variances of Eq. 12–14: ``zero`` (σ = 1) or ``initial_losses`` (log of each
+    term's loss before training, the weighting's equilibrium)."""
+    lr_schedule: str = "constant"
+    """``constant`` (Table B1) or ``cosine``: decay to ``learning_rate × lr_final`` by the last step."""
+    lr_final: float = 0.1
+    """The cosine schedule's final learning rate as a fraction of ``learning_rate``."""
+    selection: str = "relative_sum"
+    """EC-ATM's best epoch: ``relative_sum`` (val_ec/val_ec⁰ + val_atm/val_atm⁰) or
+    ``val_atm`` (the held-out years' ATM loss); EC always keeps its lowest val_ec."""
     bridge_validity: bool = True
     """After training, integrate the member over every land cell and month and compare with
     the bridges (§3.5). A global pass per member: 50 s of the 65 s of a 4-epoch member on the
@@ -285,6 +341,13 @@ class TrainConfig:
                                "holdout_years": self.holdout_years >= 0,
                                "device": self.device in ("auto", "cpu", "cuda"),
                                "decoupling_cells": self.decoupling_cells >= 1,
+                               "atm_term": self.atm_term in ("bridges", "sampled"),
+                               "atm_pool_cells": self.atm_pool_cells >= 1, "atm_sample_cells": self.atm_sample_cells >= 1,
+                               "atm_sample_days": self.atm_sample_days >= 1, "atm_val_cells": self.atm_val_cells >= 1,
+                               "lr_schedule": self.lr_schedule in ("constant", "cosine"),
+                               "kendall_init": self.kendall_init in ("zero", "initial_losses"),
+                               "lr_final": 0 < self.lr_final <= 1,
+                               "selection": self.selection in ("relative_sum", "val_atm"),
                                "model_set": valid_set_name(self.model_set)}.items() if not ok]
         if bad:
             raise ConfigError(f"train config: invalid value for {', '.join(bad)}: "

@@ -44,7 +44,7 @@ from .integrals import GLOBAL, integrate_regions
 from .stores import open_store, store_path
 
 __all__ = ["ENSEMBLE_LABELS", "MODELS", "evaluation_data", "evaluation_tables", "write_tables", "summary_dict",
-           "markdown_table", "pivot_tables", "science_checks", "table_value", "annual_complete", "TABLE_TITLES"]
+           "markdown_table", "pivot_tables", "science_checks", "consistency_checks", "table_value", "annual_complete", "TABLE_TITLES"]
 
 ENSEMBLE_LABELS = {"ecatm": "EC-ATM", "ec": "EC"}
 """Cube ensemble name → the paper's label."""
@@ -59,6 +59,9 @@ TABLE_TITLES = {
     "site": "Fig. 8: site-level RMSE of daily NEE (gC m-2 d-1) against the towers",
     "bridge": "§3.5: post-hoc bridge validity, the bridges applied to each member against its full regional "
               "integral (mean over members of mean|bridge - integral| / mean|integral|, and R)",
+    "consistency": "Global consistency: period-mean NEE (PgC yr-1) of every source globally, of each member, and "
+                   "in the tropics (|lat| < 23.5°) and extratropics; RMSE of each cell's mean annual NEE against the "
+                   "truth (gC m-2 yr-1, land-area weighted)",
     "oam": "§3.6 one-against-many: EC-ATM trained on a subset of the inversion systems, mean seasonal cycle "
            "(PgC month-1) against the mean of its own systems and of all of them; 'main' = the EC-ATM "
            "ensemble trained on all systems, against the same reference",
@@ -87,6 +90,37 @@ def _members_bridged(root: Path, nee: xr.Dataset, grid: xr.Dataset) -> xr.DataAr
     est = [apply_bridges(local, pix.isel(member=k).rename(month="time").drop_vars(["lat", "lon"], errors="ignore"))
            for k in range(pix.sizes["member"])]
     return xr.concat(est, dim=pix.member.reset_coords(drop=True)).astype(np.float64)
+
+
+TROPICS_LAT = 23.5
+"""Latitude bound of the tropical band (°, both hemispheres) for the tropical / extratropical
+totals of the consistency checks."""
+
+
+def _annual_maps(root: Path, nee: xr.Dataset, grid: xr.Dataset, months: pd.DatetimeIndex) -> xr.Dataset:
+    """Mean annual NEE of every land cell over the complete years of ``months``: ``annual_map``
+    ``(map_source, cell)`` gC m-2 yr-1 for each ensemble of the cube (mean over its members)
+    and the truth (a twin), ``cell_land_area`` (cell) m², ``cell_lat`` (cell) °. Reads the
+    cube's ``NEE_monthly`` one month at a time (Dask), never the daily cube."""
+    from .grid import cell_land_area
+
+    full = [y for y in np.unique(months.year) if np.sum(months.year == y) == 12]
+    use = months[months.year.isin(full)]
+    if not full:
+        return xr.Dataset()
+    days = xr.DataArray(use.days_in_month.to_numpy().astype(np.float64), dims="month", coords={"month": use.values})
+    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
+    mon = nee.NEE_monthly.sel(month=use.values)
+    total = (mon.astype(np.float64) * days).sum("month").values / len(full)  # (ensemble, lat, lon)
+    maps = {ENSEMBLE_LABELS.get(str(e), str(e)): total[k][il, jl] for k, e in enumerate(nee.ensemble.values)}
+    if store_path(root, "truth").exists():
+        truth = open_store(store_path(root, "truth"), "truth")
+        tm = truth.NEE_monthly.sel(month=use.values)
+        maps["truth"] = ((tm.astype(np.float64) * days).sum("month").values / len(full))
+    return xr.Dataset({"annual_map": (("map_source", "cell"), np.stack(list(maps.values()))),
+                       "cell_land_area": ("cell", cell_land_area(grid)),
+                       "cell_lat": ("cell", np.asarray(grid.cell_lat.values, dtype=np.float64))},
+                      coords={"map_source": list(maps)})
 
 
 def _one_against_many(root: Path, grid: xr.Dataset, integ: xr.Dataset, client=None,
@@ -188,6 +222,7 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
     ds["gcb_sigma"] = gcb.NEE_sigma
     if store_path(root, "bridges").exists():
         ds["member_bridge"] = _members_bridged(root, nee, grid).sel(time=months)
+    ds = ds.merge(_annual_maps(root, nee, grid, months))
     oam = _one_against_many(root, grid, integ, client, say)
     if oam is not None:
         ds = ds.merge(oam)
@@ -303,6 +338,33 @@ def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
             for reg in regs:
                 add("bridge", str(ens), reg, "full integral", "rel diff", rel.sel(region=reg).where(k, drop=True).mean())
                 add("bridge", str(ens), reg, "full integral", "R", r.sel(region=reg).where(k, drop=True).mean())
+    # global consistency (absolute): period means, bands, members, pixels
+    mean = ann.mean("year")
+    for s in src:
+        if s in ("prior",):
+            continue
+        add("consistency", s, GLOBAL, "-", "mean", mean.sel(source=s, region=GLOBAL))
+        if "truth" in src and s != "truth":
+            g = ann.sel(region=GLOBAL)
+            add("consistency", s, GLOBAL, "truth", "annual RMSE", metrics.rmse(g.sel(source=s), g.sel(source="truth"), "year"))
+    mem_mean = annual_complete(ev.member_monthly.sel(region=GLOBAL)).mean("year")
+    for k, name in enumerate(ev.member.values):
+        add("consistency", str(ev.member_ensemble.values[k]), f"member {name}", "-", "mean", mem_mean.isel(member=k))
+    for ens in np.unique(ev.member_ensemble.values):
+        v = mem_mean.where(ev.member_ensemble == ens, drop=True)
+        add("consistency", str(ens), GLOBAL, "-", "members sd", v.std(ddof=1) if v.size > 1 else np.nan)
+        add("consistency", str(ens), GLOBAL, "-", "members range", v.max() - v.min())
+    if "annual_map" in ev:
+        area = ev.cell_land_area
+        trop = abs(ev.cell_lat) < TROPICS_LAT
+        for s in ev.map_source.values:
+            m = ev.annual_map.sel(map_source=s)
+            add("consistency", str(s), "TROPICS", "-", "mean", (m * area).where(trop).sum() / 1e15)
+            add("consistency", str(s), "EXTRATROPICS", "-", "mean", (m * area).where(~trop).sum() / 1e15)
+            if "truth" in ev.map_source.values and s != "truth":
+                d = m - ev.annual_map.sel(map_source="truth")
+                add("consistency", str(s), "PIXELS", "truth", "RMSE mean annual",
+                    np.sqrt(float((d * d * area).sum() / area.sum())))
     # one-against-many (§3.6): does a set move towards the systems it was trained on?
     if "oam_monthly" in ev:
         c_set = metrics.mean_seasonal_cycle(ev.oam_monthly)
@@ -396,6 +458,45 @@ def science_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
     a, e = get("site", "EC-ATM", "ALL", "towers", "RMSE"), get("site", "EC", "ALL", "towers", "RMSE")
     out.append({"check": "site RMSE vs towers, EC-ATM / EC", "value": a / e, "bound": "<= 1.15",
                 "passed": bool(a <= 1.15 * e)})
+    return out + consistency_checks(df)
+
+
+def consistency_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The absolute global-consistency claims on a twin (issue 24): EC-ATM's global annual
+    RMSE against the truth ≤ 1 PgC/yr and ≤ 2× the inversion mean's; every EC-ATM member's
+    period-mean global NEE within 2 PgC/yr of the truth's; EC-ATM's tropical (|lat| < 23.5°)
+    and extratropical period means each within 1 PgC/yr of the truth's; EC-ATM's post-hoc
+    bridge decoupling (mean over regions of mean|bridge − integral| / mean|integral|) no
+    worse than EC's; EC-ATM's per-cell RMSE of mean annual NEE against the truth ≤ EC's.
+    A check whose inputs are missing (no bridges, no maps) is left out."""
+    get = lambda *key: table_value(df, *key)  # noqa: E731
+
+    out = []
+
+    def check(name: str, value: float, bound: str, passed: bool) -> None:
+        if np.isfinite(value):
+            out.append({"check": name, "value": float(value), "bound": bound, "passed": bool(passed)})
+
+    a, inv = (get("consistency", m, GLOBAL, "truth", "annual RMSE") for m in ("EC-ATM", "inversions"))
+    check("global annual RMSE vs truth, EC-ATM (PgC/yr)", a, "<= 1.0", a <= 1.0)
+    if np.isfinite(inv) and inv > 0:
+        check("global annual RMSE vs truth, EC-ATM / inversion mean", a / inv, "<= 2", a <= 2 * inv)
+    truth = get("consistency", "truth", GLOBAL, "-", "mean")
+    mem = df[(df.table == "consistency") & (df.model == "EC-ATM") & df.region.str.startswith("member ")]
+    if len(mem) and np.isfinite(truth):
+        worst = float(np.max(np.abs(mem.value.to_numpy() - truth)))
+        check("largest |EC-ATM member global mean - truth| (PgC/yr)", worst, "<= 2.0", worst <= 2.0)
+    for band in ("TROPICS", "EXTRATROPICS"):
+        d = abs(get("consistency", "EC-ATM", band, "-", "mean") - get("consistency", "truth", band, "-", "mean"))
+        check(f"|EC-ATM - truth|, {band.lower()} mean (PgC/yr)", d, "<= 1.0", d <= 1.0)
+    b = df[(df.table == "bridge") & (df.metric == "rel diff")]
+    if len(b):
+        w = b.groupby("model").value.mean()
+        if {"EC-ATM", "EC"} <= set(w.index):
+            check("bridge decoupling (rel diff), EC-ATM / EC", w["EC-ATM"] / w["EC"], "<= 1.0",
+                  w["EC-ATM"] <= w["EC"])
+    pa, pe = (get("consistency", m, "PIXELS", "truth", "RMSE mean annual") for m in ("EC-ATM", "EC"))
+    check("per-cell RMSE of mean annual NEE vs truth, EC-ATM / EC", pa / pe, "<= 1.0", pa <= pe)
     return out
 
 

@@ -44,7 +44,7 @@ from .grid import cell_land_area
 from .schema import NEE_UNITS
 from .stores import open_store, store_path
 
-__all__ = ["TrainingData", "load_training_data", "train_member", "train_ensemble", "member_name", "models_dir", "model_sets", "load_member",
+__all__ = ["TrainingData", "load_training_data", "train_member", "flag_members", "learning_rate", "selection_score", "train_ensemble", "member_name", "models_dir", "model_sets", "load_member",
            "bridge_validity"]
 
 G_PER_PG = 1e15
@@ -79,7 +79,11 @@ class TrainingData:
     (one full year, drawn with the seed), ``mon_x`` (days of that year, cells, 10) for
     up to ``decoupling_cells`` land cells per region, ``mon_region`` (cells,) their region
     column and ``mon_scale`` (cells,) their land area (m², float64) scaled so that the
-    sample's total equals its region's.
+    sample's total equals its region's. For the sampled ATM term (:mod:`fluxscale.atm_sample`):
+    ``region_ids`` (regions,) the training regions' ids, ``cell_region`` and ``cell_area``
+    (cells,) every land cell's region id and land area (m²), ``drivers_path``, ``day_idx``
+    (days,) the training days' positions in the drivers' time axis and ``day_doy`` their
+    day-of-year rows.
     """
 
     site_x: np.ndarray
@@ -99,6 +103,12 @@ class TrainingData:
     mon_x: np.ndarray
     mon_region: np.ndarray
     mon_scale: np.ndarray
+    region_ids: np.ndarray | None = None
+    cell_region: np.ndarray | None = None
+    cell_area: np.ndarray | None = None
+    drivers_path: str | None = None
+    day_idx: np.ndarray | None = None
+    day_doy: np.ndarray | None = None
 
 
 def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
@@ -170,6 +180,9 @@ def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
         regions=[regions[i] for i in keep], systems=chosen,
         mon_year=mon_year, mon_x=assemble_driver_block(drivers, time=mon_days, cell=mon_cells),
         mon_region=np.concatenate(mon_region), mon_scale=np.concatenate(mon_scale),
+        region_ids=np.asarray(keep, dtype=np.int64), cell_region=cell_region, cell_area=np.asarray(w, dtype=np.float64),
+        drivers_path=str(store_path(root, "drivers")), day_idx=day_idx,
+        day_doy=(days[day_idx].day_of_year.to_numpy() - 1).astype(np.intp),
     )
 
 
@@ -201,7 +214,14 @@ class _Member:
         import torch
 
         self.torch, self.device, self.data = torch, device, data
+        bad_y = np.isinf(data.site_y)
         obs = ~np.isnan(data.site_y)
+        bad_x = obs & ~np.isfinite(data.site_x).all(axis=-1)
+        for what, bad in (("NEE", bad_y), ("drivers on observed days", bad_x)):
+            if bad.any():
+                s, d = np.argwhere(bad)[0]
+                raise FluxscaleError(f"sites.zarr: {what}: {int(bad.sum())} tower-day(s) not finite (first: site "
+                                     f"index {s}, day index {d}); fix or mask them (`fluxscale validate`)")
         train_sites = data.site_fold != fold
         self.train_idx = np.argwhere(obs & train_sites[:, None])
         self.val_idx = np.argwhere(obs & ~train_sites[:, None])
@@ -230,6 +250,25 @@ class _Member:
         self.val_years = sorted(int(y) for y in rng.choice(full, size=n_hold, replace=False)) if n_hold else []
         self.train_years = [int(y) for y in full if y not in self.val_years]
         self.n_months = data.month_year.size
+        self.atm_term = cfg.atm_term
+        if cfg.atm_term == "sampled":
+            from .atm_sample import draw_pool, fixed_subset, load_pool
+
+            if data.cell_region is None:
+                raise FluxscaleError("atm_term='sampled' needs the training data's land cells (load_training_data)")
+            prng = np.random.default_rng([cfg.seed, fold, 17])  # the member's own pool
+            cells, col, weight = draw_pool(data.cell_region, data.cell_area, list(data.region_ids),
+                                           cfg.atm_pool_cells, prng)
+            self.pool = load_pool(data.drivers_path, cells, col, weight, data.day_idx, data.day_doy)
+            self.sample_cells, self.sample_days = cfg.atm_sample_cells, cfg.atm_sample_days
+            self.val_sel, val_scale = fixed_subset(self.pool, data.bias.size, cfg.atm_val_cells)
+            self.val_onehot = t(self._onehot(self.pool.region[self.val_sel]) * val_scale[:, None], f64)
+            self.month_rows = [np.flatnonzero(data.day_month == m) for m in range(self.n_months)]
+
+    def _onehot(self, region: np.ndarray) -> np.ndarray:
+        oh = np.zeros((region.size, self.data.bias.size))
+        oh[np.arange(region.size), region] = 1.0
+        return oh
 
     def _monthly(self, x, months: np.ndarray, model, days: np.ndarray | None = None):
         """Eq. 6: monthly means over the days of ``months`` of the model on ``x`` (days, n, 10)
@@ -260,14 +299,55 @@ class _Member:
         m = self.monthly_pixels(model, months).double()
         return m @ self.pix_w + self.bias
 
-    def atm(self, model, months: np.ndarray):
+    def sampled_estimate(self, model, months: np.ndarray, rng: np.random.Generator | None = None):
+        """The sampled regional integrals (months, regions), PgC month-1, float64
+        (:mod:`fluxscale.atm_sample`). With ``rng`` (a training step): a fresh sample of
+        ``atm_sample_cells`` pool cells per region and ``atm_sample_days`` days per month;
+        without: the fixed validation cells on every day of ``months``."""
+        from .atm_sample import step_sample
+
+        torch = self.torch
+        if rng is not None:
+            idx, scale = step_sample(self.pool, self.data.bias.size, self.sample_cells, rng)
+            rows = [rng.choice(self.month_rows[m], size=min(self.sample_days, self.month_rows[m].size), replace=False)
+                    for m in months]
+            d = min(r.size for r in rows)
+            days = np.concatenate([r[:d] for r in rows])
+            x = torch.as_tensor(self.pool.drivers(days, idx), device=self.device)
+            monthly = model(x).reshape(months.size, d, idx.size).mean(dim=1).double()  # Eq. 6 from d days
+            w = torch.as_tensor(self._onehot(self.pool.region[idx]) * scale[:, None], device=self.device)
+        else:
+            years = np.unique(self.data.month_year[months])
+            parts = []
+            for y in years:
+                ms = months[self.data.month_year[months] == y]
+                days = np.concatenate([self.month_rows[m] for m in ms])
+                x = torch.as_tensor(self.pool.drivers(days, self.val_sel), device=self.device)
+                parts.append(self._monthly(x, ms, model, days=self.data.day_month[days]).double())
+            monthly, w = torch.cat(parts), self.val_onehot
+        return (monthly @ w) * self.month_days[torch.as_tensor(months, device=self.device)][:, None] / G_PER_PG
+
+    def atm(self, model, months: np.ndarray, rng: np.random.Generator | None = None):
+        """Eq. 8–11 on ``months`` through the configured term: the bridges (Eq. 7) or the
+        sampled integrals."""
         from .losses import atm_loss
 
-        pred = self.bridge_estimate(model, months)
+        if self.atm_term == "sampled":
+            pred = self.sampled_estimate(model, months, rng)
+        else:
+            pred = self.bridge_estimate(model, months)
         return atm_loss(pred, self.inv[:, self.torch.as_tensor(months, device=self.device), :], self.area_w)
 
     def months_of(self, years: list[int]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.data.month_year, years))
+
+    def ec_train_loss(self, model) -> float:
+        """The EC loss (Eq. 5) over every training tower-day (no gradient)."""
+        torch = self.torch
+        with torch.no_grad():
+            i = self.train_idx_t
+            out = torch.cat([model(self.site_x[i[k:k + 65536, 0], i[k:k + 65536, 1]]) for k in range(0, i.shape[0], 65536)])
+            return float(((out - self.site_y[i[:, 0], i[:, 1]]) ** 2).mean())
 
     def ec_val(self, model):
         torch = self.torch
@@ -291,7 +371,7 @@ class _Member:
         l_atm_v = 0.0
         if variant == "ecatm" and self.train_years:
             year = int(year_rng.choice(self.train_years))
-            l_atm = self.atm(model, self.months_of([year]))
+            l_atm = self.atm(model, self.months_of([year]), rng=year_rng)
             loss = uncertainty_weighted(l_ec, l_atm.float(), log_var[0], log_var[1])
             l_atm_v = float(l_atm.detach())
         else:
@@ -301,8 +381,12 @@ class _Member:
         opt.step()
         return float(l_ec.detach()), l_atm_v
 
-    def decoupling(self, model) -> float:
-        """Relative |bridge − integral of the model over the monitor cells|, area-weighted."""
+    def monitor(self, model) -> dict[str, float]:
+        """The per-epoch monitor on its fixed cells and year: ``decoupling``, the relative
+        |bridge − integral of the model over the monitor cells|, area-weighted over regions;
+        ``global_monitor`` and ``global_bridge``, the model's total over the training regions
+        in that year from the monitor cells and from the bridges, and ``global_inversions``,
+        the inversions' mean total (PgC yr-1)."""
         torch = self.torch
         months = self.months_of([self.data.mon_year])
         with torch.no_grad():
@@ -310,7 +394,13 @@ class _Member:
             integral = (monthly @ self.mon_scale) * self.month_days[months][:, None] / G_PER_PG
             bridge = self.bridge_estimate(model, months)
             rel = (bridge - integral).abs().mean(dim=0) / integral.abs().mean(dim=0).clamp_min(1e-9)
-            return float((rel * self.area_w).sum())
+            inv = self.inv[:, torch.as_tensor(months, device=self.device), :].mean(dim=0)
+            return {"decoupling": float((rel * self.area_w).sum()), "global_monitor": float(integral.sum()),
+                    "global_bridge": float(bridge.sum()), "global_inversions": float(inv.sum())}
+
+    def decoupling(self, model) -> float:
+        """Relative |bridge − integral of the model over the monitor cells|, area-weighted."""
+        return self.monitor(model)["decoupling"]
 
 
 def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
@@ -352,29 +442,43 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
         sig = torch.exp(0.5 * log_var.detach()).cpu().numpy()
         return {"epoch": epoch, "train_ec": tr_ec, "train_atm": tr_atm, "sigma_ec": float(sig[0]),
                 "sigma_atm": float(sig[1]), "val_ec": mb.ec_val(model), "val_atm": val_atm, "atm_all": atm_all,
-                "decoupling": mb.decoupling(model), "seconds": seconds}
+                **mb.monitor(model), "lr": opt.param_groups[0]["lr"], "seconds": seconds}
 
+    name = member_name(variant, fold)
+    expected = ["train_ec"] + (["train_atm"] if variant == "ecatm" else []) + \
+        (["val_ec"] if mb.val_idx.shape[0] else []) + (["val_atm"] if val_months.size else [])
     log = [evaluate(0, float("nan"), float("nan"), 0.0)]
     ref = log[0]
+    if cfg.kendall_init == "initial_losses" and variant == "ecatm":
+        # s = log σ² starts at the log of each term's loss before training: Eq. 14's
+        # equilibrium (∂/∂s = 0 ⇔ σ² = L), so both terms weigh as much from the first step
+        # instead of waiting for Adam to walk s there at ~lr per step
+        with torch.no_grad():
+            l_ec0 = mb.ec_train_loss(model)
+            log_var.copy_(torch.tensor([np.log(max(l_ec0, 1e-12)), np.log(max(ref["atm_all"], 1e-12))],
+                                       dtype=log_var.dtype))
+        best_log_var = log_var.detach().clone()
     best_score, best_epoch, stopped = np.inf, 0, None
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_log_var = log_var.detach().clone()
     for epoch in range(1, cfg.epochs + 1):
         t = time.perf_counter()
         ec_sum = atm_sum = 0.0
-        for _ in range(cfg.steps_per_epoch):
+        for k in range(cfg.steps_per_epoch):
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(cfg, (epoch - 1) * cfg.steps_per_epoch + k)
             l_ec, l_atm = mb.step(model, opt, log_var, variant, cfg.ec_batch, gen, year_rng)
             ec_sum += l_ec
             atm_sum += l_atm
         row = evaluate(epoch, ec_sum / cfg.steps_per_epoch,
                        atm_sum / cfg.steps_per_epoch if variant == "ecatm" else float("nan"), time.perf_counter() - t)
         log.append(row)
-        if variant == "ec" or not np.isfinite(row["val_atm"]):
-            score = row["val_ec"]
-        else:
-            score = row["val_ec"] / ref["val_ec"] + row["val_atm"] / ref["val_atm"]
-        if not np.isfinite(score):
-            score = row["train_ec"]
+        bad = [k for k in expected if not np.isfinite(row[k])]
+        if bad:
+            raise FluxscaleError(
+                f"{name}: the loss went non-finite at epoch {epoch} ({', '.join(f'{k}={row[k]}' for k in bad)}); "
+                f"no checkpoint written. Check the inputs: `fluxscale validate {root}` (towers' NEE and drivers)")
+        score = selection_score(cfg, variant, row, ref)
         if score < best_score:
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -394,7 +498,6 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
     if write:
         out = models_dir(root, cfg.model_set)
         (out / "logs").mkdir(parents=True, exist_ok=True)
-        name = member_name(variant, fold)
         ckpt = {"state_dict": {k: v.cpu() for k, v in best_state.items()}, "log_var": best_log_var.cpu(),
                 "meta": json.dumps({"config": cfg.to_dict(), "metrics": metrics, "resume_key": resume_key,
                                     "drivers": list(DRIVER_NAMES), "units": "gC m-2 d-1"}, default=float)}
@@ -405,6 +508,34 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
     else:
         result["state_dict"] = best_state
     return result
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Adam's learning rate at optimiser step ``step`` (0-based): ``learning_rate`` throughout
+    (``lr_schedule="constant"``, Table B1) or a cosine decay from it to ``learning_rate ×
+    lr_final`` at the last step (``"cosine"``)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    total = max(cfg.epochs * cfg.steps_per_epoch - 1, 1)
+    frac = min(step / total, 1.0)
+    return cfg.learning_rate * (cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + np.cos(np.pi * frac)))
+
+
+def selection_score(cfg: TrainConfig, variant: str, row: dict[str, float], ref: dict[str, float]) -> float:
+    """The best-epoch score of an epoch's log ``row`` (``ref``: epoch 0's), lower is better.
+
+    EC: the validation towers' MSE. EC-ATM (``cfg.selection``): ``"relative_sum"``,
+    ``val_ec/val_ec⁰ + val_atm/val_atm⁰``; ``"val_atm"``, the held-out years' ATM loss
+    alone (the validation towers carry the towers' bias that the ATM term exists to
+    correct, so their error may rightly rise). Falls back to the training EC loss where a
+    validation loss is missing."""
+    if variant == "ec" or not np.isfinite(row["val_atm"]):
+        score = row["val_ec"]
+    elif cfg.selection == "val_atm":
+        score = row["val_atm"]
+    else:
+        score = row["val_ec"] / ref["val_ec"] + row["val_atm"] / ref["val_atm"]
+    return score if np.isfinite(score) else row["train_ec"]
 
 
 def load_member(path: str | Path):
@@ -503,6 +634,43 @@ def _kept_member(path: Path, resume_key: str | None) -> dict | None:
     return meta["metrics"] if meta.get("resume_key") == resume_key else None
 
 
+FLAG_ATM_RATIO = 0.8
+"""An EC-ATM member whose held-out ATM loss is at least this fraction of its fold's EC member's
+did not take the atmospheric constraint up (flagged)."""
+FLAG_GLOBAL_RATIO = 0.5
+"""… or whose monitor total is at least this fraction as far from the inversions as EC's."""
+
+
+def flag_members(members: dict[str, dict]) -> dict[str, str]:
+    """EC-ATM members that stayed at EC's level, by their fold's EC member: ``{name: why}``.
+
+    A member is flagged when its best epoch's held-out ATM loss is ≥ ``FLAG_ATM_RATIO`` × EC's,
+    or when its global total over the monitor cells and year (``global_monitor``, PgC yr-1)
+    is ≥ ``FLAG_GLOBAL_RATIO`` × as far from the inversions' as EC's. Members without an EC
+    partner are not judged."""
+    out = {}
+    for name, m in members.items():
+        if m.get("variant") != "ecatm":
+            continue
+        ec = members.get(member_name("ec", m["fold"]))
+        if ec is None:
+            continue
+        b, e = m["best"], ec["best"]
+        why = []
+        if np.isfinite(b.get("val_atm", np.nan)) and np.isfinite(e.get("val_atm", np.nan)) \
+                and b["val_atm"] >= FLAG_ATM_RATIO * e["val_atm"]:
+            why.append(f"held-out ATM loss {b['val_atm']:.4f} is {b['val_atm'] / e['val_atm']:.2f} of EC's "
+                       f"{e['val_atm']:.4f} (best epoch {m['best_epoch']})")
+        if "global_monitor" in b and "global_monitor" in e:
+            gap, gap_ec = abs(b["global_monitor"] - b["global_inversions"]), abs(e["global_monitor"] - e["global_inversions"])
+            if gap_ec > 0 and gap >= FLAG_GLOBAL_RATIO * gap_ec:
+                why.append(f"its total over the monitor year is {b['global_monitor']:.2f} PgC/yr against the "
+                           f"inversions' {b['global_inversions']:.2f} (EC: {e['global_monitor']:.2f})")
+        if why:
+            out[name] = "; ".join(why) + ": the atmospheric constraint did not take hold"
+    return out
+
+
 def train_ensemble(root: str | Path, cfg: TrainConfig, *, client=None, show_progress: bool = True,
                    say=lambda m: None, resume_key: str | None = None) -> dict[str, Any]:
     """Train every ``(variant, fold)`` member of ``cfg``; returns ``members.json``'s content.
@@ -561,6 +729,9 @@ def train_ensemble(root: str | Path, cfg: TrainConfig, *, client=None, show_prog
                 progress.advance(task)
     summary = {"config": cfg.to_dict(), "members": {k: r["metrics"] for k, r in sorted(results.items())},
                "seconds": time.perf_counter() - t0}
+    summary["flagged"] = flag_members(summary["members"])
+    for name, why in summary["flagged"].items():
+        say(f"train: [yellow]warning[/] {name}: {why}")
     (out / "members.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 

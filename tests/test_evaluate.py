@@ -227,7 +227,55 @@ def test_report_figures_and_summary(evaluated):
              & (df.metric == "RMSE")].value.iloc[0]
     assert summ["models"]["EC-ATM"]["GLOBAL"]["annual RMSE vs truth"] == pytest.approx(row)
     assert set(summ["models"]) >= {"EC-ATM", "EC", "prior", "GCB"}
-    assert len(summ["models"]["EC"]) == 19 + 1  # 18 regions + GLOBAL, + the towers' ALL
+    members = {f"member {m}" for m in xr.open_zarr(root / "nee.zarr").member.values if str(m).startswith("ec-")}
+    # 18 regions + GLOBAL, the towers' ALL, the consistency bands and pixels, and each member
+    assert set(summ["models"]["EC"]) == set(ev_regions()) | {"ALL", "TROPICS", "EXTRATROPICS", "PIXELS"} | members
+    checks = {c["check"]: c for c in summ["science_checks"]}
+    assert "global annual RMSE vs truth, EC-ATM (PgC/yr)" in checks and len(checks) >= 9
+
+
+def ev_regions():
+    from fluxscale.integrals import REGION_LABELS
+
+    return REGION_LABELS
+
+
+def test_consistency_against_numpy_over_the_cube(evaluated):
+    """Period means per band and per member and the per-cell RMSE of mean annual NEE, from
+    the cube and the truth with plain numpy."""
+    root, _ = evaluated
+    df = pd.read_csv(root / "report" / "metrics.csv")
+    cube = xr.open_zarr(root / "nee.zarr")
+    truth = xr.open_zarr(root / "truth.zarr")
+    grid = open_store(store_path(root, "grid"), "grid").load()
+    integ = open_store(store_path(root, "integrals"), "integrals")
+    months = pd.DatetimeIndex(integ.time.values)
+    full = [y for y in np.unique(months.year) if np.sum(months.year == y) == 12]
+    use = months[months.year.isin(full)]
+    days = use.days_in_month.values.astype(float)
+    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
+    area = (grid.cell_area * grid.land_fraction).values[il, jl]
+    trop = np.abs(grid.cell_lat.values) < 23.5
+
+    def annual_map(monthly):  # (month, cell) → mean annual gC m-2 yr-1
+        return (monthly * days[:, None]).sum(axis=0) / len(full)
+
+    ecatm = annual_map(cube.NEE_monthly.sel(ensemble="ecatm", month=use.values).values[:, il, jl].astype(float))
+    ec = annual_map(cube.NEE_monthly.sel(ensemble="ec", month=use.values).values[:, il, jl].astype(float))
+    tr = annual_map(truth.NEE_monthly.sel(month=use.values).values.astype(float))
+    get = lambda model, region, ref, metric: df[(df.table == "consistency") & (df.model == model) & (df.region == region)  # noqa: E731
+                                                & (df.reference == ref) & (df.metric == metric)].value.iloc[0]
+    for band, k in (("TROPICS", trop), ("EXTRATROPICS", ~trop)):
+        assert get("EC-ATM", band, "-", "mean") == pytest.approx((ecatm * area)[k].sum() / 1e15, rel=1e-5)
+        assert get("truth", band, "-", "mean") == pytest.approx((tr * area)[k].sum() / 1e15, rel=1e-5)
+    for name, m in (("EC-ATM", ecatm), ("EC", ec)):
+        want = np.sqrt(((m - tr) ** 2 * area).sum() / area.sum())
+        assert get(name, "PIXELS", "truth", "RMSE mean annual") == pytest.approx(want, rel=1e-5)
+    member = str(cube.member.values[0])
+    mm = cube.NEE_member_monthly.sel(member=member, month=use.values).values[:, il, jl].astype(float)
+    want = (annual_map(mm) * area).sum() / 1e15
+    label = "EC-ATM" if member.startswith("ecatm") else "EC"
+    assert get(label, f"member {member}", "-", "mean") == pytest.approx(want, rel=1e-4)
 
 
 def test_cli_evaluate_and_errors(evaluated, tmp_path):

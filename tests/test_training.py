@@ -185,3 +185,108 @@ def test_a_member_lost_with_its_worker_is_retried_and_gives_the_same_weights(tra
     local = train_member(root, cfg.replace(threads=1), "ecatm", 0, data=data, write=False)["state_dict"]
     assert all(torch.equal(v, local[k]) for k, v in model.state_dict().items())
     assert res["metrics"]["threads"] == 1
+
+
+# --- the sampled atmospheric term (fluxscale.atm_sample) --------------------------------------
+
+class _TairModel(torch.nn.Module):
+    """NEE = Tair (°C), a field that varies by cell and day, so sampling error is visible."""
+
+    def forward(self, x):
+        from fluxscale.drivers import DRIVER_NAMES
+
+        return x[..., DRIVER_NAMES.index("Tair")]
+
+
+def _full_regional_tair(root, data, months):
+    """numpy: Σ over each region's land cells of land area × monthly mean Tair × days, PgC
+    month-1 if Tair were gC m-2 d-1 — the full integral the sampled term estimates."""
+    from fluxscale.drivers import assemble_driver_block, DRIVER_NAMES
+
+    drivers = open_store(store_path(root, "drivers"), "drivers")
+    x = assemble_driver_block(drivers, time=data.day_idx)[..., DRIVER_NAMES.index("Tair")].astype(np.float64)
+    out = np.zeros((months.size, data.region_ids.size))
+    for i, m in enumerate(months):
+        mean = x[data.day_month == m].mean(axis=0)
+        for j, rid in enumerate(data.region_ids):
+            k = data.cell_region == rid
+            out[i, j] = (mean[k] * data.cell_area[k]).sum() * data.month_days[m] / 1e15
+    return out
+
+
+def test_pool_is_unbiased_for_the_regional_sum_against_numpy():
+    """Hansen–Hurwitz pool: over many pools the mean of Σ w·x equals Σ A·x (closed form)."""
+    from fluxscale.atm_sample import draw_pool
+
+    rng = np.random.default_rng(0)
+    n = 500
+    region = rng.integers(0, 3, n)
+    area = rng.uniform(1, 5, n)
+    x = rng.normal(2, 3, n) * area  # correlated with the area
+    exact = np.array([(area * x)[region == r].sum() for r in range(3)])
+    est = []
+    for _ in range(3000):
+        cells, col, w = draw_pool(region, area, [0, 1, 2], 40, rng)
+        est.append(np.bincount(col, weights=w * x[cells], minlength=3))
+    est = np.array(est)
+    se = est.std(axis=0) / np.sqrt(len(est))
+    assert np.all(np.abs(est.mean(axis=0) - exact) < 4 * se)
+    cells, col, w = draw_pool(region, area, [0, 1, 2], 1000, rng)  # a pool as large as the regions: exact
+    np.testing.assert_allclose(np.bincount(col, weights=w * x[cells], minlength=3), exact, rtol=1e-12)
+
+
+def test_sampled_estimate_matches_the_full_integral(trained_root, data):
+    """With a pool holding every cell, the validation estimate is the full regional integral
+    (numpy), and the mean of many per-step samples (cells and days) converges to it."""
+    from fluxscale.training import _Member
+
+    cfg = FAST.replace(atm_pool_cells=100_000, atm_val_cells=100_000, atm_sample_cells=8, atm_sample_days=3)
+    mb = _Member(data, cfg, 0, torch.device("cpu"))
+    months = mb.months_of([int(data.month_year[0])])
+    exact = _full_regional_tair(trained_root, data, months)
+    with torch.no_grad():
+        full = mb.sampled_estimate(_TairModel(), months).numpy()
+        np.testing.assert_allclose(full, exact, rtol=1e-5)
+        rng = np.random.default_rng(1)
+        draws = np.stack([mb.sampled_estimate(_TairModel(), months, rng).numpy() for _ in range(300)])
+    se = draws.std(axis=0) / np.sqrt(len(draws))
+    z = (draws.mean(axis=0) - exact) / np.maximum(se, 1e-12)
+    assert np.mean(np.abs(z) < 3) > 0.97 and np.all(np.abs(z) < 5)
+    # each step's sample costs ~regions × cells × 12 × days forward samples, not the whole region
+    assert draws.std(axis=0).max() > 0
+
+
+def test_non_finite_loss_is_refused(trained_root, data):
+    """Inf tower NEE: the member stops with an error naming it, no checkpoint."""
+    import dataclasses
+
+    y = data.site_y.copy()
+    obs = np.argwhere(np.isfinite(y))
+    y[tuple(obs[:: max(1, len(obs) // 3)][:3].T)] = np.inf
+    bad = dataclasses.replace(data, site_y=y)
+    with pytest.raises(FluxscaleError, match=r"sites.zarr: NEE: 3 tower-day\(s\) not finite"):
+        train_member(trained_root, FAST.replace(epochs=1), "ec", 0, data=bad, write=False)
+    # a loss that diverges during training stops the member, naming it and the epoch
+    with pytest.raises(FluxscaleError, match=r"ecatm-fold0: the loss went non-finite at epoch \d"):
+        train_member(trained_root, FAST.replace(epochs=3, learning_rate=1e30), "ecatm", 0, data=data, write=False)
+
+
+def test_flagged_members_stay_at_ec_level():
+    from fluxscale.training import flag_members
+
+    row = lambda atm, g: {"val_atm": atm, "global_monitor": g, "global_inversions": -3.0}  # noqa: E731
+    members = {"ec-fold0": {"variant": "ec", "fold": 0, "best": row(0.12, -20.0), "best_epoch": 30},
+               "ecatm-fold0": {"variant": "ecatm", "fold": 0, "best": row(0.11, -19.0), "best_epoch": 4},
+               "ec-fold1": {"variant": "ec", "fold": 1, "best": row(0.12, -20.0), "best_epoch": 30},
+               "ecatm-fold1": {"variant": "ecatm", "fold": 1, "best": row(0.04, -3.5), "best_epoch": 30}}
+    flagged = flag_members(members)
+    assert list(flagged) == ["ecatm-fold0"] and "0.92 of EC's" in flagged["ecatm-fold0"]
+
+
+def test_cosine_learning_rate():
+    from fluxscale.training import learning_rate
+
+    cfg = TrainConfig(epochs=2, steps_per_epoch=5, lr_schedule="cosine", lr_final=0.1)
+    lr = [learning_rate(cfg, k) for k in range(10)]
+    assert lr[0] == pytest.approx(0.003) and lr[-1] == pytest.approx(0.0003) and np.all(np.diff(lr) < 0)
+    assert learning_rate(TrainConfig(), 500) == 0.003

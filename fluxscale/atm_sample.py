@@ -1,0 +1,153 @@
+"""The sampled atmospheric term: regional integrals of the model's own output estimated from
+a fresh random sample of every region's land cells each step (an alternative to the paper's
+bridges, Eq. 7, selected with ``TrainConfig.atm_term = "sampled"``).
+
+Why: the bridges (Eq. 7) map the monthly NEE of 1–34 pixels per region to the regional
+integral with weights fitted on the *prior*. A network trained through them can satisfy the
+bridge pixels in ways the rest of the region does not follow (§3.5, "decoupling"); on the
+twin every EC-ATM member ended more decoupled than EC, and the global mean of EC-ATM missed
+the truth by 2–5 PgC/yr in three of four worlds (docs/evaluation.md). A random sample of the
+region's own cells has no fitted weights to exploit: its expectation is the model's full
+regional integral whatever the network does, so the only way to lower the loss is to move
+the whole region.
+
+The design (a two-phase sample, every estimate unbiased for the full regional integral):
+
+* **Pool.** Per member (seeded by ``(seed, fold)``, so members' pools differ and their
+  pool errors average out in the ensemble), each region contributes ``atm_pool_cells`` land
+  cells drawn with replacement with probability ∝ land area, weight ``w = A_region / P``
+  (Hansen–Hurwitz); a region with no more cells than that contributes all of them, weight
+  ``w = A_cell`` (exact). The pool's daily drivers stay in memory compactly: ``Tair`` and
+  ``WAI2`` ``(2, days, cells)`` plus the seasonal ``(4, 366, cells)`` and static ``(4,
+  cells)`` drivers, about 8 B × days × cells (229 MB for 4 608 cells × 17 years).
+* **Step.** One training year; per region ``atm_sample_cells`` cells drawn uniformly
+  without replacement from its pool (weights × pool size / sample size), per month
+  ``atm_sample_days`` days drawn uniformly without replacement (their mean is an unbiased
+  monthly mean, Eq. 6). 18 regions × 32 cells × 12 months × 8 days = 55 296 forward
+  samples, about the bridges' 365 days × 133 pixels.
+* **Validation.** A fixed subset (the first ``atm_val_cells`` of every region's pool,
+  re-weighted to stand for the pool) on every day of the validation months.
+
+Estimates are PgC month⁻¹: ``Σ_i w_i · NEE_i(month) · days_in_month / 10¹⁵`` with NEE in
+gC m⁻² d⁻¹ and ``w`` in m².
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS, STATIC_DRIVERS, _INDEX, _KIND, _assemble_rows
+
+__all__ = ["CellPool", "draw_pool", "load_pool"]
+
+G_PER_PG = 1e15
+
+
+@dataclass
+class CellPool:
+    """The sampling pool of one member (numpy, float32 unless noted).
+
+    ``cells`` (n,) land-cell indices; ``region`` (n,) region column (0…R−1, the training
+    regions' order); ``weight`` (n,) float64 m²: Σ over a region's pool of ``weight · NEE``
+    estimates the region's integral (gC d⁻¹ for NEE in gC m⁻² d⁻¹); ``daily`` (2, days, n)
+    ``Tair``, ``WAI2`` on the training days; ``seasonal`` (4, 366, n); ``static`` (4, n);
+    ``doy`` (days,) day-of-year row of each training day.
+    """
+
+    cells: np.ndarray
+    region: np.ndarray
+    weight: np.ndarray
+    daily: np.ndarray
+    seasonal: np.ndarray
+    static: np.ndarray
+    doy: np.ndarray
+
+    def drivers(self, days: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """float32 ``(len(days), len(idx), 10)`` drivers (:data:`DRIVER_NAMES` order) of pool
+        members ``idx`` on training days ``days`` (positions in the training-day axis)."""
+        daily = np.ascontiguousarray(self.daily[:, days][:, :, idx])
+        out = np.empty((days.size, idx.size, len(DRIVER_NAMES)), dtype=np.float32)
+        _assemble_rows(daily, np.ascontiguousarray(self.seasonal[:, :, idx]),
+                       np.ascontiguousarray(self.static[:, idx]), self.doy[days], _KIND, _INDEX, out)
+        return out
+
+
+def draw_pool(cell_region: np.ndarray, cell_area: np.ndarray, regions: list[int], size: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw the pool: ``(cells, region column, weight m²)``.
+
+    ``cell_region`` (cells,) region id of every land cell; ``cell_area`` (cells,) land area
+    m²; ``regions`` the region ids in training order. A region with at most ``size`` cells
+    gives all of them at their own area; a larger one ``size`` draws with replacement,
+    probability ∝ area, each weighted by the region's area / ``size`` (unbiased:
+    E[Σ w·x] = Σ_region A·x).
+    """
+    cells, col, weight = [], [], []
+    for j, r in enumerate(regions):
+        members = np.flatnonzero(cell_region == r)
+        if members.size == 0:
+            continue
+        a = cell_area[members].astype(np.float64)
+        if members.size <= size:
+            take, w = members, a
+        else:
+            take = np.sort(rng.choice(members, size=size, replace=True, p=a / a.sum()))
+            w = np.full(size, a.sum() / size)
+        cells.append(take)
+        col.append(np.full(take.size, j))
+        weight.append(w)
+    return np.concatenate(cells), np.concatenate(col), np.concatenate(weight)
+
+
+def load_pool(drivers_path: str | Path, cells: np.ndarray, region: np.ndarray, weight: np.ndarray,
+              day_idx: np.ndarray, doy: np.ndarray) -> CellPool:
+    """Read the pool's drivers from ``drivers.zarr`` (only the days ``day_idx`` of the daily
+    ones). The store is read directly with zarr's orthogonal selection (one pass over the
+    chunks that hold the pool's cells), as :class:`fluxscale.drivers.CellDrivers` does."""
+    import zarr
+
+    g = zarr.open_group(str(drivers_path), mode="r")
+    uniq, inverse = np.unique(cells, return_inverse=True)
+    t0, t1 = int(day_idx.min()), int(day_idx.max()) + 1
+    daily = np.stack([np.asarray(g[n].oindex[t0:t1, uniq], dtype=np.float32)[day_idx - t0][:, inverse]
+                      for n in DAILY_DRIVERS])
+    seasonal = np.stack([np.asarray(g[n].oindex[:, uniq], dtype=np.float32)[:, inverse] for n in SEASONAL_DRIVERS])
+    static = np.stack([np.asarray(g[n].oindex[uniq], dtype=np.float32)[inverse] for n in STATIC_DRIVERS])
+    return CellPool(cells=cells, region=region, weight=weight, daily=daily, seasonal=seasonal, static=static,
+                    doy=np.asarray(doy, dtype=np.intp))
+
+
+def step_sample(pool: CellPool, n_regions: int, n_cells: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per region ``n_cells`` pool members uniformly without replacement (all of a smaller
+    pool): ``(idx, scale)`` with ``scale`` (m², float64) = weight × pool size / sample size,
+    so that Σ scale·NEE over a region's sample is unbiased for its pool's Σ weight·NEE."""
+    idx, scale = [], []
+    for j in range(n_regions):
+        members = np.flatnonzero(pool.region == j)
+        if members.size == 0:
+            continue
+        k = min(n_cells, members.size)
+        take = np.sort(rng.choice(members, size=k, replace=False)) if k < members.size else members
+        idx.append(take)
+        scale.append(pool.weight[take] * (members.size / k))
+    return np.concatenate(idx), np.concatenate(scale)
+
+
+def fixed_subset(pool: CellPool, n_regions: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n_cells`` pool members of every region (the pool is in random order
+    within a region only up to sorting: every member is an independent draw, so any fixed
+    subset is itself a random sample), re-weighted to stand for the region's pool."""
+    idx, scale = [], []
+    for j in range(n_regions):
+        members = np.flatnonzero(pool.region == j)
+        if members.size == 0:
+            continue
+        # evenly spaced through the sorted pool: spread over the region's cell order
+        take = members[np.linspace(0, members.size - 1, min(n_cells, members.size)).round().astype(int)]
+        take = np.unique(take)
+        idx.append(take)
+        scale.append(pool.weight[take] * (pool.weight[members].sum() / pool.weight[take].sum()))
+    return np.concatenate(idx), np.concatenate(scale)
