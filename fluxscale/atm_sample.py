@@ -41,7 +41,7 @@ import numpy as np
 
 from .drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS, STATIC_DRIVERS, _INDEX, _KIND, _assemble_rows
 
-__all__ = ["CellPool", "draw_pool", "load_pool"]
+__all__ = ["CellPool", "draw_pool", "load_pool", "step_sample", "fixed_subset", "member_validation_cells"]
 
 G_PER_PG = 1e15
 
@@ -136,18 +136,29 @@ def step_sample(pool: CellPool, n_regions: int, n_cells: int, rng: np.random.Gen
     return np.concatenate(idx), np.concatenate(scale)
 
 
-def fixed_subset(pool: CellPool, n_regions: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n_cells`` pool members of every region (the pool is in random order
-    within a region only up to sorting: every member is an independent draw, so any fixed
-    subset is itself a random sample), re-weighted to stand for the region's pool."""
+def fixed_subset(region: np.ndarray, weight: np.ndarray, n_regions: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed validation cells: per region ``n_cells`` pool members evenly spaced through
+    the pool (every pool member is an independent random draw, so any fixed subset is itself
+    a random sample of the region), re-weighted so that their weights sum to the region's pool
+    total. ``region``, ``weight``: the pool's. Returns ``(idx into the pool, scale m²)``."""
     idx, scale = [], []
     for j in range(n_regions):
-        members = np.flatnonzero(pool.region == j)
+        members = np.flatnonzero(region == j)
         if members.size == 0:
             continue
-        # evenly spaced through the sorted pool: spread over the region's cell order
-        take = members[np.linspace(0, members.size - 1, min(n_cells, members.size)).round().astype(int)]
-        take = np.unique(take)
+        take = np.unique(members[np.linspace(0, members.size - 1, min(n_cells, members.size)).round().astype(int)])
         idx.append(take)
-        scale.append(pool.weight[take] * (pool.weight[members].sum() / pool.weight[take].sum()))
+        scale.append(weight[take] * (weight[members].sum() / weight[take].sum()))
     return np.concatenate(idx), np.concatenate(scale)
+
+
+def member_validation_cells(cfg, fold: int, cell_region: np.ndarray, cell_area: np.ndarray,
+                            region_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The land cells, region columns and weights (m²) of the fixed validation sample that
+    member ``fold`` of ``cfg`` (a :class:`fluxscale.config.TrainConfig`) trains with: the same
+    draws as training (seeded by ``(seed, fold)``), for evaluating the sampled term's own view
+    of a member's field after training."""
+    cells, col, weight = draw_pool(cell_region, cell_area, region_ids, cfg.atm_pool_cells,
+                                   np.random.default_rng([cfg.seed, fold, 17]))
+    idx, scale = fixed_subset(col, weight, len(region_ids), cfg.atm_val_cells)
+    return cells[idx], col[idx], scale

@@ -318,14 +318,18 @@ class TrainConfig:
     """Sampled term: days per month in each step's sample (their mean estimates Eq. 6)."""
     atm_val_cells: int = 32
     """Sampled term: fixed cells per region for the held-out years' ATM loss."""
-    kendall_init: str = "zero"
+    atm_annual_weight: float = 1.0
+    """Weight of the ATM term's annual part (:func:`fluxscale.losses.atm_loss`): the same
+    Eq. 8–10 terms on each region's calendar-year totals, added to the monthly ones; 0 = the
+    paper's monthly term alone."""
+    kendall_init: str = "initial_losses"
     """Initial log-variances of Eq. 12–14: ``zero`` (σ = 1) or ``initial_losses`` (log of each
     term's loss before training, the weighting's equilibrium)."""
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"
     """``constant`` (Table B1) or ``cosine``: decay to ``learning_rate × lr_final`` by the last step."""
     lr_final: float = 0.1
     """The cosine schedule's final learning rate as a fraction of ``learning_rate``."""
-    selection: str = "relative_sum"
+    selection: str = "val_atm"
     """EC-ATM's best epoch: ``relative_sum`` (val_ec/val_ec⁰ + val_atm/val_atm⁰) or
     ``val_atm`` (the held-out years' ATM loss); EC always keeps its lowest val_ec."""
     bridge_validity: bool = True
@@ -346,6 +350,7 @@ class TrainConfig:
                                "atm_sample_days": self.atm_sample_days >= 1, "atm_val_cells": self.atm_val_cells >= 1,
                                "lr_schedule": self.lr_schedule in ("constant", "cosine"),
                                "kendall_init": self.kendall_init in ("zero", "initial_losses"),
+                               "atm_annual_weight": self.atm_annual_weight >= 0,
                                "lr_final": 0 < self.lr_final <= 1,
                                "selection": self.selection in ("relative_sum", "val_atm"),
                                "model_set": valid_set_name(self.model_set)}.items() if not ok]

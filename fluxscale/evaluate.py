@@ -58,7 +58,9 @@ TABLE_TITLES = {
     "iav": "Fig. 2D: interannual variability (sd of detrended annual NEE, PgC yr-1), with the spread across members",
     "site": "Fig. 8: site-level RMSE of daily NEE (gC m-2 d-1) against the towers",
     "bridge": "§3.5: post-hoc bridge validity, the bridges applied to each member against its full regional "
-              "integral (mean over members of mean|bridge - integral| / mean|integral|, and R)",
+              "integral (mean over members of mean|bridge - integral| / mean|integral|, and R); 'term rel diff': "
+              "the same for the atmospheric term each member was trained with (the bridges, or for EC-ATM with "
+              "atm_term = sampled its fixed validation cells)",
     "consistency": "Global consistency: period-mean NEE (PgC yr-1) of every source globally, of each member, and "
                    "in the tropics (|lat| < 23.5°) and extratropics; RMSE of each cell's mean annual NEE against the "
                    "truth (gC m-2 yr-1, land-area weighted)",
@@ -121,6 +123,46 @@ def _annual_maps(root: Path, nee: xr.Dataset, grid: xr.Dataset, months: pd.Datet
                        "cell_land_area": ("cell", cell_land_area(grid)),
                        "cell_lat": ("cell", np.asarray(grid.cell_lat.values, dtype=np.float64))},
                       coords={"map_source": list(maps)})
+
+
+def _members_term(root: Path, nee: xr.Dataset, grid: xr.Dataset, bridged: xr.DataArray) -> xr.DataArray | None:
+    """Each member's regional NEE as the atmospheric term it was trained with saw it,
+    ``(member, region, time)`` PgC month-1: the bridges (``bridged``) for ``atm_term =
+    "bridges"`` and for EC; for EC-ATM members trained with ``"sampled"``, the estimate from
+    the member's own fixed validation cells (:func:`fluxscale.atm_sample.member_validation_cells`)
+    applied to its monthly NEE in the cube. None without ``members.json``."""
+    from .atm_sample import member_validation_cells
+    from .config import TrainConfig
+    from .grid import cell_land_area
+    from .training import models_dir
+
+    path = models_dir(root) / "members.json"
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    known = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["config"].items() if k in known})
+    names = [str(r) for r in bridged.region.values]
+    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
+    cell_region = grid.region.values[il, jl].astype(np.int64)
+    area = cell_land_area(grid)
+    days = pd.DatetimeIndex(nee.month.values).days_in_month.to_numpy().astype(np.float64)
+    out = bridged.copy()
+    for k, member in enumerate(out.member.values):
+        m = info["members"].get(str(member), {})
+        if m.get("variant") != "ecatm" or cfg.atm_term != "sampled":
+            continue
+        regions = m.get("regions") or names
+        ids = [names.index(r) for r in regions]
+        cells, col, scale = member_validation_cells(cfg, int(m["fold"]), cell_region, area, ids)
+        v = nee.NEE_member_monthly.sel(member=member).isel(lat=xr.DataArray(il[cells], dims="c"),
+                                                           lon=xr.DataArray(jl[cells], dims="c")).values  # (month, c)
+        est = np.zeros((len(ids), v.shape[0]))
+        np.add.at(est, col, (v.astype(np.float64) * scale[None, :]).T)
+        est = est * days[None, :] / 1e15
+        series = xr.DataArray(est, dims=("region", "time"), coords={"region": regions, "time": nee.month.values})
+        out.loc[{"member": member, "region": regions}] = series.sel(time=out.time.values).values
+    return out
 
 
 def _one_against_many(root: Path, grid: xr.Dataset, integ: xr.Dataset, client=None,
@@ -222,6 +264,9 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
     ds["gcb_sigma"] = gcb.NEE_sigma
     if store_path(root, "bridges").exists():
         ds["member_bridge"] = _members_bridged(root, nee, grid).sel(time=months)
+        term = _members_term(root, nee, grid, ds["member_bridge"])
+        if term is not None:
+            ds["member_term"] = term.sel(time=months)
     ds = ds.merge(_annual_maps(root, nee, grid, months))
     oam = _one_against_many(root, grid, integ, client, say)
     if oam is not None:
@@ -333,11 +378,15 @@ def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
         b = ev.member_bridge
         rel = abs(b - full).mean("time") / abs(full).mean("time")
         r = metrics.pearson(b, full)
+        rel_t = abs(ev.member_term - full).mean("time") / abs(full).mean("time") if "member_term" in ev else None
         for ens in np.unique(ev.member_ensemble.values):
             k = ev.member_ensemble == ens
             for reg in regs:
                 add("bridge", str(ens), reg, "full integral", "rel diff", rel.sel(region=reg).where(k, drop=True).mean())
                 add("bridge", str(ens), reg, "full integral", "R", r.sel(region=reg).where(k, drop=True).mean())
+                if rel_t is not None:
+                    add("bridge", str(ens), reg, "full integral", "term rel diff",
+                        rel_t.sel(region=reg).where(k, drop=True).mean())
     # global consistency (absolute): period means, bands, members, pixels
     mean = ann.mean("year")
     for s in src:
@@ -383,6 +432,8 @@ def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
     # towers: RMSE of daily NEE over every valid (site, day), overall and by region
     obs = ev.site_obs
     site_refs = [("towers", obs)] + ([("truth", ev.site_truth)] if "site_truth" in ev else [])
+    if "site_truth" in ev:  # how far the truth itself is from the (biased, noisy) towers
+        add("site", "truth", "ALL", "towers", "RMSE", metrics.rmse(ev.site_truth, obs, ("site", "day")))
     for ref, target in site_refs:
         for m in models:
             sim = ev[f"site_{m}"]
@@ -457,7 +508,10 @@ def science_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
                 "bound": f">= 12 of {len(w)}", "passed": bool(n >= 12)})
     a, e = get("site", "EC-ATM", "ALL", "towers", "RMSE"), get("site", "EC", "ALL", "towers", "RMSE")
     out.append({"check": "site RMSE vs towers, EC-ATM / EC", "value": a / e, "bound": "<= 1.15",
-                "passed": bool(a <= 1.15 * e)})
+                "passed": bool(a <= 1.15 * e),
+                # the truth's own ratio: above 1.15 the towers' bias makes the check unreachable for a
+                # model that matches the truth
+                "truth_value": get("site", "truth", "ALL", "towers", "RMSE") / e})
     return out + consistency_checks(df)
 
 
@@ -465,9 +519,10 @@ def consistency_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The absolute global-consistency claims on a twin (issue 24): EC-ATM's global annual
     RMSE against the truth ≤ 1 PgC/yr and ≤ 2× the inversion mean's; every EC-ATM member's
     period-mean global NEE within 2 PgC/yr of the truth's; EC-ATM's tropical (|lat| < 23.5°)
-    and extratropical period means each within 1 PgC/yr of the truth's; EC-ATM's post-hoc
-    bridge decoupling (mean over regions of mean|bridge − integral| / mean|integral|) no
-    worse than EC's; EC-ATM's per-cell RMSE of mean annual NEE against the truth ≤ EC's.
+    and extratropical period means each within 1 PgC/yr of the truth's; the decoupling of
+    EC-ATM's atmospheric term (mean over regions of mean|term − integral| / mean|integral|,
+    the term being the bridges or its sampled cells, whichever it trained with) no worse
+    than EC's bridge decoupling (§3.5); EC-ATM's per-cell RMSE of mean annual NEE against the truth ≤ EC's.
     A check whose inputs are missing (no bridges, no maps) is left out."""
     get = lambda *key: table_value(df, *key)  # noqa: E731
 
@@ -485,16 +540,16 @@ def consistency_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
     mem = df[(df.table == "consistency") & (df.model == "EC-ATM") & df.region.str.startswith("member ")]
     if len(mem) and np.isfinite(truth):
         worst = float(np.max(np.abs(mem.value.to_numpy() - truth)))
-        check("largest |EC-ATM member global mean - truth| (PgC/yr)", worst, "<= 2.0", worst <= 2.0)
+        check("largest error of an EC-ATM member's global mean vs truth (PgC/yr)", worst, "<= 2.0", worst <= 2.0)
     for band in ("TROPICS", "EXTRATROPICS"):
         d = abs(get("consistency", "EC-ATM", band, "-", "mean") - get("consistency", "truth", band, "-", "mean"))
-        check(f"|EC-ATM - truth|, {band.lower()} mean (PgC/yr)", d, "<= 1.0", d <= 1.0)
-    b = df[(df.table == "bridge") & (df.metric == "rel diff")]
+        check(f"error of EC-ATM's {band.lower()} mean vs truth (PgC/yr)", d, "<= 1.0", d <= 1.0)
+    b = df[(df.table == "bridge") & (df.metric == "term rel diff")]
     if len(b):
         w = b.groupby("model").value.mean()
         if {"EC-ATM", "EC"} <= set(w.index):
-            check("bridge decoupling (rel diff), EC-ATM / EC", w["EC-ATM"] / w["EC"], "<= 1.0",
-                  w["EC-ATM"] <= w["EC"])
+            check("decoupling of the atmospheric term (rel diff vs full integral), EC-ATM / EC", w["EC-ATM"] / w["EC"],
+                  "<= 1.0", w["EC-ATM"] <= w["EC"])
     pa, pe = (get("consistency", m, "PIXELS", "truth", "RMSE mean annual") for m in ("EC-ATM", "EC"))
     check("per-cell RMSE of mean annual NEE vs truth, EC-ATM / EC", pa / pe, "<= 1.0", pa <= pe)
     return out

@@ -39,7 +39,8 @@ def atm_loss_terms(pred: torch.Tensor, inversions: torch.Tensor) -> torch.Tensor
     return l_rm / (1.0 + spread)                                                  # Eq. 10, per month
 
 
-def atm_loss(pred: torch.Tensor, inversions: torch.Tensor, area_weights: torch.Tensor) -> torch.Tensor:
+def atm_loss(pred: torch.Tensor, inversions: torch.Tensor, area_weights: torch.Tensor,
+             annual_weight: float = 0.0, years: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 8–11: the atmospheric loss.
 
     Parameters
@@ -51,14 +52,37 @@ def atm_loss(pred: torch.Tensor, inversions: torch.Tensor, area_weights: torch.T
     area_weights : (regions,)
         Land area of each region over the global land area (sums to 1).
 
+    annual_weight : float
+        0 (the paper): the monthly terms alone. Otherwise the same Eq. 8–10 terms on each
+        region's calendar-year sums (pred and inversions summed over the months of each year
+        in ``years``), averaged over years and added with this weight: an annual total is what
+        the inversions constrain best, and a per-month loss barely feels an offset that is
+        small against the seasonal cycle but adds up over a year. The annual values are
+        means per month (sums / months), so both parts have the monthly terms' scale.
+    years : (months,), optional
+        Calendar year of each month (needed with ``annual_weight``; only complete years are
+        summed — the caller passes whole years).
+
     Returns
     -------
     Scalar: per month and region the ℓ3 norm over systems of |inversion − pred| divided by
-    1 + the range over systems, averaged over months, summed over regions with the weights.
+    1 + the range over systems, averaged over months, summed over regions with the weights
+    (plus ``annual_weight`` × the same on annual sums).
     """
     if area_weights.shape != pred.shape[-1:]:
         raise ValueError(f"area_weights {tuple(area_weights.shape)} must be (regions,) = {tuple(pred.shape[-1:])}")
-    return (atm_loss_terms(pred, inversions).mean(dim=0) * area_weights).sum()
+    loss = (atm_loss_terms(pred, inversions).mean(dim=0) * area_weights).sum()
+    if annual_weight:
+        if years is None:
+            raise ValueError("atm_loss: annual_weight needs the year of each month")
+        uniq, idx = torch.unique(years, return_inverse=True)
+        p_y = torch.zeros((uniq.numel(), pred.shape[1]), dtype=pred.dtype, device=pred.device).index_add(0, idx, pred)
+        i_y = torch.zeros((inversions.shape[0], uniq.numel(), inversions.shape[2]), dtype=inversions.dtype,
+                          device=inversions.device).index_add(1, idx, inversions)
+        n = torch.bincount(idx, minlength=uniq.numel()).to(pred.dtype)  # months per year
+        p_y, i_y = p_y / n[:, None], i_y / n[None, :, None]  # annual means, PgC month-1: the monthly terms' scale
+        loss = loss + annual_weight * (atm_loss_terms(p_y, i_y).mean(dim=0) * area_weights).sum()
+    return loss
 
 
 def uncertainty_weighted(l_ec: torch.Tensor, l_atm: torch.Tensor, log_var_ec: torch.Tensor,

@@ -55,11 +55,27 @@ class EvalReport:
             lines.append(f"evaluate: {k}: {v}")
         for c in self.checks:
             lines.append(f"evaluate: check {'PASS' if c['passed'] else 'FAIL'}: {c['check']} = {c['value']:.3g} "
-                         f"(bound {c['bound']})")
+                         f"(bound {c['bound']}{_truth_note(c)})")
         for k, why in self.skipped.items():
             lines.append(f"evaluate: {k} not drawn: {why}")
         lines.append(f"evaluate: report at {self.html}")
         return "\n".join(lines)
+
+
+def _truth_note(check: dict) -> str:
+    v = check.get("truth_value")
+    return f"; the truth itself: {v:.3g}" if v is not None and v == v else ""
+
+
+def _flagged(root: Path) -> dict[str, str]:
+    """The members training flagged (``members.json``'s ``flagged``)."""
+    from .training import models_dir
+
+    path = models_dir(root) / "members.json"
+    try:
+        return json.loads(path.read_text()).get("flagged", {}) if path.exists() else {}
+    except json.JSONDecodeError:
+        return {}
 
 
 def _resolve(root: Path, p: str) -> Path:
@@ -100,6 +116,12 @@ def _headline(df: pd.DataFrame) -> dict[str, str]:
             out[f"global annual RMSE vs {ref}"] = f"EC-ATM {a:.3f}, EC {b:.3f} PgC/yr"
     a, b = get("site", "EC-ATM", "ALL", "towers", "RMSE"), get("site", "EC", "ALL", "towers", "RMSE")
     out["site RMSE vs towers"] = f"EC-ATM {a:.3f}, EC {b:.3f} gC m-2 d-1"
+    means = {m: get("consistency", m, "GLOBAL", "-", "mean") for m in ("EC-ATM", "EC", "inversions", "truth")}
+    out["global mean NEE"] = ", ".join(f"{m} {v:.2f}" for m, v in means.items() if v == v) + " PgC/yr"
+    for ens in ("EC-ATM", "EC"):
+        sd, rng = get("consistency", ens, "GLOBAL", "-", "members sd"), get("consistency", ens, "GLOBAL", "-", "members range")
+        if sd == sd:
+            out[f"{ens} members' global means"] = f"sd {sd:.2f}, range {rng:.2f} PgC/yr"
     return out
 
 
@@ -122,7 +144,7 @@ def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, s
     if checks:
         parts.append("<h3>Against the truth (twin)</h3><ul>")
         parts += [f"<li><b>{'PASS' if c['passed'] else 'FAIL'}</b> {e(c['check'])} = {c['value']:.3g} "
-                  f"(bound {e(c['bound'])})</li>" for c in checks]
+                  f"(bound {e(c['bound'])}{e(_truth_note(c))})</li>" for c in checks]
         parts.append("</ul>")
     parts.append("<h2>Tables</h2>")
     for t, title in TABLE_TITLES.items():
@@ -171,6 +193,9 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     figs, skipped = write_figures(ev, df, tmp, maps)
     prov = _provenance(root, ev)
     head = _headline(df)
+    flagged = _flagged(root)
+    if flagged:
+        head["flagged members"] = "; ".join(f"{k}: {v}" for k, v in flagged.items())
     checks = science_checks(df)
     (tmp / "report.html").write_text(render_html(df, figs, skipped, prov, head, checks))
     (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, default=str))

@@ -97,6 +97,22 @@ def atm_loss_numpy(pred, inv, w, eps=0.0):
     return total
 
 
+def test_atm_loss_annual_part_vs_numpy():
+    """The annual part: the Eq. 8–10 terms on calendar-year means, averaged over years, added
+    with its weight (numpy on the averaged arrays)."""
+    rng = np.random.default_rng(3)
+    pred, inv, w = rng.normal(size=(24, 4)), rng.normal(size=(3, 24, 4)), rng.dirichlet(np.ones(4))
+    years = np.repeat([2001, 2002], 12)
+    p_y = np.stack([pred[years == y].mean(axis=0) for y in (2001, 2002)])
+    i_y = np.stack([inv[:, years == y].mean(axis=1) for y in (2001, 2002)], axis=1)
+    want = atm_loss_numpy(pred, inv, w) + 0.7 * atm_loss_numpy(p_y, i_y, w)
+    got = atm_loss(t64(pred), t64(inv), t64(w), annual_weight=0.7, years=torch.as_tensor(years))
+    assert float(got) == pytest.approx(want, rel=1e-9)
+    assert float(atm_loss(t64(pred), t64(inv), t64(w), annual_weight=0.0)) == pytest.approx(atm_loss_numpy(pred, inv, w), rel=1e-9)
+    with pytest.raises(ValueError, match="year of each month"):
+        atm_loss(t64(pred), t64(inv), t64(w), annual_weight=1.0)
+
+
 def test_atm_loss_hand_computed_2x2x2():
     # pred (months=2, regions=2)
     pred = t64([[0.0, 1.0],

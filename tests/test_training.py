@@ -71,6 +71,8 @@ def test_best_epoch_and_held_out_years(paired):
         log = res["log"]
         if v == "ec":
             assert m["best_epoch"] == int(np.argmin([r["val_ec"] for r in log[1:]])) + 1
+        elif TrainConfig().selection == "val_atm":  # the default: the held-out years' ATM loss
+            assert m["best_epoch"] == int(np.argmin([r["val_atm"] for r in log[1:]])) + 1
         else:
             score = [r["val_ec"] / log[0]["val_ec"] + r["val_atm"] / log[0]["val_atm"] for r in log[1:]]
             assert m["best_epoch"] == int(np.argmin(score)) + 1

@@ -159,3 +159,22 @@ def test_manifest_written_last(tiny_twin):
     assert man["config"]["seed"] == 0 and man["preset"] == "tiny"
     assert sorted(p.name for p in tiny_twin.glob("*.zarr")) == man["stores"]
     assert not list(tiny_twin.glob("*.partial"))
+
+
+def test_knob_ranges_hold_the_defaults_and_draws_make_valid_worlds():
+    """The documented ranges (the worlds the science claims must hold in) contain every
+    default, and every drawn world is a valid config inside them."""
+    import numpy as np
+
+    from fluxscale.config import KNOB_RANGES, TwinConfig, draw_world, twin_preset
+
+    default = TwinConfig()
+    for k, (lo, hi) in KNOB_RANGES.items():
+        assert lo < hi and lo <= getattr(default, k) <= hi, k
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        knobs = draw_world(rng, 120)
+        cfg = twin_preset("tiny", **knobs)
+        for k, (lo, hi) in KNOB_RANGES.items():
+            assert lo <= getattr(cfg, k) <= hi
+        assert 96 <= cfg.n_sites <= 144 and 0 <= cfg.seed < 10_000
