@@ -438,7 +438,18 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
     val_months = mb.months_of(mb.val_years)
     all_months = np.arange(mb.n_months)
 
+    # the weights that are validated and kept: an exponential moving average of the trained
+    # ones (ema_decay), or those themselves. The global total is a direction the noisy
+    # sampled term and the EC batches barely pin down: on the small twin a member's global
+    # total wandered by ±2 PgC/yr from epoch to epoch even at the schedule's smallest rate
+    import copy
+
+    kept = copy.deepcopy(model) if cfg.ema_decay else model
+    for p_ in kept.parameters():
+        p_.requires_grad_(kept is model)
+
     def evaluate(epoch: int, tr_ec: float, tr_atm: float, seconds: float) -> dict[str, float]:
+        model = kept
         with torch.no_grad():
             val_atm = float(mb.atm(model, val_months)) if val_months.size else float("nan")
             # every month: cheap through the bridges' pixels; the sampled term's validation
@@ -474,6 +485,10 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
             for g in opt.param_groups:
                 g["lr"] = learning_rate(cfg, (epoch - 1) * cfg.steps_per_epoch + k)
             l_ec, l_atm = mb.step(model, opt, log_var, variant, cfg.ec_batch, gen, year_rng)
+            if kept is not model:
+                with torch.no_grad():
+                    for pe, p_ in zip(kept.parameters(), model.parameters()):
+                        pe.lerp_(p_, 1.0 - cfg.ema_decay)
             ec_sum += l_ec
             atm_sum += l_atm
         row = evaluate(epoch, ec_sum / cfg.steps_per_epoch,
@@ -487,7 +502,7 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
         score = selection_score(cfg, variant, row, ref)
         if score < best_score:
             best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
             best_log_var = log_var.detach().clone()
         if cfg.decoupling_max is not None and row["decoupling"] > cfg.decoupling_max:
             stopped = f"decoupling {row['decoupling']:.3f} > {cfg.decoupling_max} at epoch {epoch}"
