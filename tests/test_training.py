@@ -291,4 +291,4 @@ def test_cosine_learning_rate():
     cfg = TrainConfig(epochs=2, steps_per_epoch=5, lr_schedule="cosine", lr_final=0.1)
     lr = [learning_rate(cfg, k) for k in range(10)]
     assert lr[0] == pytest.approx(0.003) and lr[-1] == pytest.approx(0.0003) and np.all(np.diff(lr) < 0)
-    assert learning_rate(TrainConfig(), 500) == 0.003
+    assert learning_rate(TrainConfig(lr_schedule="constant"), 500) == 0.003
