@@ -41,7 +41,8 @@ import numpy as np
 
 from .drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS, STATIC_DRIVERS, _INDEX, _KIND, _assemble_rows
 
-__all__ = ["CellPool", "draw_pool", "load_pool", "step_sample", "fixed_subset", "member_validation_cells"]
+__all__ = ["CellPool", "draw_pool", "load_pool", "step_sample", "fixed_subset", "member_pool",
+           "member_validation_cells"]
 
 G_PER_PG = 1e15
 
@@ -152,13 +153,18 @@ def fixed_subset(region: np.ndarray, weight: np.ndarray, n_regions: int, n_cells
     return np.concatenate(idx), np.concatenate(scale)
 
 
+def member_pool(cfg, fold: int, cell_region: np.ndarray, cell_area: np.ndarray,
+                region_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`draw_pool` for member ``fold`` of ``cfg`` (a :class:`fluxscale.config.TrainConfig`),
+    seeded by ``(seed, fold)``: each member has its own pool."""
+    return draw_pool(cell_region, cell_area, region_ids, cfg.atm_pool_cells, np.random.default_rng([cfg.seed, fold, 17]))
+
+
 def member_validation_cells(cfg, fold: int, cell_region: np.ndarray, cell_area: np.ndarray,
                             region_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The land cells, region columns and weights (m²) of the fixed validation sample that
-    member ``fold`` of ``cfg`` (a :class:`fluxscale.config.TrainConfig`) trains with: the same
-    draws as training (seeded by ``(seed, fold)``), for evaluating the sampled term's own view
-    of a member's field after training."""
-    cells, col, weight = draw_pool(cell_region, cell_area, region_ids, cfg.atm_pool_cells,
-                                   np.random.default_rng([cfg.seed, fold, 17]))
+    member ``fold`` of ``cfg`` trains with (the same draws as training), for evaluating the
+    sampled term's own view of a member's field after training."""
+    cells, col, weight = member_pool(cfg, fold, cell_region, cell_area, region_ids)
     idx, scale = fixed_subset(col, weight, len(region_ids), cfg.atm_val_cells)
     return cells[idx], col[idx], scale

@@ -9,9 +9,22 @@ bridges give regional monthly NEE (Eq. 7), compared with the chosen inversions (
 the two terms are combined with learned log-variances (Eq. 12–14). Two random years per
 fold are held out of the ATM term and validate it.
 
+**The atmospheric term** (``atm_term``): ``"sampled"`` (the default) estimates each
+region's integral from a fresh random sample of its land cells and days every step
+(:mod:`fluxscale.atm_sample`, unbiased for the full integral); ``"bridges"`` is the paper's
+Eq. 6–7 on the bridge pixels. ``atm_annual_weight`` adds the same terms on annual means.
+The log-variances start at the log of each term's initial loss (``kendall_init``), the
+learning rate follows a cosine (``lr_schedule``), and the validated and kept weights are an
+exponential moving average of the trained ones (``ema_decay``); docs/evaluation.md has the
+evidence for each default.
+
 **Best epoch.** EC keeps the epoch with the lowest validation tower MSE. EC-ATM keeps the
-lowest ``val_ec / val_ec⁰ + val_atm / val_atm⁰``: each validation loss relative to its
-value before training (epoch 0), so neither term's units dominate.
+lowest held-out ATM loss (``selection="val_atm"``) or ``val_ec / val_ec⁰ + val_atm /
+val_atm⁰`` (``"relative_sum"``, each relative to its value before training).
+
+**Nothing silent.** Non-finite tower NEE or drivers are refused before training; a loss
+that turns non-finite stops the member (:class:`FluxscaleError` naming it and the epoch);
+:func:`flag_members` flags EC-ATM members that stayed at EC's level.
 
 **Bridge validity (§3.5).** Every epoch, a fixed subsample of ``decoupling_cells`` land
 cells per region estimates the regional integral of the model's own output on one year
@@ -253,13 +266,11 @@ class _Member:
         self.atm_term = cfg.atm_term
         self.annual_weight = cfg.atm_annual_weight
         if cfg.atm_term == "sampled":
-            from .atm_sample import draw_pool, fixed_subset, load_pool
+            from .atm_sample import fixed_subset, load_pool, member_pool
 
             if data.cell_region is None:
                 raise FluxscaleError("atm_term='sampled' needs the training data's land cells (load_training_data)")
-            prng = np.random.default_rng([cfg.seed, fold, 17])  # the member's own pool
-            cells, col, weight = draw_pool(data.cell_region, data.cell_area, list(data.region_ids),
-                                           cfg.atm_pool_cells, prng)
+            cells, col, weight = member_pool(cfg, fold, data.cell_region, data.cell_area, list(data.region_ids))
             self.pool = load_pool(data.drivers_path, cells, col, weight, data.day_idx, data.day_doy)
             self.sample_cells, self.sample_days = cfg.atm_sample_cells, cfg.atm_sample_days
             self.val_sel, val_scale = fixed_subset(col, weight, data.bias.size, cfg.atm_val_cells)
