@@ -322,6 +322,9 @@ class TrainConfig:
     """Weight of the ATM term's annual part (:func:`fluxscale.losses.atm_loss`): the same
     Eq. 8–10 terms on each region's calendar-year totals, added to the monthly ones; 0 = the
     paper's monthly term alone."""
+    atm_annual_target: str = "systems"
+    """The annual part's target: ``systems`` (Eq. 8–10, ℓ3 over the systems) or ``mean``
+    (absolute difference from the systems' mean ÷ (1 + range))."""
     ema_decay: float = 0.99
     """Validate and keep an exponential moving average of the weights, updated every step
     with this decay (0.99: over the last ~100 steps); 0 = the trained weights themselves."""
@@ -355,6 +358,7 @@ class TrainConfig:
                                "kendall_init": self.kendall_init in ("zero", "initial_losses"),
                                "atm_annual_weight": self.atm_annual_weight >= 0,
                                "ema_decay": 0 <= self.ema_decay < 1,
+                               "atm_annual_target": self.atm_annual_target in ("systems", "mean"),
                                "lr_final": 0 < self.lr_final <= 1,
                                "selection": self.selection in ("relative_sum", "val_atm"),
                                "model_set": valid_set_name(self.model_set)}.items() if not ok]

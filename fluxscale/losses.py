@@ -40,7 +40,8 @@ def atm_loss_terms(pred: torch.Tensor, inversions: torch.Tensor) -> torch.Tensor
 
 
 def atm_loss(pred: torch.Tensor, inversions: torch.Tensor, area_weights: torch.Tensor,
-             annual_weight: float = 0.0, years: torch.Tensor | None = None) -> torch.Tensor:
+             annual_weight: float = 0.0, years: torch.Tensor | None = None,
+             annual_target: str = "systems") -> torch.Tensor:
     """Eq. 8–11: the atmospheric loss.
 
     Parameters
@@ -59,6 +60,10 @@ def atm_loss(pred: torch.Tensor, inversions: torch.Tensor, area_weights: torch.T
         the inversions constrain best, and a per-month loss barely feels an offset that is
         small against the seasonal cycle but adds up over a year. The annual values are
         means per month (sums / months), so both parts have the monthly terms' scale.
+    annual_target : str
+        ``"systems"``: the annual part is Eq. 8–10 on the annual means (ℓ3 over the systems);
+        ``"mean"``: |mean over systems − pred| / (1 + range) on them, which pulls to the
+        systems' mean everywhere, where the ℓ3 over systems is nearly flat inside their range.
     years : (months,), optional
         Calendar year of each month (needed with ``annual_weight``; only complete years are
         summed — the caller passes whole years).
@@ -81,7 +86,12 @@ def atm_loss(pred: torch.Tensor, inversions: torch.Tensor, area_weights: torch.T
                           device=inversions.device).index_add(1, idx, inversions)
         n = torch.bincount(idx, minlength=uniq.numel()).to(pred.dtype)  # months per year
         p_y, i_y = p_y / n[:, None], i_y / n[None, :, None]  # annual means, PgC month-1: the monthly terms' scale
-        loss = loss + annual_weight * (atm_loss_terms(p_y, i_y).mean(dim=0) * area_weights).sum()
+        if annual_target == "mean":
+            spread = i_y.max(dim=0).values - i_y.min(dim=0).values
+            terms = (i_y.mean(dim=0) - p_y).abs() / (1.0 + spread)
+        else:
+            terms = atm_loss_terms(p_y, i_y)
+        loss = loss + annual_weight * (terms.mean(dim=0) * area_weights).sum()
     return loss
 
 

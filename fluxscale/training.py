@@ -264,7 +264,7 @@ class _Member:
         self.train_years = [int(y) for y in full if y not in self.val_years]
         self.n_months = data.month_year.size
         self.atm_term = cfg.atm_term
-        self.annual_weight = cfg.atm_annual_weight
+        self.annual_weight, self.annual_target = cfg.atm_annual_weight, cfg.atm_annual_target
         if cfg.atm_term == "sampled":
             from .atm_sample import fixed_subset, load_pool, member_pool
 
@@ -350,7 +350,8 @@ class _Member:
             pred = self.bridge_estimate(model, months)
         m = self.torch.as_tensor(months, device=self.device)
         return atm_loss(pred, self.inv[:, m, :], self.area_w, annual_weight=self.annual_weight,
-                        years=self.torch.as_tensor(self.data.month_year[months], device=self.device))
+                        years=self.torch.as_tensor(self.data.month_year[months], device=self.device),
+                        annual_target=self.annual_target)
 
     def months_of(self, years: list[int]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.data.month_year, years))

@@ -111,6 +111,10 @@ def test_atm_loss_annual_part_vs_numpy():
     assert float(atm_loss(t64(pred), t64(inv), t64(w), annual_weight=0.0)) == pytest.approx(atm_loss_numpy(pred, inv, w), rel=1e-9)
     with pytest.raises(ValueError, match="year of each month"):
         atm_loss(t64(pred), t64(inv), t64(w), annual_weight=1.0)
+    # the 'mean' target: |mean over systems - pred| / (1 + range) of the annual means
+    ann = (np.abs(i_y.mean(axis=0) - p_y) / (1 + i_y.max(axis=0) - i_y.min(axis=0))).mean(axis=0) @ w
+    got = atm_loss(t64(pred), t64(inv), t64(w), annual_weight=0.7, years=torch.as_tensor(years), annual_target="mean")
+    assert float(got) == pytest.approx(atm_loss_numpy(pred, inv, w) + 0.7 * ann, rel=1e-9)
 
 
 def test_atm_loss_hand_computed_2x2x2():
