@@ -33,6 +33,18 @@ def _value(df: pd.DataFrame, table: str, model: str, region: str, reference: str
     return table_value(df, table, model, region, reference, metric)
 
 
+def systems_global_means(root: Path) -> dict[str, float]:
+    """Each inversion system's period-mean global NEE over complete years, PgC/yr (from
+    ``integrals.zarr``): the envelope the ATM term's ℓ3 norm over systems sits in."""
+    import xarray as xr
+
+    inv = xr.open_zarr(root / "integrals.zarr").inversions.sel(region="GLOBAL").load()
+    t = pd.DatetimeIndex(inv.time.values)
+    full = [y for y in np.unique(t.year) if np.sum(t.year == y) == 12]
+    ann = inv.groupby("time.year").sum().sel(year=full).mean("year")
+    return {str(s): float(v) for s, v in zip(ann.system.values, ann.values)}
+
+
 def world_result(root: Path) -> dict:
     """The figures of one finished world from its report (``metrics.csv``, ``summary.json``)."""
     rep = root / "report"
@@ -61,6 +73,7 @@ def world_result(root: Path) -> dict:
     r = df[(df.table == "monthly") & (df.reference == "inversions") & (df.metric == "R") & (df.region != G)]
     w = r.pivot_table(index="region", columns="model", values="value")
     out["R count"] = int((w["EC-ATM"] >= w["EC"]).sum())
+    out["systems"] = systems_global_means(root)
     members = json.loads((root / "models" / "members.json").read_text())
     out["flagged"] = members.get("flagged", {})
     out["best epochs"] = {k: v["best_epoch"] for k, v in members["members"].items()}
