@@ -44,8 +44,6 @@ from .drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS, STATIC_DRIVE
 __all__ = ["CellPool", "draw_pool", "load_pool", "step_sample", "fixed_subset", "member_pool",
            "member_validation_cells"]
 
-G_PER_PG = 1e15
-
 
 @dataclass
 class CellPool:

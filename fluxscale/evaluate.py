@@ -30,6 +30,7 @@ integrals (PgC yr-1); only complete years count.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ import xarray as xr
 
 from . import metrics
 from .errors import FluxscaleError
-from .integrals import GLOBAL, integrate_regions
+from .integrals import G_PER_PG, GLOBAL, integrate_regions
 from .stores import open_store, store_path
 
 __all__ = ["ENSEMBLE_LABELS", "MODELS", "evaluation_data", "evaluation_tables", "write_tables", "summary_dict",
@@ -140,7 +141,7 @@ def _members_term(root: Path, nee: xr.Dataset, grid: xr.Dataset, bridged: xr.Dat
     if not path.exists():
         return None
     info = json.loads(path.read_text())
-    known = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["config"].items() if k in known})
     names = [str(r) for r in bridged.region.values]
     il, jl = grid.cell_ilat.values, grid.cell_ilon.values
@@ -148,7 +149,7 @@ def _members_term(root: Path, nee: xr.Dataset, grid: xr.Dataset, bridged: xr.Dat
     area = cell_land_area(grid)
     days = pd.DatetimeIndex(nee.month.values).days_in_month.to_numpy().astype(np.float64)
     out = bridged.copy()
-    for k, member in enumerate(out.member.values):
+    for member in out.member.values:
         m = info["members"].get(str(member), {})
         if m.get("variant") != "ecatm" or cfg.atm_term != "sampled":
             continue
@@ -159,7 +160,7 @@ def _members_term(root: Path, nee: xr.Dataset, grid: xr.Dataset, bridged: xr.Dat
                                                            lon=xr.DataArray(jl[cells], dims="c")).values  # (month, c)
         est = np.zeros((len(ids), v.shape[0]))
         np.add.at(est, col, (v.astype(np.float64) * scale[None, :]).T)
-        est = est * days[None, :] / 1e15
+        est = est * days[None, :] / G_PER_PG
         series = xr.DataArray(est, dims=("region", "time"), coords={"region": regions, "time": nee.month.values})
         out.loc[{"member": member, "region": regions}] = series.sel(time=out.time.values).values
     return out
@@ -408,8 +409,8 @@ def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
         trop = abs(ev.cell_lat) < TROPICS_LAT
         for s in ev.map_source.values:
             m = ev.annual_map.sel(map_source=s)
-            add("consistency", str(s), "TROPICS", "-", "mean", (m * area).where(trop).sum() / 1e15)
-            add("consistency", str(s), "EXTRATROPICS", "-", "mean", (m * area).where(~trop).sum() / 1e15)
+            add("consistency", str(s), "TROPICS", "-", "mean", (m * area).where(trop).sum() / G_PER_PG)
+            add("consistency", str(s), "EXTRATROPICS", "-", "mean", (m * area).where(~trop).sum() / G_PER_PG)
             if "truth" in ev.map_source.values and s != "truth":
                 d = m - ev.annual_map.sel(map_source="truth")
                 add("consistency", str(s), "PIXELS", "truth", "RMSE mean annual",
