@@ -25,6 +25,15 @@ The design (a two-phase sample, every estimate unbiased for the full regional in
   ``atm_sample_days`` days drawn uniformly without replacement (their mean is an unbiased
   monthly mean, Eq. 6). 18 regions × 32 cells × 12 months × 8 days = 55 296 forward
   samples, about the bridges' 365 days × 133 pixels.
+* **Control variate** (``atm_control_variate``, :class:`StaleTable`). The sample's value
+  carries the spread of NEE between a region's cells; through a nonlinear loss that noise
+  softens the pull (an ℓ1 distance to a target behaves like a spring of stiffness ~1/noise
+  near it) and, with the Kendall weights, the noise floor of the loss lowers its weight.
+  Each pool cell keeps the model's monthly value from the last step that sampled it; a
+  step's estimate is Σ_pool weight·last-seen + Σ_sample scale·(now − last-seen): unbiased
+  whatever the table holds (the correction's expectation is the pool total minus the
+  table's), with noise set by how much the network changed since each cell was last seen.
+  The gradient is the plain sample's; only the loss's value (and so its slope) is cleaner.
 * **Validation.** A fixed subset (the first ``atm_val_cells`` of every region's pool,
   re-weighted to stand for the pool) on every day of the validation months.
 
@@ -41,7 +50,7 @@ import numpy as np
 
 from .drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS, STATIC_DRIVERS, _INDEX, _KIND, _assemble_rows
 
-__all__ = ["CellPool", "draw_pool", "load_pool", "step_sample", "fixed_subset", "member_pool",
+__all__ = ["CellPool", "StaleTable", "draw_pool", "load_pool", "step_sample", "fixed_subset", "member_pool",
            "member_validation_cells"]
 
 
@@ -72,6 +81,31 @@ class CellPool:
         _assemble_rows(daily, np.ascontiguousarray(self.seasonal[:, :, idx]),
                        np.ascontiguousarray(self.static[:, idx]), self.doy[days], _KIND, _INDEX, out)
         return out
+
+
+class StaleTable:
+    """The model's last-seen monthly NEE at every pool cell, for the control variate.
+
+    ``values`` (months, pool) float64 tensor, gC m⁻² d⁻¹; ``pool_w`` (pool, regions) float64
+    tensor, m²: the pool's one-hot region weights (``CellPool.weight`` in its region's column).
+    """
+
+    def __init__(self, values, pool_w):
+        self.values, self.pool_w = values, pool_w
+
+    def estimate(self, monthly, months, idx, w):
+        """Control-variate estimate of the regional monthly sums (months, regions), gC d⁻¹,
+        from this step's ``monthly`` (len(months), len(idx)) model values at pool members
+        ``idx`` (unique) with sample weights ``w`` (len(idx), regions) m²; then records
+        ``monthly`` as those cells' last-seen values. ``months`` a tensor of month rows."""
+        import torch
+
+        rows = self.values.index_select(0, months)                       # (months, pool)
+        stale = rows.index_select(1, idx)
+        est = (monthly - stale) @ w + rows @ self.pool_w
+        with torch.no_grad():
+            self.values[months[:, None], idx[None, :]] = monthly.detach().to(self.values.dtype)
+        return est
 
 
 def draw_pool(cell_region: np.ndarray, cell_area: np.ndarray, regions: list[int], size: int,

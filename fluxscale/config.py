@@ -318,6 +318,12 @@ class TrainConfig:
     """Sampled term: days per month in each step's sample (their mean estimates Eq. 6)."""
     atm_val_cells: int = 32
     """Sampled term: fixed cells per region for the held-out years' ATM loss."""
+    atm_control_variate: bool = False
+    """Sampled term: subtract from each step's sample the model's last-seen monthly values at
+    the same cells and add them back summed over the whole pool (a SAGA-style control
+    variate, :func:`fluxscale.atm_sample.control_variate_estimate`): still unbiased, with
+    the cell-sampling noise of the loss's value cut to the drift since each cell was last
+    seen. False: the plain sample mean."""
     atm_annual_weight: float = 1.0
     """Weight of the ATM term's annual part (:func:`fluxscale.losses.atm_loss`): the same
     Eq. 8–10 terms on each region's calendar-year totals, added to the monthly ones; 0 = the
@@ -325,6 +331,10 @@ class TrainConfig:
     atm_annual_target: str = "systems"
     """The annual part's target: ``systems`` (Eq. 8–10, ℓ3 over the systems) or ``mean``
     (absolute difference from the systems' mean ÷ (1 + range))."""
+    tower_bias: str = "none"
+    """EC-ATM only: ``none``, or ``linear``: the EC term compares the towers with the network
+    plus a learned linear function of the standardised drivers (zero at the start), the
+    towers' systematic error; the network alone is the NEE (inference, the ATM term)."""
     ema_decay: float = 0.99
     """Validate and keep an exponential moving average of the weights, updated every step
     with this decay (0.99: over the last ~100 steps); 0 = the trained weights themselves."""
@@ -359,6 +369,7 @@ class TrainConfig:
                                "atm_annual_weight": self.atm_annual_weight >= 0,
                                "ema_decay": 0 <= self.ema_decay < 1,
                                "atm_annual_target": self.atm_annual_target in ("systems", "mean"),
+                               "tower_bias": self.tower_bias in ("none", "linear"),
                                "lr_final": 0 < self.lr_final <= 1,
                                "selection": self.selection in ("relative_sum", "val_atm"),
                                "model_set": valid_set_name(self.model_set)}.items() if not ok]

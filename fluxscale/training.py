@@ -276,6 +276,8 @@ class _Member:
             self.val_sel, val_scale = fixed_subset(col, weight, data.bias.size, cfg.atm_val_cells)
             self.val_onehot = t(self._onehot(self.pool.region[self.val_sel]) * val_scale[:, None], f64)
             self.month_rows = [np.flatnonzero(data.day_month == m) for m in range(self.n_months)]
+            self.control_variate = cfg.atm_control_variate
+            self.table = None  # the StaleTable, filled by init_table before the first step
 
     def _onehot(self, region: np.ndarray) -> np.ndarray:
         oh = np.zeros((region.size, self.data.bias.size))
@@ -328,6 +330,10 @@ class _Member:
             x = torch.as_tensor(self.pool.drivers(days, idx), device=self.device)
             monthly = model(x).reshape(months.size, d, idx.size).mean(dim=1).double()  # Eq. 6 from d days
             w = torch.as_tensor(self._onehot(self.pool.region[idx]) * scale[:, None], device=self.device)
+            if self.table is not None:
+                sums = self.table.estimate(monthly, torch.as_tensor(months, device=self.device),
+                                           torch.as_tensor(idx, device=self.device), w)
+                return sums * self.month_days[torch.as_tensor(months, device=self.device)][:, None] / G_PER_PG
         else:
             years = np.unique(self.data.month_year[months])
             parts = []
@@ -338,6 +344,33 @@ class _Member:
                 parts.append(self._monthly(x, ms, model, days=self.data.day_month[days]).double())
             monthly, w = torch.cat(parts), self.val_onehot
         return (monthly @ w) * self.month_days[torch.as_tensor(months, device=self.device)][:, None] / G_PER_PG
+
+    def init_table(self, model, rng: np.random.Generator) -> None:
+        """Fill the control variate's :class:`~fluxscale.atm_sample.StaleTable` with the
+        model's monthly values at every pool cell (``atm_sample_days`` days of each month,
+        one year per forward pass); a no-op unless the sampled term uses it."""
+        from .atm_sample import StaleTable
+
+        torch = self.torch
+        if self.atm_term != "sampled" or not self.control_variate:
+            return
+        n = self.pool.cells.size
+        values = torch.zeros((self.n_months, n), dtype=torch.float64, device=self.device)
+        every = np.arange(n)
+        with torch.no_grad():
+            for y in np.unique(self.data.month_year):
+                months = np.flatnonzero(self.data.month_year == y)
+                rows = [rng.choice(self.month_rows[m], size=min(self.sample_days, self.month_rows[m].size),
+                                   replace=False) for m in months]
+                days = np.concatenate(rows)
+                x = torch.as_tensor(self.pool.drivers(days, every), device=self.device)
+                out = torch.cat([model(x[i:i + 64]) for i in range(0, days.size, 64)])  # (days, pool)
+                idx = torch.as_tensor(np.repeat(np.arange(months.size), [r.size for r in rows]), device=self.device)
+                sums = torch.zeros((months.size, n), dtype=torch.float64, device=self.device).index_add(0, idx, out.double())
+                counts = torch.bincount(idx, minlength=months.size).double()
+                values[torch.as_tensor(months, device=self.device)] = sums / counts[:, None]
+        pool_w = torch.as_tensor(self._onehot(self.pool.region) * self.pool.weight[:, None], device=self.device)
+        self.table = StaleTable(values, pool_w)
 
     def atm(self, model, months: np.ndarray, rng: np.random.Generator | None = None):
         """Eq. 8–11 on ``months`` through the configured term: the bridges (Eq. 7) or the
@@ -373,7 +406,8 @@ class _Member:
             pred = model(self.site_x[i[:, 0], i[:, 1]])
             return float(((pred - self.site_y[i[:, 0], i[:, 1]]) ** 2).mean())
 
-    def step(self, model, opt, log_var, variant: str, batch: int, gen, year_rng) -> tuple[float, float]:
+    def step(self, model, opt, log_var, variant: str, batch: int, gen, year_rng,
+             tower_bias=None) -> tuple[float, float]:
         """One optimiser step: an EC batch of tower-days; for EC-ATM also one whole random
         training year of the ATM term, combined by Eq. 14. Returns (L_EC, L_ATM or 0)."""
         from .losses import ec_loss, uncertainty_weighted
@@ -382,7 +416,11 @@ class _Member:
         n = self.train_idx.shape[0]
         pick = torch.randint(n, (min(batch, n),), generator=gen).to(self.device)
         s, d = self.train_idx_t[pick, 0], self.train_idx_t[pick, 1]
-        l_ec = ec_loss(model(self.site_x[s, d]), self.site_y[s, d])
+        x = self.site_x[s, d]
+        pred = model(x)
+        if tower_bias is not None:
+            pred = pred + tower_bias((x - model.x_mean) / model.x_std).squeeze(-1)
+        l_ec = ec_loss(pred, self.site_y[s, d])
         l_atm_v = 0.0
         if variant == "ecatm" and self.train_years:
             year = int(year_rng.choice(self.train_years))
@@ -443,6 +481,12 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
     model.to(device)
     log_var = torch.zeros(2, device=device, requires_grad=True)  # s_EC, s_ATM = log σ²
     params = list(model.parameters()) + ([log_var] if variant == "ecatm" else [])
+    tower_bias = None
+    if variant == "ecatm" and cfg.tower_bias == "linear":
+        tower_bias = torch.nn.Linear(model.x_mean.numel(), 1).to(device)
+        torch.nn.init.zeros_(tower_bias.weight)
+        torch.nn.init.zeros_(tower_bias.bias)
+        params += list(tower_bias.parameters())
     opt = torch.optim.Adam(params, lr=cfg.learning_rate)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)           # EC batches, same for EC and EC-ATM
     year_rng = np.random.default_rng([cfg.seed, fold, 13])                 # ATM years (EC-ATM only)
@@ -487,6 +531,8 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
             log_var.copy_(torch.tensor([np.log(max(l_ec0, 1e-12)), np.log(max(ref["atm_all"], 1e-12))],
                                        dtype=log_var.dtype))
         best_log_var = log_var.detach().clone()
+    if variant == "ecatm":
+        mb.init_table(model, np.random.default_rng([cfg.seed, fold, 19]))
     best_score, best_epoch, stopped = np.inf, 0, None
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_log_var = log_var.detach().clone()
@@ -496,7 +542,7 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
         for k in range(cfg.steps_per_epoch):
             for g in opt.param_groups:
                 g["lr"] = learning_rate(cfg, (epoch - 1) * cfg.steps_per_epoch + k)
-            l_ec, l_atm = mb.step(model, opt, log_var, variant, cfg.ec_batch, gen, year_rng)
+            l_ec, l_atm = mb.step(model, opt, log_var, variant, cfg.ec_batch, gen, year_rng, tower_bias)
             if kept is not model:
                 with torch.no_grad():
                     for pe, p_ in zip(kept.parameters(), model.parameters()):
