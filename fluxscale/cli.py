@@ -199,7 +199,7 @@ def run(
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory limit per LocalCluster worker (default 6GiB).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting, SECTION.NAME=VALUE with "
                                                       "SECTION one of twin, bridge, train, infer, evaluate (e.g. "
-                                                      "twin.tower_bias_gc=2 train.epochs=5); a bare NAME works when "
+                                                      "twin.night_bias_tropics=0.4 train.epochs=5); a bare NAME works when "
                                                       "one section has it. Repeatable.")] = None,
     until: Annotated[str, typer.Option(help="Stop after this stage: data, validate, integrals, bridges, train, "
                                              "infer, evaluate.")] = "evaluate",

@@ -331,10 +331,11 @@ class TrainConfig:
     atm_annual_target: str = "systems"
     """The annual part's target: ``systems`` (Eq. 8–10, ℓ3 over the systems) or ``mean``
     (absolute difference from the systems' mean ÷ (1 + range))."""
-    tower_bias: str = "none"
-    """EC-ATM only: ``none``, or ``linear``: the EC term compares the towers with the network
-    plus a learned linear function of the standardised drivers (zero at the start), the
-    towers' systematic error; the network alone is the NEE (inference, the ATM term)."""
+    tower_bias: str = "linear"
+    """EC-ATM only: ``linear``: the EC term compares the towers with the network plus a
+    learned linear function of the standardised drivers (zero at the start: the towers'
+    systematic error, e.g. night-time respiration they miss); the network alone is the NEE
+    (the ATM term, inference, evaluation). ``none``: the paper's EC term, network alone."""
     ema_decay: float = 0.99
     """Validate and keep an exponential moving average of the weights, updated every step
     with this decay (0.99: over the last ~100 steps); 0 = the trained weights themselves."""
@@ -369,7 +370,7 @@ class TrainConfig:
                                "atm_annual_weight": self.atm_annual_weight >= 0,
                                "ema_decay": 0 <= self.ema_decay < 1,
                                "atm_annual_target": self.atm_annual_target in ("systems", "mean"),
-                               "tower_bias": self.tower_bias in ("none", "linear"),
+                               "tower_bias": self.tower_bias in ("none", "linear", "linear_bands"),
                                "lr_final": 0 < self.lr_final <= 1,
                                "selection": self.selection in ("relative_sum", "val_atm"),
                                "model_set": valid_set_name(self.model_set)}.items() if not ok]

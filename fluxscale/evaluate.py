@@ -435,10 +435,12 @@ def evaluation_tables(ev: xr.Dataset) -> pd.DataFrame:
     site_refs = [("towers", obs)] + ([("truth", ev.site_truth)] if "site_truth" in ev else [])
     if "site_truth" in ev:  # how far the truth itself is from the (biased, noisy) towers
         add("site", "truth", "ALL", "towers", "RMSE", metrics.rmse(ev.site_truth, obs, ("site", "day")))
+        add("site", "truth", "ALL", "towers", "bias", metrics.bias(ev.site_truth, obs, ("site", "day")))
     for ref, target in site_refs:
         for m in models:
             sim = ev[f"site_{m}"]
             add("site", m, "ALL", ref, "RMSE", metrics.rmse(sim, target, ("site", "day")))
+            add("site", m, "ALL", ref, "bias", metrics.bias(sim, target, ("site", "day")))
             add("site", m, "ALL", ref, "n", int((sim.notnull() & target.notnull()).sum()))
             for reg in np.unique(ev.site_region.values):
                 k = ev.site_region == reg

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-__all__ = ["pearson", "rmse", "nse", "nnse", "mean_seasonal_cycle", "iav", "annual"]
+__all__ = ["pearson", "rmse", "bias", "nse", "nnse", "mean_seasonal_cycle", "iav", "annual"]
 
 
 def _pairs(sim: xr.DataArray, ref: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
@@ -50,6 +50,12 @@ def rmse(sim: xr.DataArray, ref: xr.DataArray, dim: str = "time") -> xr.DataArra
     """Root-mean-square error along ``dim``, in the units of the inputs."""
     s, r = _pairs(sim, ref)
     return _enough(np.sqrt(((s - r) ** 2).mean(dim)), s, dim, 1).rename("rmse")
+
+
+def bias(sim: xr.DataArray, ref: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Mean error ``sim − ref`` along ``dim`` over the pairs where both are valid."""
+    s, r = _pairs(sim, ref)
+    return _enough((s - r).mean(dim), s, dim, 1).rename("bias")
 
 
 def nse(sim: xr.DataArray, ref: xr.DataArray, dim: str = "time") -> xr.DataArray:

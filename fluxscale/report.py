@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .config import EvalConfig
@@ -104,6 +105,24 @@ def _provenance(root: Path, ev) -> dict[str, Any]:
             "members": {k: {kk: v.get(kk) for kk in ("member", "seed", "best_epoch", "seconds", "untrained")
                             if kk in v} for k, v in members.items()},
             "timings_s": timings}
+
+
+def _tower_bias(root: Path, df: pd.DataFrame) -> dict[str, str]:
+    """The towers' mean systematic error as EC-ATM's tower-bias heads estimate it
+    (``members.json``; ``TrainConfig.tower_bias``) and, on a twin, as the truth has it
+    (towers − truth over the towers' valid days)."""
+    from .training import models_dir
+
+    path = models_dir(root) / "members.json"
+    members = json.loads(path.read_text()).get("members", {}) if path.exists() else {}
+    est = [m["tower_bias_mean"] for m in members.values() if m.get("tower_bias_mean") is not None]
+    if not est:
+        return {}
+    text = f"EC-ATM's tower-bias head {np.mean(est):.3f} (members {min(est):.3f} … {max(est):.3f})"
+    truth = table_value(df, "site", "truth", "ALL", "towers", "bias")
+    if truth == truth:
+        text += f", the truth's {-truth:.3f}"
+    return {"towers' mean error (towers − NEE)": text + " gC m-2 d-1"}
 
 
 def _headline(df: pd.DataFrame) -> dict[str, str]:
@@ -193,6 +212,7 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     figs, skipped = write_figures(ev, df, tmp, maps)
     prov = _provenance(root, ev)
     head = _headline(df)
+    head.update(_tower_bias(root, df))
     flagged = _flagged(root)
     if flagged:
         head["flagged members"] = "; ".join(f"{k}: {v}" for k, v in flagged.items())

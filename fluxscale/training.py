@@ -122,6 +122,18 @@ class TrainingData:
     drivers_path: str | None = None
     day_idx: np.ndarray | None = None
     day_doy: np.ndarray | None = None
+    site_lat: np.ndarray | None = None
+
+
+TOWER_BANDS = (23.5, 50.0)
+"""|latitude| edges (degrees) of the tower-bias head's climate bands (``tower_bias =
+"linear_bands"``): tropical, temperate, boreal."""
+
+
+def tower_band(lat: np.ndarray) -> np.ndarray:
+    """One-hot climate band of each tower by |latitude| (:data:`TOWER_BANDS`), (site, 3)."""
+    k = np.searchsorted(np.asarray(TOWER_BANDS), np.abs(np.asarray(lat, dtype=np.float64)), side="right")
+    return np.eye(len(TOWER_BANDS) + 1, dtype=np.float32)[k]
 
 
 def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
@@ -187,6 +199,7 @@ def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
     mon_days = day_idx[months.year.to_numpy()[day_month] == mon_year]
     return TrainingData(
         site_x=site_x, site_y=site_y, site_fold=site_fold, pix_x=pix_x, pix_w=pix_w,
+        site_lat=np.asarray(sites.lat.values, dtype=np.float64),
         bias=bridges.bias.values[keep].astype(np.float64), inv=inv, area_w=area / area.sum(),
         day_month=day_month.astype(np.int64), month_year=months.year.to_numpy(),
         month_days=months.days_in_month.to_numpy().astype(np.float64),
@@ -245,6 +258,7 @@ class _Member:
         self.mean, self.std = xs.mean(axis=0), xs.std(axis=0)
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
         self.site_x, self.site_y = t(data.site_x), t(data.site_y)
+        self.site_band = t(tower_band(data.site_lat)) if data.site_lat is not None else None
         f64 = torch.float64  # the bridge and the ATM term in float64: integrals are sums of many pixels
         self.pix_x, self.pix_w, self.bias = t(data.pix_x), t(data.pix_w, f64), t(data.bias, f64)
         self.inv, self.area_w = t(data.inv, f64), t(data.area_w, f64)
@@ -397,6 +411,23 @@ class _Member:
             out = torch.cat([model(self.site_x[i[k:k + 65536, 0], i[k:k + 65536, 1]]) for k in range(0, i.shape[0], 65536)])
             return float(((out - self.site_y[i[:, 0], i[:, 1]]) ** 2).mean())
 
+    def tower_bias(self, model, head, x, site):
+        """The tower-bias head on drivers ``x`` (n, 10) of towers ``site`` (n,): a linear
+        function of the standardised drivers (and, for ``linear_bands``, of the tower's
+        climate band), gC m-2 d-1, (n,)."""
+        z = (x - model.x_mean) / model.x_std
+        if head.in_features > z.shape[-1]:
+            z = self.torch.cat([z, self.site_band[site]], dim=-1)
+        return head(z).squeeze(-1)
+
+    def tower_bias_mean(self, model, head) -> float:
+        """Mean of the tower-bias head (``TrainConfig.tower_bias``) over every observed
+        tower-day, gC m-2 d-1: the member's estimate of the towers' mean systematic error."""
+        torch = self.torch
+        idx = torch.as_tensor(np.argwhere(~np.isnan(self.data.site_y)), device=self.device)
+        with torch.no_grad():
+            return float(self.tower_bias(model, head, self.site_x[idx[:, 0], idx[:, 1]], idx[:, 0]).mean())
+
     def ec_val(self, model):
         torch = self.torch
         if self.val_idx.shape[0] == 0:
@@ -419,7 +450,7 @@ class _Member:
         x = self.site_x[s, d]
         pred = model(x)
         if tower_bias is not None:
-            pred = pred + tower_bias((x - model.x_mean) / model.x_std).squeeze(-1)
+            pred = pred + self.tower_bias(model, tower_bias, x, s)
         l_ec = ec_loss(pred, self.site_y[s, d])
         l_atm_v = 0.0
         if variant == "ecatm" and self.train_years:
@@ -482,10 +513,15 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
     log_var = torch.zeros(2, device=device, requires_grad=True)  # s_EC, s_ATM = log σ²
     params = list(model.parameters()) + ([log_var] if variant == "ecatm" else [])
     tower_bias = None
-    if variant == "ecatm" and cfg.tower_bias == "linear":
-        tower_bias = torch.nn.Linear(model.x_mean.numel(), 1).to(device)
+    if variant == "ecatm" and cfg.tower_bias != "none":
+        bands = cfg.tower_bias == "linear_bands"
+        if bands and mb.site_band is None:
+            raise FluxscaleError("tower_bias='linear_bands' needs the towers' latitudes (sites.zarr `lat`)")
+        n_in = model.x_mean.numel() + (len(TOWER_BANDS) + 1 if bands else 0)
+        tower_bias = torch.nn.Linear(n_in, 1, bias=not bands).to(device)  # bands: one intercept per band
         torch.nn.init.zeros_(tower_bias.weight)
-        torch.nn.init.zeros_(tower_bias.bias)
+        if tower_bias.bias is not None:
+            torch.nn.init.zeros_(tower_bias.bias)
         params += list(tower_bias.parameters())
     opt = torch.optim.Adam(params, lr=cfg.learning_rate)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)           # EC batches, same for EC and EC-ATM
@@ -534,6 +570,7 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
     if variant == "ecatm":
         mb.init_table(model, np.random.default_rng([cfg.seed, fold, 19]))
     best_score, best_epoch, stopped = np.inf, 0, None
+    best_head = {k: v.detach().clone() for k, v in tower_bias.state_dict().items()} if tower_bias is not None else None
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_log_var = log_var.detach().clone()
     for epoch in range(1, cfg.epochs + 1):
@@ -562,22 +599,30 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
             best_log_var = log_var.detach().clone()
+            if tower_bias is not None:
+                best_head = {k: v.detach().clone() for k, v in tower_bias.state_dict().items()}
         if cfg.decoupling_max is not None and row["decoupling"] > cfg.decoupling_max:
             stopped = f"decoupling {row['decoupling']:.3f} > {cfg.decoupling_max} at epoch {epoch}"
             break
     model.load_state_dict(best_state)
+    tower_bias_mean = None
+    if tower_bias is not None:
+        tower_bias.load_state_dict(best_head)
+        tower_bias_mean = mb.tower_bias_mean(model, tower_bias)
     validity = bridge_validity(root, model, regions=data.regions, device=device) \
         if write and cfg.bridge_validity else None
     metrics = {"member": member_name(variant, fold), "variant": variant, "fold": fold, "best_epoch": best_epoch,
                "best": log[best_epoch], "stopped": stopped, "val_years": mb.val_years, "systems": data.systems,
                "regions": data.regions, "n_train_obs": int(n_train), "n_val_obs": int(mb.val_idx.shape[0]),
-               "bridge_validity": validity, "seconds": time.perf_counter() - t_start, "device": str(device),
+               "bridge_validity": validity, "tower_bias_mean": tower_bias_mean,
+               "seconds": time.perf_counter() - t_start, "device": str(device),
                "threads": torch.get_num_threads()}
     result = {"metrics": metrics, "log": log}
     if write:
         out = models_dir(root, cfg.model_set)
         (out / "logs").mkdir(parents=True, exist_ok=True)
         ckpt = {"state_dict": {k: v.cpu() for k, v in best_state.items()}, "log_var": best_log_var.cpu(),
+                **({"tower_bias": {k: v.cpu() for k, v in best_head.items()}} if best_head is not None else {}),
                 "meta": json.dumps({"config": cfg.to_dict(), "metrics": metrics, "resume_key": resume_key,
                                     "drivers": list(DRIVER_NAMES), "units": "gC m-2 d-1"}, default=float)}
         tmp = out / f".{name}.pt.{os.getpid()}"

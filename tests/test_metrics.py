@@ -39,6 +39,7 @@ def test_pearson_rmse_nse_match_scipy_and_sklearn():
         assert e.values[i] == pytest.approx(np.sqrt(mean_squared_error(o, s)), rel=1e-12)
         assert n.values[i] == pytest.approx(r2_score(o, s), rel=1e-12)  # NSE = R² with ref as truth
         assert nn.values[i] == pytest.approx(1 / (2 - r2_score(o, s)), rel=1e-12)
+        assert metrics.bias(sim, ref).values[i] == pytest.approx(np.mean(s - o), rel=1e-12)
 
 
 def test_closed_forms():

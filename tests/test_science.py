@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 from fluxscale.config import BridgeConfig, ClusterConfig, EvalConfig, RunConfig, TrainConfig, twin_preset
 from fluxscale.evaluate import consistency_checks, table_value
@@ -63,3 +65,19 @@ def test_dual_constraint_claims_hold_on_twin_variants(name, tmp_path):
     truth = table_value(df, "consistency", "truth", "GLOBAL", "-", "mean")
     ecatm, ec = (table_value(df, "consistency", k, "GLOBAL", "-", "mean") for k in ("EC-ATM", "EC"))
     assert abs(ecatm - truth) < 0.25 * abs(ec - truth), (ecatm, ec, truth)
+    # the tower-bias head (TrainConfig.tower_bias) estimates the towers' mean systematic
+    # error; the twin knows it: observed − true NEE at the towers' cells (numpy)
+    members = json.loads((Path(cfg.data_dir) / "models" / "members.json").read_text())["members"]
+    learned = np.mean([m["tower_bias_mean"] for k, m in members.items() if k.startswith("ecatm")])
+    actual = _towers_mean_error(Path(cfg.data_dir))
+    assert actual < 0 and abs(learned - actual) < 0.35 * abs(actual), (learned, actual)
+
+
+def _towers_mean_error(root: Path) -> float:
+    """Mean over every observed tower-day of observed NEE − the truth at the tower's cell."""
+    sites, truth = xr.open_zarr(root / "sites.zarr"), xr.open_zarr(root / "truth.zarr")
+    obs = sites.NEE.values  # (site, time)
+    t = pd.DatetimeIndex(truth.time.values).get_indexer(pd.DatetimeIndex(sites.time.values))
+    true = np.asarray(truth.NEE.values)[t][:, sites.cell.values].T  # (site, time)
+    ok = ~np.isnan(obs)
+    return float((obs[ok] - true[ok]).mean())

@@ -10,7 +10,7 @@ The world is the tiny preset (2°) with 120 towers and 2001–2006 (as tests/tes
 ``benchmarks.science.world_result(OUT)`` or ``fluxscale evaluate OUT`` reads the numbers.
 The paper's formulation is ``train.atm_term=bridges train.kendall_init=zero
 train.lr_schedule=constant train.selection=relative_sum train.atm_annual_weight=0
-train.ema_decay=0``.
+train.ema_decay=0 train.tower_bias=none``.
 """
 
 from __future__ import annotations
