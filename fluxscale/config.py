@@ -370,7 +370,7 @@ class TrainConfig:
                                "atm_annual_weight": self.atm_annual_weight >= 0,
                                "ema_decay": 0 <= self.ema_decay < 1,
                                "atm_annual_target": self.atm_annual_target in ("systems", "mean"),
-                               "tower_bias": self.tower_bias in ("none", "linear", "linear_bands"),
+                               "tower_bias": self.tower_bias in ("none", "linear"),
                                "lr_final": 0 < self.lr_final <= 1,
                                "selection": self.selection in ("relative_sum", "val_atm"),
                                "model_set": valid_set_name(self.model_set)}.items() if not ok]

@@ -122,18 +122,6 @@ class TrainingData:
     drivers_path: str | None = None
     day_idx: np.ndarray | None = None
     day_doy: np.ndarray | None = None
-    site_lat: np.ndarray | None = None
-
-
-TOWER_BANDS = (23.5, 50.0)
-"""|latitude| edges (degrees) of the tower-bias head's climate bands (``tower_bias =
-"linear_bands"``): tropical, temperate, boreal."""
-
-
-def tower_band(lat: np.ndarray) -> np.ndarray:
-    """One-hot climate band of each tower by |latitude| (:data:`TOWER_BANDS`), (site, 3)."""
-    k = np.searchsorted(np.asarray(TOWER_BANDS), np.abs(np.asarray(lat, dtype=np.float64)), side="right")
-    return np.eye(len(TOWER_BANDS) + 1, dtype=np.float32)[k]
 
 
 def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
@@ -199,7 +187,6 @@ def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
     mon_days = day_idx[months.year.to_numpy()[day_month] == mon_year]
     return TrainingData(
         site_x=site_x, site_y=site_y, site_fold=site_fold, pix_x=pix_x, pix_w=pix_w,
-        site_lat=np.asarray(sites.lat.values, dtype=np.float64),
         bias=bridges.bias.values[keep].astype(np.float64), inv=inv, area_w=area / area.sum(),
         day_month=day_month.astype(np.int64), month_year=months.year.to_numpy(),
         month_days=months.days_in_month.to_numpy().astype(np.float64),
@@ -258,7 +245,6 @@ class _Member:
         self.mean, self.std = xs.mean(axis=0), xs.std(axis=0)
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
         self.site_x, self.site_y = t(data.site_x), t(data.site_y)
-        self.site_band = t(tower_band(data.site_lat)) if data.site_lat is not None else None
         f64 = torch.float64  # the bridge and the ATM term in float64: integrals are sums of many pixels
         self.pix_x, self.pix_w, self.bias = t(data.pix_x), t(data.pix_w, f64), t(data.bias, f64)
         self.inv, self.area_w = t(data.inv, f64), t(data.area_w, f64)
@@ -411,14 +397,11 @@ class _Member:
             out = torch.cat([model(self.site_x[i[k:k + 65536, 0], i[k:k + 65536, 1]]) for k in range(0, i.shape[0], 65536)])
             return float(((out - self.site_y[i[:, 0], i[:, 1]]) ** 2).mean())
 
-    def tower_bias(self, model, head, x, site):
-        """The tower-bias head on drivers ``x`` (n, 10) of towers ``site`` (n,): a linear
-        function of the standardised drivers (and, for ``linear_bands``, of the tower's
-        climate band), gC m-2 d-1, (n,)."""
-        z = (x - model.x_mean) / model.x_std
-        if head.in_features > z.shape[-1]:
-            z = self.torch.cat([z, self.site_band[site]], dim=-1)
-        return head(z).squeeze(-1)
+    @staticmethod
+    def tower_bias(model, head, x):
+        """The tower-bias head on tower drivers ``x`` (n, 10): a linear function of the
+        standardised drivers, gC m-2 d-1, (n,)."""
+        return head((x - model.x_mean) / model.x_std).squeeze(-1)
 
     def tower_bias_mean(self, model, head) -> float:
         """Mean of the tower-bias head (``TrainConfig.tower_bias``) over every observed
@@ -426,7 +409,7 @@ class _Member:
         torch = self.torch
         idx = torch.as_tensor(np.argwhere(~np.isnan(self.data.site_y)), device=self.device)
         with torch.no_grad():
-            return float(self.tower_bias(model, head, self.site_x[idx[:, 0], idx[:, 1]], idx[:, 0]).mean())
+            return float(self.tower_bias(model, head, self.site_x[idx[:, 0], idx[:, 1]]).mean())
 
     def ec_val(self, model):
         torch = self.torch
@@ -450,7 +433,7 @@ class _Member:
         x = self.site_x[s, d]
         pred = model(x)
         if tower_bias is not None:
-            pred = pred + self.tower_bias(model, tower_bias, x, s)
+            pred = pred + self.tower_bias(model, tower_bias, x)
         l_ec = ec_loss(pred, self.site_y[s, d])
         l_atm_v = 0.0
         if variant == "ecatm" and self.train_years:
@@ -513,15 +496,12 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
     log_var = torch.zeros(2, device=device, requires_grad=True)  # s_EC, s_ATM = log σ²
     params = list(model.parameters()) + ([log_var] if variant == "ecatm" else [])
     tower_bias = None
-    if variant == "ecatm" and cfg.tower_bias != "none":
-        bands = cfg.tower_bias == "linear_bands"
-        if bands and mb.site_band is None:
-            raise FluxscaleError("tower_bias='linear_bands' needs the towers' latitudes (sites.zarr `lat`)")
-        n_in = model.x_mean.numel() + (len(TOWER_BANDS) + 1 if bands else 0)
-        tower_bias = torch.nn.Linear(n_in, 1, bias=not bands).to(device)  # bands: one intercept per band
+    if variant == "ecatm" and cfg.tower_bias == "linear":
+        # the towers' systematic error (docs/evaluation.md, "The towers' own error"): an
+        # intercept and a slope per standardised driver, zero at the start
+        tower_bias = torch.nn.Linear(model.x_mean.numel(), 1).to(device)
         torch.nn.init.zeros_(tower_bias.weight)
-        if tower_bias.bias is not None:
-            torch.nn.init.zeros_(tower_bias.bias)
+        torch.nn.init.zeros_(tower_bias.bias)
         params += list(tower_bias.parameters())
     opt = torch.optim.Adam(params, lr=cfg.learning_rate)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)           # EC batches, same for EC and EC-ATM
