@@ -18,6 +18,13 @@ learning rate follows a cosine (``lr_schedule``), and the validated and kept wei
 exponential moving average of the trained ones (``ema_decay``); docs/evaluation.md has the
 evidence for each default.
 
+**The towers' error** (``tower_bias = "linear"``, EC-ATM only): the EC term compares the
+towers with the network plus a linear function of the standardised drivers, so the towers'
+systematic error (e.g. missed night-time respiration) is not forced into the NEE and the
+atmospheric term sets the regional levels. The head is saved in the checkpoint
+(``tower_bias``) and its mean over the tower-days is ``tower_bias_mean`` in the metrics;
+``val_ec`` validates the term as trained (network + head), ``val_ec_nee`` the network alone.
+
 **Best epoch.** EC keeps the epoch with the lowest validation tower MSE. EC-ATM keeps the
 lowest held-out ATM loss (``selection="val_atm"``) or ``val_ec / val_ec⁰ + val_atm /
 val_atm⁰`` (``"relative_sum"``, each relative to its value before training).
@@ -411,13 +418,16 @@ class _Member:
         with torch.no_grad():
             return float(self.tower_bias(model, head, self.site_x[idx[:, 0], idx[:, 1]]).mean())
 
-    def ec_val(self, model):
+    def ec_val(self, model, head=None):
+        """The EC term (Eq. 5) on the validation towers: of the network, plus the
+        tower-bias ``head`` when given (the term EC-ATM trains)."""
         torch = self.torch
         if self.val_idx.shape[0] == 0:
             return float("nan")
         with torch.no_grad():
             i = torch.as_tensor(self.val_idx, device=self.device)
-            pred = model(self.site_x[i[:, 0], i[:, 1]])
+            x = self.site_x[i[:, 0], i[:, 1]]
+            pred = model(x) + (self.tower_bias(model, head, x) if head is not None else 0.0)
             return float(((pred - self.site_y[i[:, 0], i[:, 1]]) ** 2).mean())
 
     def step(self, model, opt, log_var, variant: str, batch: int, gen, year_rng,
@@ -530,7 +540,8 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
                 if cfg.atm_term == "bridges" or epoch in (0, cfg.epochs) else float("nan")
         sig = torch.exp(0.5 * log_var.detach()).cpu().numpy()
         return {"epoch": epoch, "train_ec": tr_ec, "train_atm": tr_atm, "sigma_ec": float(sig[0]),
-                "sigma_atm": float(sig[1]), "val_ec": mb.ec_val(model), "val_atm": val_atm, "atm_all": atm_all,
+                "sigma_atm": float(sig[1]), "val_ec": mb.ec_val(model, tower_bias), "val_ec_nee": mb.ec_val(model),
+                "val_atm": val_atm, "atm_all": atm_all,
                 **mb.monitor(model), "lr": opt.param_groups[0]["lr"], "seconds": seconds}
 
     name = member_name(variant, fold)

@@ -11,9 +11,15 @@ EC-ATM training, inference, evaluation) at a reduced size and checks, from the r
   than EC's bridges (§3.5);
 * EC-ATM's per-cell RMSE of mean annual NEE against the truth ≤ EC's (no artefacts);
 * EC-ATM's monthly RMSE against the inversion mean ≤ EC's in ≥ 12 of 18 regions;
-* every absolute consistency check is computed (the bounds of issue 24 — global RMSE
-  ≤ 1 PgC/yr, members within 2, bands within 1 — are reported, not required: the sweep
-  shows EC-ATM 0.8–3 PgC/yr below the truth in most worlds, docs/evaluation.md says why).
+* every absolute consistency check is computed, and those that held in every world of the
+  sweep with the tower-bias head are required: every member within 2 PgC/yr of the truth,
+  the tropical and extratropical means within 1 PgC/yr (global RMSE ≤ 1 PgC/yr held in 6 of
+  10: where the inversion mean itself is 0.6–1.0 off, docs/evaluation.md; ≤ 2× the
+  inversion mean's held in 10 of 10 but is no bound where the inversions are nearly exact:
+  9.1× in the "less inversion spread" variant, both inversion-error knobs at the lower edge
+  of their ranges);
+* the tower-bias heads' mean equals the towers' actual mean error (observed − true NEE at
+  their cells, numpy) within 35 %.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ def test_dual_constraint_claims_hold_on_twin_variants(name, tmp_path):
     checks = {c["check"]: c for c in summary["science_checks"]}
     consistency = {c["check"]: c for c in consistency_checks(df)}
     assert len(consistency) == 7, consistency  # every absolute check has its inputs
+    for key in ("largest error of an EC-ATM member's global mean vs truth (PgC/yr)",
+                "error of EC-ATM's tropics mean vs truth (PgC/yr)",
+                "error of EC-ATM's extratropics mean vs truth (PgC/yr)"):
+        assert consistency[key]["passed"], (key, consistency[key])
     for name in ("global annual RMSE vs truth, EC-ATM / EC",
                  "decoupling of the atmospheric term (rel diff vs full integral), EC-ATM / EC",
                  "per-cell RMSE of mean annual NEE vs truth, EC-ATM / EC"):
@@ -70,6 +80,7 @@ def test_dual_constraint_claims_hold_on_twin_variants(name, tmp_path):
     members = json.loads((Path(cfg.data_dir) / "models" / "members.json").read_text())["members"]
     learned = np.mean([m["tower_bias_mean"] for k, m in members.items() if k.startswith("ecatm")])
     actual = _towers_mean_error(Path(cfg.data_dir))
+    print(cfg.twin.seed, {k: round(c["value"], 3) for k, c in consistency.items()}, "tower bias", learned, actual)
     assert actual < 0 and abs(learned - actual) < 0.35 * abs(actual), (learned, actual)
 
 

@@ -298,7 +298,7 @@ def test_control_variate_is_unbiased_and_cuts_the_noise(trained_root, data):
     fraction of the plain sample's."""
     from fluxscale.training import _Member
 
-    cfg = FAST.replace(atm_pool_cells=100_000, atm_sample_cells=8, atm_sample_days=3)
+    cfg = FAST.replace(atm_pool_cells=100_000, atm_sample_cells=8, atm_sample_days=3, atm_control_variate=True)
     mb = _Member(data, cfg, 0, torch.device("cpu"))
     months = mb.months_of([int(data.month_year[0])])
     exact = _full_regional_tair(trained_root, data, months)
