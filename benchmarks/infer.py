@@ -9,7 +9,7 @@ at full size would take hours. They are written as real checkpoints with a
 
 Timed:
 
-* **ceiling**: :func:`fluxscale.inference.forward_members` on random float32 drivers already
+* **ceiling**: :func:`fluxscale.model.forward_members` on random float32 drivers already
   in memory (2²⁰ samples, 2²² at full size, × 20 members), one torch thread per Python
   thread on every core, at several batch sizes, measured before and after the end-to-end
   runs; the fastest batch's higher median is the ceiling;
@@ -65,7 +65,7 @@ def _ceiling(weights: list, threads: int, repeats: int, n: int = 1 << 20) -> dic
     import numpy as np
     import torch
 
-    from fluxscale.inference import forward_members
+    from fluxscale.model import forward_members
 
     torch.set_num_threads(1)
     x = np.random.default_rng(0).normal(size=(threads, n // threads, 10)).astype(np.float32)

@@ -420,7 +420,7 @@ def one_against_many(
     from .cluster import describe_client, optional_client
     from .one_against_many import choose_sets, run_one_against_many
     from .stores import open_store, store_path
-    from .training import models_dir
+    from .model import models_dir
 
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)

@@ -135,7 +135,7 @@ def _members_term(root: Path, nee: xr.Dataset, grid: xr.Dataset, bridged: xr.Dat
     from .atm_sample import member_validation_cells
     from .config import TrainConfig
     from .grid import cell_land_area
-    from .training import models_dir
+    from .model import models_dir
 
     path = models_dir(root) / "members.json"
     if not path.exists():
@@ -176,7 +176,7 @@ def _one_against_many(root: Path, grid: xr.Dataset, integ: xr.Dataset, client=No
 
     from .config import InferConfig
     from .inference import cube_path
-    from .training import model_sets
+    from .model import model_sets
 
     model, target, names, n_sys = [], [], [], []
     systems_all = [str(s) for s in integ.system.values]
@@ -222,7 +222,8 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
     say : callable
         Receives notes (model sets left out).
     """
-    from .inference import forward_members, list_members, member_weights
+    from .inference import list_members
+    from .model import forward_members, member_weights
     from .config import InferConfig
     from .drivers import DRIVER_NAMES
 

@@ -68,7 +68,8 @@ from .drivers import DRIVER_NAMES, CellDrivers
 from .errors import FluxscaleError, StoreError
 from .schema import NEE_UNITS
 from .stores import commit_store, open_store, partial_path, read_manifest, store_path, write_region, write_template
-from .training import models_dir
+from .model import forward_members, member_weights, model_weights, models_dir  # noqa: F401  (re-exported)
+from .parallel import tune_malloc as _tune_malloc
 
 __all__ = ["Member", "Block", "CubeLayout", "list_members", "trained_systems", "plan_blocks", "choose_lat_rows", "block_memory_bytes",
            "forward_members", "member_weights", "infer", "InferReport", "cube_path", "records_path", "read_record",
@@ -145,78 +146,6 @@ def list_members(root: str | Path, cfg: InferConfig) -> list[Member]:
             if not path.exists():
                 raise FluxscaleError(f"{path}: checkpoint of member {n} not found (listed in {listing})")
             out.append(Member(n, variant, int(n.rsplit("fold", 1)[1]), str(path), _sha256(path)))
-    return out
-
-
-def member_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """A checkpoint's weights for :func:`forward_members` (see :func:`model_weights`)."""
-    from .training import load_member
-
-    return model_weights(load_member(path)[0])
-
-
-def model_weights(model) -> dict[str, np.ndarray]:
-    """An ``NEENet``'s weights for :func:`forward_members`: the input standardisation
-    ``(x - mean) / std`` folded into the first layer (in float64, stored as float32).
-
-    Returns ``w1`` (10, 32), ``b1`` (32,), ``w2`` (32, 32), ``b2`` (32,), ``w3`` (32,),
-    ``b3`` (1,): ``y = relu(relu(x @ w1 + b1) @ w2 + b2) @ w3 + b3``.
-    """
-    sd = {k: v.detach().double().cpu().numpy() for k, v in model.state_dict().items()}
-    w1 = sd["net.0.weight"] / sd["x_std"][None, :]  # (32, 10)
-    b1 = sd["net.0.bias"] - w1 @ sd["x_mean"]
-    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    return {"w1": f32(w1.T), "b1": f32(b1), "w2": f32(sd["net.2.weight"].T), "b2": f32(sd["net.2.bias"]),
-            "w3": f32(sd["net.4.weight"][0]), "b3": f32(sd["net.4.bias"])}
-
-
-def forward_members(weights: list[dict[str, Any]], x: np.ndarray, *, batch: int = 8192, device: str = "cpu",
-                    out: np.ndarray | None = None) -> np.ndarray:
-    """Every member's NEE for the samples ``x``.
-
-    Parameters
-    ----------
-    weights : list of dict
-        :func:`member_weights` of each member (numpy, or torch tensors already on ``device``).
-    x : numpy.ndarray
-        float32 ``(n, 10)`` drivers in :data:`fluxscale.drivers.DRIVER_NAMES` order.
-    batch : int
-        Samples per call: ~10⁴ on a CPU keeps the (batch, 32) activations in cache (at 10⁶
-        torch runs ~3x slower here); ~10⁶ on a GPU.
-    device : str
-        ``"cpu"`` or a CUDA device.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 ``(members, n)``, gC m-2 d-1.
-    """
-    import torch
-
-    n = x.shape[0]
-    out = np.empty((len(weights), n), dtype=np.float32) if out is None else out
-    dev = torch.device(device)
-    ws = [{k: torch.as_tensor(v, device=dev) for k, v in w.items()} for w in weights]
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    ot = torch.from_numpy(out)
-    width = ws[0]["w1"].shape[1] if ws else 0
-    # Activations go into two preallocated buffers: a fresh (batch, 32) tensor per layer and
-    # member is a malloc/free of ~1 MB each time, and under Dask's nanny (which sets
-    # MALLOC_TRIM_THRESHOLD_, so glibc serves such blocks with mmap) every one of them
-    # faulted in fresh pages: the forward ran 2.6x slower on a worker than in-process.
-    h1 = torch.empty((min(batch, n), width), device=dev)
-    h2 = torch.empty_like(h1)
-    with torch.inference_mode():
-        for i in range(0, n, batch):
-            xb = xt[i:i + batch].to(dev, non_blocking=True)
-            a, b = h1[:xb.shape[0]], h2[:xb.shape[0]]
-            for m, w in enumerate(ws):
-                torch.addmm(w["b1"], xb, w["w1"], out=a).relu_()
-                torch.addmm(w["b2"], a, w["w2"], out=b).relu_()
-                if dev.type == "cpu":
-                    torch.addmv(w["b3"], b, w["w3"], out=ot[m, i:i + batch])  # straight into the output
-                else:
-                    ot[m, i:i + batch] = torch.addmv(w["b3"], b, w["w3"]).cpu()
     return out
 
 
@@ -435,28 +364,6 @@ def _buffer(name: str, shape: tuple[int, ...], fill: float | None = np.nan, dtyp
     return buf
 
 
-_MALLOC_TUNED = False
-
-
-def _tune_malloc() -> None:
-    """Let glibc serve blocks up to 32 MiB from the heap in this process.
-
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_`` set, which turns glibc's
-    dynamic mmap threshold off: every buffer above 128 KiB (each decompressed 3 MB driver
-    chunk, MKL's packing buffers) was then a fresh ``mmap`` whose pages faulted in on first
-    touch, and a block ran ~25 % slower on a worker than on a thread of this process. The
-    trim threshold itself is kept, so freed memory still goes back to the OS.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED or not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
-        return
-    _MALLOC_TUNED = True
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
 
 
 def release_buffers() -> None:

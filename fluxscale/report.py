@@ -70,7 +70,7 @@ def _truth_note(check: dict) -> str:
 
 def _flagged(root: Path) -> dict[str, str]:
     """The members training flagged (``members.json``'s ``flagged``)."""
-    from .training import models_dir
+    from .model import models_dir
 
     path = models_dir(root) / "members.json"
     try:
@@ -111,7 +111,7 @@ def _tower_bias(root: Path, df: pd.DataFrame) -> dict[str, str]:
     """The towers' mean systematic error as EC-ATM's tower-bias heads estimate it
     (``members.json``; ``TrainConfig.tower_bias``) and, on a twin, as the truth has it
     (towers − truth over the towers' valid days)."""
-    from .training import models_dir
+    from .model import models_dir
 
     path = models_dir(root) / "members.json"
     members = json.loads(path.read_text()).get("members", {}) if path.exists() else {}

@@ -61,6 +61,7 @@ from .config import TrainConfig
 from .drivers import DRIVER_NAMES, assemble_driver_block
 from .errors import FluxscaleError
 from .grid import cell_land_area
+from .model import load_member, member_name, model_sets, models_dir  # noqa: F401  (re-exported)
 from .schema import NEE_UNITS
 from .stores import open_store, store_path
 
@@ -68,22 +69,6 @@ __all__ = ["TrainingData", "load_training_data", "train_member", "flag_members",
            "bridge_validity"]
 
 G_PER_PG = 1e15
-
-
-def models_dir(root: str | Path, model_set: str = "") -> Path:
-    """``root/models`` (or ``root/models/sets/<model_set>``): the checkpoints, ``logs/`` and
-    ``members.json``."""
-    return Path(root) / "models" / "sets" / model_set if model_set else Path(root) / "models"
-
-
-def model_sets(root: str | Path) -> list[str]:
-    """Names of the finished model sets (``models/sets/*/members.json``), sorted."""
-    base = models_dir(root) / "sets"
-    return sorted(p.parent.name for p in base.glob("*/members.json")) if base.is_dir() else []
-
-
-def member_name(variant: str, fold: int) -> str:
-    return f"{variant}-fold{fold}"
 
 
 @dataclass
@@ -492,7 +477,7 @@ def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
 
     from .model import init_model
 
-    from .inference import _tune_malloc
+    from .parallel import tune_malloc as _tune_malloc
 
     t_start = time.perf_counter()
     _tune_malloc()  # on a Dask worker: large tensors from the heap, not fresh mmaps (see there)
@@ -653,19 +638,6 @@ def selection_score(cfg: TrainConfig, variant: str, row: dict[str, float], ref: 
     return score if np.isfinite(score) else row["train_ec"]
 
 
-def load_member(path: str | Path):
-    """``(model, meta)`` from a checkpoint (``torch.load(weights_only=True)``)."""
-    import torch
-
-    from .model import NEENet
-
-    ck = torch.load(path, weights_only=True, map_location="cpu")
-    model = NEENet()
-    model.load_state_dict(ck["state_dict"])
-    model.eval()
-    return model, json.loads(ck["meta"])
-
-
 def bridge_validity(root: str | Path, model, *, regions: list[str], device=None,
                     cell_chunk: int = 2048) -> dict[str, dict[str, float]]:
     """§3.5 after training: per region, the model's own regional integral over every land
@@ -680,7 +652,7 @@ def bridge_validity(root: str | Path, model, *, regions: list[str], device=None,
 
     from .bridge import apply_bridges
     from .drivers import CellDrivers
-    from .inference import forward_members, model_weights
+    from .model import forward_members, model_weights
     from .integrals import integrate_cells
 
     root = Path(root)
