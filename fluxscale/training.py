@@ -352,15 +352,11 @@ class _Member:
         with torch.no_grad():
             for y in np.unique(self.data.month_year):
                 months = np.flatnonzero(self.data.month_year == y)
-                rows = [rng.choice(self.month_rows[m], size=min(self.sample_days, self.month_rows[m].size),
-                                   replace=False) for m in months]
-                days = np.concatenate(rows)
+                days = np.concatenate([rng.choice(self.month_rows[m], size=min(self.sample_days, self.month_rows[m].size),
+                                                  replace=False) for m in months])
                 x = torch.as_tensor(self.pool.drivers(days, every), device=self.device)
-                out = torch.cat([model(x[i:i + 64]) for i in range(0, days.size, 64)])  # (days, pool)
-                idx = torch.as_tensor(np.repeat(np.arange(months.size), [r.size for r in rows]), device=self.device)
-                sums = torch.zeros((months.size, n), dtype=torch.float64, device=self.device).index_add(0, idx, out.double())
-                counts = torch.bincount(idx, minlength=months.size).double()
-                values[torch.as_tensor(months, device=self.device)] = sums / counts[:, None]
+                values[torch.as_tensor(months, device=self.device)] = \
+                    self._monthly(x, months, model, days=self.data.day_month[days]).double()
         pool_w = torch.as_tensor(self._onehot(self.pool.region) * self.pool.weight[:, None], device=self.device)
         self.table = StaleTable(values, pool_w)
 
