@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train = TrainConfig(folds=tuple(range(args.folds)), bridge_validity=False)
+    train = TrainConfig(folds=tuple(range(args.folds)))
     bridge = BridgeConfig(repeats=args.repeats)
     sets = _parse_run_sets(args.set, RunConfig(train=train, bridge=bridge))
     unknown = set(sets) - {"train", "bridge"}

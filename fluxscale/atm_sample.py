@@ -18,8 +18,8 @@ The design (a two-phase sample, every estimate unbiased for the full regional in
   cells drawn with replacement with probability ∝ land area, weight ``w = A_region / P``
   (Hansen–Hurwitz); a region with no more cells than that contributes all of them, weight
   ``w = A_cell`` (exact). The pool's daily drivers stay in memory compactly: ``Tair`` and
-  ``WAI2`` ``(2, days, cells)`` plus the seasonal ``(4, 366, cells)`` and static ``(4,
-  cells)`` drivers, about 8 B × days × cells (229 MB for 4 608 cells × 17 years).
+  ``WAI2`` ``(days, cells, 2)`` plus the seasonal ``(366, cells, 4)`` and static ``(cells, 4)``
+  drivers, about 8 B × days × cells (229 MB for 4 608 cells × 17 years).
 * **Step.** One training year; per region ``atm_sample_cells`` cells drawn uniformly
   without replacement from its pool (weights × pool size / sample size), per month
   ``atm_sample_days`` days drawn uniformly without replacement (their mean is an unbiased
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS, STATIC_DRIVERS, _INDEX, _KIND, _assemble_rows
+from .drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS, STATIC_DRIVERS, _INDEX, _KIND, _gather_rows
 
 __all__ = ["CellPool", "StaleTable", "draw_pool", "load_pool", "step_sample", "fixed_subset", "member_pool",
            "member_validation_cells"]
@@ -60,8 +60,8 @@ class CellPool:
 
     ``cells`` (n,) land-cell indices; ``region`` (n,) region column (0…R−1, the training
     regions' order); ``weight`` (n,) float64 m²: Σ over a region's pool of ``weight · NEE``
-    estimates the region's integral (gC d⁻¹ for NEE in gC m⁻² d⁻¹); ``daily`` (2, days, n)
-    ``Tair``, ``WAI2`` on the training days; ``seasonal`` (4, 366, n); ``static`` (4, n);
+    estimates the region's integral (gC d⁻¹ for NEE in gC m⁻² d⁻¹); ``daily`` (days, n, 2)
+    ``Tair``, ``WAI2`` on the training days; ``seasonal`` (366, n, 4); ``static`` (n, 4);
     ``doy`` (days,) day-of-year row of each training day.
     """
 
@@ -76,10 +76,9 @@ class CellPool:
     def drivers(self, days: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """float32 ``(len(days), len(idx), 10)`` drivers (:data:`DRIVER_NAMES` order) of pool
         members ``idx`` on training days ``days`` (positions in the training-day axis)."""
-        daily = np.ascontiguousarray(self.daily[:, days][:, :, idx])
         out = np.empty((days.size, idx.size, len(DRIVER_NAMES)), dtype=np.float32)
-        _assemble_rows(daily, np.ascontiguousarray(self.seasonal[:, :, idx]),
-                       np.ascontiguousarray(self.static[:, idx]), self.doy[days], _KIND, _INDEX, out)
+        _gather_rows(self.daily, self.seasonal, self.static, self.doy, np.asarray(days, dtype=np.intp),
+                     np.asarray(idx, dtype=np.intp), _KIND, _INDEX, out)
         return out
 
 
@@ -145,10 +144,13 @@ def load_pool(drivers_path: str | Path, cells: np.ndarray, region: np.ndarray, w
     g = zarr.open_group(str(drivers_path), mode="r")
     uniq, inverse = np.unique(cells, return_inverse=True)
     t0, t1 = int(day_idx.min()), int(day_idx.max()) + 1
+    # cell-minor layouts (the drivers of one cell and day side by side): see _gather_rows
     daily = np.stack([np.asarray(g[n].oindex[t0:t1, uniq], dtype=np.float32)[day_idx - t0][:, inverse]
-                      for n in DAILY_DRIVERS])
-    seasonal = np.stack([np.asarray(g[n].oindex[:, uniq], dtype=np.float32)[:, inverse] for n in SEASONAL_DRIVERS])
-    static = np.stack([np.asarray(g[n].oindex[uniq], dtype=np.float32)[inverse] for n in STATIC_DRIVERS])
+                      for n in DAILY_DRIVERS], axis=-1)
+    seasonal = np.stack([np.asarray(g[n].oindex[:, uniq], dtype=np.float32)[:, inverse] for n in SEASONAL_DRIVERS],
+                        axis=-1)
+    static = np.stack([np.asarray(g[n].oindex[uniq], dtype=np.float32)[inverse] for n in STATIC_DRIVERS], axis=-1)
+    daily, seasonal, static = (np.ascontiguousarray(a) for a in (daily, seasonal, static))
     return CellPool(cells=cells, region=region, weight=weight, daily=daily, seasonal=seasonal, static=static,
                     doy=np.asarray(doy, dtype=np.intp))
 

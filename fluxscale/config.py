@@ -303,7 +303,13 @@ class TrainConfig:
     decoupling_max: float | None = None
     """Stop a member when the monitor's relative decoupling passes this (None: never)."""
     retries: int = 2
-    """Times a member's task is retried when its worker is lost."""
+    """Times a training group's task is retried when its worker is lost (the retry writes the
+    same weights)."""
+    group_size: int = 0
+    """Members trained together in one task (:func:`fluxscale.training.train_group`, stacked
+    weights). 0: one group per worker thread of the cluster (at most one per fold, EC and
+    EC-ATM of a fold always together), split further where a group's sampling pools would
+    pass half a worker's memory."""
     atm_term: str = "sampled"
     """How EC-ATM's atmospheric term gets the model's regional integrals: ``"bridges"``, the
     paper's Lasso bridges on their contributing pixels (Eq. 7); ``"sampled"``, a fresh
@@ -349,14 +355,11 @@ class TrainConfig:
     selection: str = "val_atm"
     """EC-ATM's best epoch: ``relative_sum`` (val_ec/val_ec⁰ + val_atm/val_atm⁰) or
     ``val_atm`` (the held-out years' ATM loss); EC always keeps its lowest val_ec."""
-    bridge_validity: bool = True
-    """After training, integrate the member over every land cell and month and compare with
-    the bridges (§3.5). A global pass per member: 50 s of the 65 s of a 4-epoch member on the
-    small twin (1°, one thread); false leaves it to evaluation."""
 
     def __post_init__(self) -> None:
         bad = [k for k, ok in {"epochs": self.epochs >= 1, "steps_per_epoch": self.steps_per_epoch >= 1,
                                "learning_rate": self.learning_rate > 0, "ec_batch": self.ec_batch >= 1,
+                               "group_size": self.group_size >= 0,
                                "folds": all(0 <= f <= 9 for f in self.folds) and len(self.folds) > 0,
                                "variants": set(self.variants) <= {"ec", "ecatm"} and len(self.variants) > 0,
                                "holdout_years": self.holdout_years >= 0,

@@ -169,3 +169,24 @@ def _assemble_rows(daily, seasonal, static, doy, kind, index, out):  # pragma: n
                     out[d, c, k] = seasonal[index[k], r, c]
                 else:
                     out[d, c, k] = static[index[k], c]
+
+
+@njit(nogil=True, cache=True)
+def _gather_rows(daily, seasonal, static, doy, days, cells, kind, index, out):  # pragma: no cover - numba
+    """The (len(days), len(cells), 10) driver rows of a sampling pool stored cell-minor:
+    ``daily`` (days, pool, 2), ``seasonal`` (366, pool, 4), ``static`` (pool, 4), so each
+    (day, cell) reads one cache line per source. Reads the selected rows directly, without
+    numpy's fancy-indexing copies of whole (days × pool) slabs (those and the driver-major
+    layout were 9.5 of a 24 ms training step on the small twin; this is 0.7 ms)."""
+    for i in range(days.size):
+        d = days[i]
+        r = doy[d]
+        for j in range(cells.size):
+            c = cells[j]
+            for k in range(kind.size):
+                if kind[k] == 0:
+                    out[i, j, k] = daily[d, c, index[k]]
+                elif kind[k] == 1:
+                    out[i, j, k] = seasonal[r, c, index[k]]
+                else:
+                    out[i, j, k] = static[c, index[k]]

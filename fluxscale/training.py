@@ -1,5 +1,5 @@
-"""Training the EC and EC-ATM ensembles (paper §3.2–3.6, Eq. 4–14, Table B1), one member
-per Dask task.
+"""Training the EC and EC-ATM ensembles (paper §3.2–3.6, Eq. 4–14, Table B1), a group of
+members per Dask task, trained together with their weights stacked (:mod:`fluxscale.stacked`).
 
 A member is ``(variant, fold)``: it trains on the towers of the other nine folds and
 validates on fold ``fold``. EC minimises the tower MSE (Eq. 5). EC-ATM adds, each step,
@@ -8,6 +8,11 @@ pixel of every region for every day of the year, monthly means per pixel (Eq. 6)
 bridges give regional monthly NEE (Eq. 7), compared with the chosen inversions (Eq. 8–11);
 the two terms are combined with learned log-variances (Eq. 12–14). Two random years per
 fold are held out of the ATM term and validate it.
+
+**Groups** (:func:`train_group`): the members of a group step together, each with exactly
+its own draws, losses, Adam moments and stopping; a member's weights do not depend on its
+group. :meth:`_Member.step` is the same step by plain autograd on one :class:`NEENet`, the
+reference the tests compare the group with.
 
 **The atmospheric term** (``atm_term``): ``"sampled"`` (the default) estimates each
 region's integral from a fresh random sample of its land cells and days every step
@@ -36,12 +41,12 @@ that turns non-finite stops the member (:class:`FluxscaleError` naming it and th
 **Bridge validity (§3.5).** Every epoch, a fixed subsample of ``decoupling_cells`` land
 cells per region estimates the regional integral of the model's own output on one year
 (drawn with the seed, the same for every member); its relative difference from the bridge estimate (area-weighted over
-regions) is logged as ``decoupling`` and may stop the member (``decoupling_max``). After
-training, the full integral over every land cell of every month is compared with the
-bridges per region (``bridge_validity`` in the checkpoint's metrics).
+regions) is logged as ``decoupling`` and may stop the member (``decoupling_max``). The full
+integral over every land cell and month against the bridges is computed once, by
+``fluxscale evaluate`` from the cube's monthly means (the ``bridge`` rows of its table).
 
-The task reads what it needs from the stores itself (sites, bridges, integrals, the
-drivers of the bridge pixels) and writes ``models/<variant>-fold<k>.pt`` (atomic) and
+A task reads what it needs from the stores itself (sites, bridges, integrals, the
+drivers of the bridge pixels) and writes, per member, ``models/<variant>-fold<k>.pt`` (atomic) and
 ``models/logs/<variant>-fold<k>.csv``; it returns only small metrics.
 """
 
@@ -62,11 +67,10 @@ from .drivers import DRIVER_NAMES, assemble_driver_block
 from .errors import FluxscaleError
 from .grid import cell_land_area
 from .model import load_member, member_name, model_sets, models_dir  # noqa: F401  (re-exported)
-from .schema import NEE_UNITS
 from .stores import open_store, store_path
 
-__all__ = ["TrainingData", "load_training_data", "train_member", "flag_members", "learning_rate", "selection_score", "train_ensemble", "member_name", "models_dir", "model_sets", "load_member",
-           "bridge_validity"]
+__all__ = ["TrainingData", "load_training_data", "train_member", "train_group", "flag_members", "learning_rate",
+           "selection_score", "train_ensemble", "member_name", "models_dir", "model_sets", "load_member"]
 
 G_PER_PG = 1e15
 
@@ -215,7 +219,9 @@ def _threads(cfg: TrainConfig) -> int:
 class _Member:
     """The tensors and closures of one member's training (kept on ``device``)."""
 
-    def __init__(self, data: TrainingData, cfg: TrainConfig, fold: int, device):
+    def __init__(self, data: TrainingData, cfg: TrainConfig, fold: int, device, share: "_Member | None" = None):
+        """``share``: a member of the same fold whose sampling pool (drivers in memory) this
+        one reuses."""
         import torch
 
         self.torch, self.device, self.data = torch, device, data
@@ -237,6 +243,8 @@ class _Member:
         self.mean, self.std = xs.mean(axis=0), xs.std(axis=0)
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
         self.site_x, self.site_y = t(data.site_x), t(data.site_y)
+        self.site_x_rows = self.site_x.reshape(-1, self.site_x.shape[-1])
+        self.train_rows = torch.as_tensor(self.train_idx[:, 0] * data.site_y.shape[1] + self.train_idx[:, 1], device=device)
         f64 = torch.float64  # the bridge and the ATM term in float64: integrals are sums of many pixels
         self.pix_x, self.pix_w, self.bias = t(data.pix_x), t(data.pix_w, f64), t(data.bias, f64)
         self.inv, self.area_w = t(data.inv, f64), t(data.area_w, f64)
@@ -262,10 +270,14 @@ class _Member:
 
             if data.cell_region is None:
                 raise FluxscaleError("atm_term='sampled' needs the training data's land cells (load_training_data)")
-            cells, col, weight = member_pool(cfg, fold, data.cell_region, data.cell_area, list(data.region_ids))
-            self.pool = load_pool(data.drivers_path, cells, col, weight, data.day_idx, data.day_doy)
+            self.val_x = share.val_x if share is not None and share.atm_term == "sampled" else {}
+            if share is not None and share.atm_term == "sampled":
+                self.pool = share.pool  # the same fold: the same draw
+            else:
+                cells, col, weight = member_pool(cfg, fold, data.cell_region, data.cell_area, list(data.region_ids))
+                self.pool = load_pool(data.drivers_path, cells, col, weight, data.day_idx, data.day_doy)
             self.sample_cells, self.sample_days = cfg.atm_sample_cells, cfg.atm_sample_days
-            self.val_sel, val_scale = fixed_subset(col, weight, data.bias.size, cfg.atm_val_cells)
+            self.val_sel, val_scale = fixed_subset(self.pool.region, self.pool.weight, data.bias.size, cfg.atm_val_cells)
             self.val_onehot = t(self._onehot(self.pool.region[self.val_sel]) * val_scale[:, None], f64)
             self.month_rows = [np.flatnonzero(data.day_month == m) for m in range(self.n_months)]
             self.control_variate = cfg.atm_control_variate
@@ -305,37 +317,73 @@ class _Member:
         m = self.monthly_pixels(model, months).double()
         return m @ self.pix_w + self.bias
 
-    def sampled_estimate(self, model, months: np.ndarray, rng: np.random.Generator | None = None):
-        """The sampled regional integrals (months, regions), PgC month-1, float64
-        (:mod:`fluxscale.atm_sample`). With ``rng`` (a training step): a fresh sample of
-        ``atm_sample_cells`` pool cells per region and ``atm_sample_days`` days per month;
-        without: the fixed validation cells on every day of ``months``."""
+    def sampled_inputs(self, months: np.ndarray, rng: np.random.Generator):
+        """A training step's sample of the sampled term (:mod:`fluxscale.atm_sample`): a fresh
+        ``atm_sample_cells`` pool cells per region and ``atm_sample_days`` days per month →
+        ``(x (n, 10), pred)`` with ``pred(y)`` the regional integrals (months, regions),
+        PgC month-1, float64, from the model's outputs ``y`` (n,) on ``x``."""
         from .atm_sample import step_sample
 
         torch = self.torch
+        idx, scale = step_sample(self.pool, self.data.bias.size, self.sample_cells, rng)
+        rows = [rng.choice(self.month_rows[m], size=min(self.sample_days, self.month_rows[m].size), replace=False)
+                for m in months]
+        d = min(r.size for r in rows)
+        days = np.concatenate([r[:d] for r in rows])
+        x = torch.as_tensor(self.pool.drivers(days, idx), device=self.device).reshape(-1, len(DRIVER_NAMES))
+        w = torch.as_tensor(self._onehot(self.pool.region[idx]) * scale[:, None], device=self.device)
+        m_t = torch.as_tensor(months, device=self.device)
+        table = self.table
+
+        def pred(y):
+            monthly = y.reshape(months.size, d, idx.size).mean(dim=1).double()  # Eq. 6 from d days
+            if table is not None:
+                sums = table.estimate(monthly, m_t, torch.as_tensor(idx, device=self.device), w)
+            else:
+                sums = monthly @ w
+            return sums * self.month_days[m_t][:, None] / G_PER_PG
+        return x, pred
+
+    def bridge_inputs(self, months: np.ndarray):
+        """The paper's term on ``months`` (Eq. 6–7): ``(x (days·pixels, 10), pred)`` with
+        ``pred(y)`` the bridge estimates (months, regions), PgC month-1, float64."""
+        torch = self.torch
+        sel = np.flatnonzero(np.isin(self.data.day_month, months))
+        x = self.pix_x[torch.as_tensor(sel, device=self.device)].reshape(-1, len(DRIVER_NAMES))
+        idx = torch.as_tensor(np.searchsorted(months, self.data.day_month[sel]), device=self.device)
+        counts = torch.bincount(idx, minlength=months.size).double()
+        n_pix = self.pix_x.shape[1]
+
+        def pred(y):
+            daily = y.reshape(sel.size, n_pix).double()
+            sums = torch.zeros((months.size, n_pix), dtype=daily.dtype, device=self.device).index_add(0, idx, daily)
+            return (sums / counts[:, None]) @ self.pix_w + self.bias
+        return x, pred
+
+    def sampled_estimate(self, model, months: np.ndarray, rng: np.random.Generator | None = None):
+        """The sampled regional integrals (months, regions), PgC month-1, float64; ``model``
+        maps drivers (…, 10) to NEE (…). With ``rng``: a training step's fresh sample
+        (:meth:`sampled_inputs`); without: the fixed validation cells on every day of
+        ``months``."""
+        torch = self.torch
         if rng is not None:
-            idx, scale = step_sample(self.pool, self.data.bias.size, self.sample_cells, rng)
-            rows = [rng.choice(self.month_rows[m], size=min(self.sample_days, self.month_rows[m].size), replace=False)
-                    for m in months]
-            d = min(r.size for r in rows)
-            days = np.concatenate([r[:d] for r in rows])
-            x = torch.as_tensor(self.pool.drivers(days, idx), device=self.device)
-            monthly = model(x).reshape(months.size, d, idx.size).mean(dim=1).double()  # Eq. 6 from d days
-            w = torch.as_tensor(self._onehot(self.pool.region[idx]) * scale[:, None], device=self.device)
-            if self.table is not None:
-                sums = self.table.estimate(monthly, torch.as_tensor(months, device=self.device),
-                                           torch.as_tensor(idx, device=self.device), w)
-                return sums * self.month_days[torch.as_tensor(months, device=self.device)][:, None] / G_PER_PG
-        else:
-            years = np.unique(self.data.month_year[months])
-            parts = []
-            for y in years:
-                ms = months[self.data.month_year[months] == y]
-                days = np.concatenate([self.month_rows[m] for m in ms])
+            x, pred = self.sampled_inputs(months, rng)
+            return pred(model(x))
+        years = np.unique(self.data.month_year[months])
+        parts = []
+        for y in years:
+            ms = months[self.data.month_year[months] == y]
+            days = np.concatenate([self.month_rows[m] for m in ms])
+            if int(y) in self.val_years:  # validated every epoch: gathered once per fold (17 MB a year at 0.5°)
+                key = (int(y), tuple(ms))
+                if key not in self.val_x:
+                    self.val_x[key] = torch.as_tensor(self.pool.drivers(days, self.val_sel), device=self.device)
+                x = self.val_x[key]
+            else:
                 x = torch.as_tensor(self.pool.drivers(days, self.val_sel), device=self.device)
-                parts.append(self._monthly(x, ms, model, days=self.data.day_month[days]).double())
-            monthly, w = torch.cat(parts), self.val_onehot
-        return (monthly @ w) * self.month_days[torch.as_tensor(months, device=self.device)][:, None] / G_PER_PG
+            parts.append(self._monthly(x, ms, model, days=self.data.day_month[days]).double())
+        monthly = torch.cat(parts)
+        return (monthly @ self.val_onehot) * self.month_days[torch.as_tensor(months, device=self.device)][:, None] / G_PER_PG
 
     def init_table(self, model, rng: np.random.Generator) -> None:
         """Fill the control variate's :class:`~fluxscale.atm_sample.StaleTable` with the
@@ -360,19 +408,19 @@ class _Member:
         pool_w = torch.as_tensor(self._onehot(self.pool.region) * self.pool.weight[:, None], device=self.device)
         self.table = StaleTable(values, pool_w)
 
-    def atm(self, model, months: np.ndarray, rng: np.random.Generator | None = None):
-        """Eq. 8–11 on ``months`` through the configured term: the bridges (Eq. 7) or the
-        sampled integrals."""
+    def _atm_loss(self, pred, months: np.ndarray):
         from .losses import atm_loss
 
-        if self.atm_term == "sampled":
-            pred = self.sampled_estimate(model, months, rng)
-        else:
-            pred = self.bridge_estimate(model, months)
         m = self.torch.as_tensor(months, device=self.device)
         return atm_loss(pred, self.inv[:, m, :], self.area_w, annual_weight=self.annual_weight,
                         years=self.torch.as_tensor(self.data.month_year[months], device=self.device),
                         annual_target=self.annual_target)
+
+    def atm(self, model, months: np.ndarray):
+        """Eq. 8–11 on ``months`` (validation: no gradient needed) through the configured
+        term: the bridges (Eq. 7) or the sampled term's validation cells."""
+        pred = self.sampled_estimate(model, months) if self.atm_term == "sampled" else self.bridge_estimate(model, months)
+        return self._atm_loss(pred, months)
 
     def months_of(self, years: list[int]) -> np.ndarray:
         return np.flatnonzero(np.isin(self.data.month_year, years))
@@ -391,53 +439,69 @@ class _Member:
         standardised drivers, gC m-2 d-1, (n,)."""
         return head((x - model.x_mean) / model.x_std).squeeze(-1)
 
-    def tower_bias_mean(self, model, head) -> float:
-        """Mean of the tower-bias head (``TrainConfig.tower_bias``) over every observed
-        tower-day, gC m-2 d-1: the member's estimate of the towers' mean systematic error."""
+    def tower_bias_mean(self, head) -> float:
+        """Mean of the tower-bias head (``TrainConfig.tower_bias``; ``head`` maps tower drivers
+        (n, 10) to (n,)) over every observed tower-day, gC m-2 d-1: the member's estimate of
+        the towers' mean systematic error."""
         torch = self.torch
         idx = torch.as_tensor(np.argwhere(~np.isnan(self.data.site_y)), device=self.device)
         with torch.no_grad():
-            return float(self.tower_bias(model, head, self.site_x[idx[:, 0], idx[:, 1]]).mean())
+            return float(head(self.site_x[idx[:, 0], idx[:, 1]]).mean())
 
     def ec_val(self, model, head=None):
         """The EC term (Eq. 5) on the validation towers: of the network, plus the
-        tower-bias ``head`` when given (the term EC-ATM trains)."""
+        tower-bias ``head`` (drivers (n, 10) → (n,)) when given (the term EC-ATM trains)."""
         torch = self.torch
         if self.val_idx.shape[0] == 0:
             return float("nan")
         with torch.no_grad():
             i = torch.as_tensor(self.val_idx, device=self.device)
             x = self.site_x[i[:, 0], i[:, 1]]
-            pred = model(x) + (self.tower_bias(model, head, x) if head is not None else 0.0)
+            pred = model(x) + (head(x) if head is not None else 0.0)
             return float(((pred - self.site_y[i[:, 0], i[:, 1]]) ** 2).mean())
 
-    def step(self, model, opt, log_var, variant: str, batch: int, gen, year_rng,
-             tower_bias=None) -> tuple[float, float]:
-        """One optimiser step: an EC batch of tower-days; for EC-ATM also one whole random
-        training year of the ATM term, combined by Eq. 14. Returns (L_EC, L_ATM or 0)."""
-        from .losses import ec_loss, uncertainty_weighted
-
+    def draw(self, variant: str, batch: int, gen, year_rng) -> "_Draw":
+        """The inputs of one optimiser step: an EC batch of ``batch`` tower-days (``gen``, a
+        torch Generator: the same draws for EC and EC-ATM of a fold) and, for EC-ATM, one
+        random training year of the ATM term (``year_rng``)."""
         torch = self.torch
         n = self.train_idx.shape[0]
         pick = torch.randint(n, (min(batch, n),), generator=gen).to(self.device)
-        s, d = self.train_idx_t[pick, 0], self.train_idx_t[pick, 1]
-        x = self.site_x[s, d]
-        pred = model(x)
-        if tower_bias is not None:
-            pred = pred + self.tower_bias(model, tower_bias, x)
-        l_ec = ec_loss(pred, self.site_y[s, d])
-        l_atm_v = 0.0
+        rows = self.train_rows.index_select(0, pick)  # flat (site, day) rows: one gather, not two-index fancy indexing
+        x_atm = months = pred = None
         if variant == "ecatm" and self.train_years:
-            year = int(year_rng.choice(self.train_years))
-            l_atm = self.atm(model, self.months_of([year]), rng=year_rng)
-            loss = uncertainty_weighted(l_ec, l_atm.float(), log_var[0], log_var[1])
-            l_atm_v = float(l_atm.detach())
-        else:
-            loss = l_ec
+            months = self.months_of([int(year_rng.choice(self.train_years))])
+            x_atm, pred = self.sampled_inputs(months, year_rng) if self.atm_term == "sampled" \
+                else self.bridge_inputs(months)
+        return _Draw(self.site_x_rows.index_select(0, rows), self.site_y.reshape(-1).index_select(0, rows),
+                     x_atm, months, pred)
+
+    def loss(self, dr: "_Draw", y_ec, y_atm, log_var, head_ec=None):
+        """A step's objective from the model's outputs: ``y_ec`` (batch,) on ``dr.x_ec``,
+        ``y_atm`` on ``dr.x_atm`` (EC-ATM), ``head_ec`` the tower-bias head on ``dr.x_ec``.
+        Returns ``(loss, L_EC, L_ATM or None)``: Eq. 5 alone, or combined with Eq. 8–11 by
+        Eq. 14 with the log-variances ``log_var`` (2,)."""
+        from .losses import ec_loss, uncertainty_weighted
+
+        l_ec = ec_loss(y_ec + head_ec if head_ec is not None else y_ec, dr.y_ec)
+        if dr.pred is None:
+            return l_ec, l_ec, None
+        l_atm = self._atm_loss(dr.pred(y_atm), dr.months)
+        return uncertainty_weighted(l_ec, l_atm.float(), log_var[0], log_var[1]), l_ec, l_atm
+
+    def step(self, model, opt, log_var, variant: str, batch: int, gen, year_rng,
+             tower_bias=None) -> tuple[float, float]:
+        """One optimiser step of one member by plain autograd on an :class:`NEENet` and a
+        ``torch.optim`` optimiser: the reference for the group's batched step (the tests
+        and ``benchmarks/train.py`` compare the two). Returns (L_EC, L_ATM or 0)."""
+        dr = self.draw(variant, batch, gen, year_rng)
+        head = self.tower_bias(model, tower_bias, dr.x_ec) if tower_bias is not None else None
+        loss, l_ec, l_atm = self.loss(dr, model(dr.x_ec), model(dr.x_atm) if dr.x_atm is not None else None,
+                                      log_var, head)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return float(l_ec.detach()), l_atm_v
+        return float(l_ec.detach()), float(l_atm.detach()) if l_atm is not None else 0.0
 
     def monitor(self, model) -> dict[str, float]:
         """The per-epoch monitor on its fixed cells and year: ``decoupling``, the relative
@@ -461,149 +525,215 @@ class _Member:
         return self.monitor(model)["decoupling"]
 
 
+@dataclass
+class _Draw:
+    """One step's inputs of one member: the EC batch ``x_ec`` (batch, 10), ``y_ec`` (batch,)
+    observed NEE; for EC-ATM the ATM term's drivers ``x_atm`` (n, 10), its ``months`` and
+    ``pred`` (model outputs on ``x_atm`` → regional monthly integrals, PgC month-1)."""
+
+    x_ec: Any
+    y_ec: Any
+    x_atm: Any
+    months: np.ndarray | None
+    pred: Any
+
+
 def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
                  data: TrainingData | None = None, write: bool = True, resume_key: str | None = None) -> dict[str, Any]:
-    """Train one member; write its checkpoint and log; return its metrics (small).
-    ``resume_key`` is stored in the checkpoint's meta (see :func:`train_ensemble`).
+    """Train one member (a group of one, :func:`train_group`); its result."""
+    return train_group(root, cfg, [(variant, fold)], data=data, write=write, resume_key=resume_key)[0]
 
-    Deterministic for a given ``cfg``, fold and thread count: a task retried after its
-    worker was lost writes the same weights.
+
+def train_group(root: str | Path, cfg: TrainConfig, members: list[tuple[str, int]], *,
+                data: TrainingData | None = None, write: bool = True, resume_key: str | None = None,
+                on_epoch=None) -> list[dict[str, Any]]:
+    """Train the ``(variant, fold)`` ``members`` together as one stacked model
+    (:mod:`fluxscale.stacked`); write each one's checkpoint and log; return each one's
+    ``{"metrics", "log"}`` (``"state_dict"`` too with ``write=False``), in order.
+
+    Every member keeps its own semantics: its fold's towers and EC batches (EC and EC-ATM of
+    a fold: the same starting weights and batches), its held-out ATM years and samples, its
+    log-variances, Adam moments, moving average, best epoch and decoupling stop (a stopped
+    member is frozen: its rows are masked out of every update). Members of one fold share
+    their sampling pool's drivers. ``on_epoch(name, epoch)`` is called after each member's
+    epoch (progress). ``resume_key`` is stored in each checkpoint (see :func:`train_ensemble`).
+
+    Deterministic for a given ``cfg``, member list and thread count: a task retried after
+    its worker was lost writes the same weights; a member's weights do not depend on which
+    other members share its group.
     """
     import torch
 
     from .model import init_model
-
     from .parallel import tune_malloc as _tune_malloc
+    from .stacked import StackedAdam, StackedNets
 
     t_start = time.perf_counter()
     _tune_malloc()  # on a Dask worker: large tensors from the heap, not fresh mmaps (see there)
     torch.set_num_threads(_threads(cfg))
     device = _device(cfg)
     data = data if data is not None else load_training_data(root, cfg)
-    mb = _Member(data, cfg, fold, device)
-    model = init_model(seed=cfg.seed * 1000 + fold)  # identical for EC and EC-ATM of a fold
-    model.set_standardisation(mb.mean, mb.std)
-    model.to(device)
-    log_var = torch.zeros(2, device=device, requires_grad=True)  # s_EC, s_ATM = log σ²
-    params = list(model.parameters()) + ([log_var] if variant == "ecatm" else [])
-    tower_bias = None
-    if variant == "ecatm" and cfg.tower_bias == "linear":
-        # the towers' systematic error (docs/evaluation.md, "The towers' own error"): an
-        # intercept and a slope per standardised driver, zero at the start
-        tower_bias = torch.nn.Linear(model.x_mean.numel(), 1).to(device)
-        torch.nn.init.zeros_(tower_bias.weight)
-        torch.nn.init.zeros_(tower_bias.bias)
-        params += list(tower_bias.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.learning_rate)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)           # EC batches, same for EC and EC-ATM
-    year_rng = np.random.default_rng([cfg.seed, fold, 13])                 # ATM years (EC-ATM only)
-    n_train = mb.train_idx.shape[0]
-    val_months = mb.months_of(mb.val_years)
-    all_months = np.arange(mb.n_months)
+    mbs, by_fold = [], {}
+    for variant, fold in members:
+        mbs.append(_Member(data, cfg, fold, device, share=by_fold.get(fold)))
+        by_fold.setdefault(fold, mbs[-1])
+    names = [member_name(v, f) for v, f in members]
+    variants = [v for v, _ in members]
+    M = len(members)
+    models = []
+    for (v, f), mb in zip(members, mbs):
+        net = init_model(seed=cfg.seed * 1000 + f)  # identical for EC and EC-ATM of a fold
+        net.set_standardisation(mb.mean, mb.std)
+        models.append(net)
+    net = StackedNets(models, device)
+    n_in = net.x_mean.shape[1]
+    # the log-variances s = log σ² (Eq. 13) and the tower-bias head, one row per member
+    log_var = torch.zeros((M, 2), device=device, requires_grad=True)
+    head_w = torch.zeros((M, n_in), device=device, requires_grad=True)
+    head_b = torch.zeros(M, device=device, requires_grad=True)
+    is_atm = np.array([v == "ecatm" for v in variants])
+    has_head = is_atm & (cfg.tower_bias == "linear")
+    params = {**net.params, "log_var": log_var, "head_w": head_w, "head_b": head_b}
+    opt = StackedAdam(params)
+    gens = [torch.Generator().manual_seed(cfg.seed * 1000 + f) for _, f in members]   # EC batches
+    year_rngs = [np.random.default_rng([cfg.seed, f, 13]) for _, f in members]          # ATM years, samples
+    val_months = [mb.months_of(mb.val_years) for mb in mbs]
+    all_months = np.arange(mbs[0].n_months)
 
     # the weights that are validated and kept: an exponential moving average of the trained
     # ones (ema_decay), or those themselves. The global total is a direction the noisy
     # sampled term and the EC batches barely pin down: on the small twin a member's global
     # total wandered by ±2 PgC/yr from epoch to epoch even at the schedule's smallest rate
-    import copy
+    kept = net.copy() if cfg.ema_decay else net.params
 
-    kept = copy.deepcopy(model) if cfg.ema_decay else model
-    for p_ in kept.parameters():
-        p_.requires_grad_(kept is model)
+    def fwd(m):
+        return lambda x: net.predict(m, x.reshape(-1, n_in), kept).reshape(x.shape[:-1])
 
-    def evaluate(epoch: int, tr_ec: float, tr_atm: float, seconds: float) -> dict[str, float]:
-        model = kept
+    def head(m):
+        return (lambda x: net.standardise(m, x) @ head_w[m] + head_b[m]) if has_head[m] else None
+
+    lr_now = learning_rate(cfg, 0)
+
+    def evaluate(m: int, epoch: int, tr_ec: float, tr_atm: float, seconds: float) -> dict[str, float]:
+        mb, f = mbs[m], fwd(m)
         with torch.no_grad():
-            val_atm = float(mb.atm(model, val_months)) if val_months.size else float("nan")
+            val_atm = float(mb.atm(f, val_months[m])) if val_months[m].size else float("nan")
             # every month: cheap through the bridges' pixels; the sampled term's validation
             # cells over the whole record cost ~10x a step, so only before and after training
-            atm_all = float(mb.atm(model, all_months)) \
+            atm_all = float(mb.atm(f, all_months)) \
                 if cfg.atm_term == "bridges" or epoch in (0, cfg.epochs) else float("nan")
-        sig = torch.exp(0.5 * log_var.detach()).cpu().numpy()
-        return {"epoch": epoch, "train_ec": tr_ec, "train_atm": tr_atm, "sigma_ec": float(sig[0]),
-                "sigma_atm": float(sig[1]), "val_ec": mb.ec_val(model, tower_bias), "val_ec_nee": mb.ec_val(model),
-                "val_atm": val_atm, "atm_all": atm_all,
-                **mb.monitor(model), "lr": opt.param_groups[0]["lr"], "seconds": seconds}
+            sig = torch.exp(0.5 * log_var[m]).cpu().numpy()
+            return {"epoch": epoch, "train_ec": tr_ec, "train_atm": tr_atm, "sigma_ec": float(sig[0]),
+                    "sigma_atm": float(sig[1]), "val_ec": mb.ec_val(f, head(m)), "val_ec_nee": mb.ec_val(f),
+                    "val_atm": val_atm, "atm_all": atm_all, **mb.monitor(f), "lr": lr_now, "seconds": seconds}
 
-    name = member_name(variant, fold)
-    expected = ["train_ec"] + (["train_atm"] if variant == "ecatm" else []) + \
-        (["val_ec"] if mb.val_idx.shape[0] else []) + (["val_atm"] if val_months.size else [])
-    log = [evaluate(0, float("nan"), float("nan"), 0.0)]
-    ref = log[0]
-    if cfg.kendall_init == "initial_losses" and variant == "ecatm":
-        # s = log σ² starts at the log of each term's loss before training: Eq. 14's
-        # equilibrium (∂/∂s = 0 ⇔ σ² = L), so both terms weigh as much from the first step
-        # instead of waiting for Adam to walk s there at ~lr per step
-        with torch.no_grad():
-            l_ec0 = mb.ec_train_loss(model)
-            log_var.copy_(torch.tensor([np.log(max(l_ec0, 1e-12)), np.log(max(ref["atm_all"], 1e-12))],
-                                       dtype=log_var.dtype))
-        best_log_var = log_var.detach().clone()
-    if variant == "ecatm":
-        mb.init_table(model, np.random.default_rng([cfg.seed, fold, 19]))
-    best_score, best_epoch, stopped = np.inf, 0, None
-    best_head = {k: v.detach().clone() for k, v in tower_bias.state_dict().items()} if tower_bias is not None else None
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    best_log_var = log_var.detach().clone()
+    expected = [["train_ec"] + (["train_atm"] if is_atm[m] else []) + (["val_ec"] if mbs[m].val_idx.shape[0] else [])
+                + (["val_atm"] if val_months[m].size else []) for m in range(M)]
+    logs = [[evaluate(m, 0, float("nan"), float("nan"), 0.0)] for m in range(M)]
+    refs = [lg[0] for lg in logs]
+    with torch.no_grad():
+        for m in range(M):
+            if cfg.kendall_init == "initial_losses" and is_atm[m]:
+                # s = log σ² starts at the log of each term's loss before training: Eq. 14's
+                # equilibrium (∂/∂s = 0 ⇔ σ² = L), so both terms weigh as much from the first
+                # step instead of waiting for Adam to walk s there at ~lr per step
+                l_ec0 = mbs[m].ec_train_loss(fwd(m))
+                log_var[m] = torch.tensor([np.log(max(l_ec0, 1e-12)), np.log(max(refs[m]["atm_all"], 1e-12))],
+                                          dtype=log_var.dtype)
+            if is_atm[m]:
+                mbs[m].init_table(fwd(m), np.random.default_rng([cfg.seed, members[m][1], 19]))
+
+    def snapshot(m: int) -> dict[str, Any]:
+        return {"state": net.state_dict(m, kept), "log_var": log_var[m].detach().clone().cpu(),
+                "head": {"weight": head_w[m].detach()[None, :].clone().cpu(), "bias": head_b[m].detach()[None].clone().cpu()}}
+
+    best = [snapshot(m) for m in range(M)]
+    best_score, best_epoch, stopped = [np.inf] * M, [0] * M, [None] * M
+    active = np.ones(M, dtype=bool)
+    seconds = np.zeros(M)
     for epoch in range(1, cfg.epochs + 1):
         t = time.perf_counter()
-        ec_sum = atm_sum = 0.0
+        ec_sum, atm_sum = np.zeros(M), np.zeros(M)
         for k in range(cfg.steps_per_epoch):
-            for g in opt.param_groups:
-                g["lr"] = learning_rate(cfg, (epoch - 1) * cfg.steps_per_epoch + k)
-            l_ec, l_atm = mb.step(model, opt, log_var, variant, cfg.ec_batch, gen, year_rng, tower_bias)
-            if kept is not model:
+            lr_now = learning_rate(cfg, (epoch - 1) * cfg.steps_per_epoch + k)
+            net.zero_grad()
+            for g in (log_var, head_w, head_b):
+                g.grad = None
+            for m in np.flatnonzero(active):
+                dr = mbs[m].draw(variants[m], cfg.ec_batch, gens[m], year_rngs[m])
+                n_ec = dr.x_ec.shape[0]
+                x = torch.cat([dr.x_ec, dr.x_atm]) if dr.x_atm is not None else dr.x_ec
+                xs = net.standardise(m, x)
+                y = net.forward(m, xs).requires_grad_()
+                head_ec = xs[:n_ec] @ head_w[m] + head_b[m] if has_head[m] else None
+                loss, l_ec, l_atm = mbs[m].loss(dr, y[:n_ec], y[n_ec:], log_var[m], head_ec)
+                loss.backward()
+                net.backward(m, xs, y.grad)
+                ec_sum[m] += float(l_ec.detach())
+                atm_sum[m] += float(l_atm.detach()) if l_atm is not None else 0.0
+            zeros = lambda p: p.grad if p.grad is not None else torch.zeros_like(p)  # noqa: E731
+            grads = {**net.grads, "log_var": zeros(log_var), "head_w": zeros(head_w), "head_b": zeros(head_b)}
+            trains_atm = active & is_atm & np.array([bool(mb.train_years) for mb in mbs])
+            rows = {**{k: active for k in net.params}, "log_var": trains_atm, "head_w": active & has_head,
+                    "head_b": active & has_head}
+            opt.step(grads, rows, lr_now)
+            if kept is not net.params:
                 with torch.no_grad():
-                    for pe, p_ in zip(kept.parameters(), model.parameters()):
-                        pe.lerp_(p_, 1.0 - cfg.ema_decay)
-            ec_sum += l_ec
-            atm_sum += l_atm
-        row = evaluate(epoch, ec_sum / cfg.steps_per_epoch,
-                       atm_sum / cfg.steps_per_epoch if variant == "ecatm" else float("nan"), time.perf_counter() - t)
-        log.append(row)
-        bad = [k for k in expected if not np.isfinite(row[k])]
-        if bad:
-            raise FluxscaleError(
-                f"{name}: the loss went non-finite at epoch {epoch} ({', '.join(f'{k}={row[k]}' for k in bad)}); "
-                f"no checkpoint written. Check the inputs: `fluxscale validate {root}` (towers' NEE and drivers)")
-        score = selection_score(cfg, variant, row, ref)
-        if score < best_score:
-            best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
-            best_log_var = log_var.detach().clone()
-            if tower_bias is not None:
-                best_head = {k: v.detach().clone() for k, v in tower_bias.state_dict().items()}
-        if cfg.decoupling_max is not None and row["decoupling"] > cfg.decoupling_max:
-            stopped = f"decoupling {row['decoupling']:.3f} > {cfg.decoupling_max} at epoch {epoch}"
+                    idx = torch.as_tensor(np.flatnonzero(active), device=device)
+                    for key, p in net.params.items():
+                        kept[key].index_copy_(0, idx, kept[key].index_select(0, idx).lerp_(
+                            p.index_select(0, idx), 1.0 - cfg.ema_decay))
+        dt = time.perf_counter() - t
+        for m in np.flatnonzero(active):
+            seconds[m] += dt / active.sum()
+            row = evaluate(m, epoch, ec_sum[m] / cfg.steps_per_epoch,
+                           atm_sum[m] / cfg.steps_per_epoch if is_atm[m] else float("nan"), dt)
+            logs[m].append(row)
+            bad = [k for k in expected[m] if not np.isfinite(row[k])]
+            if bad:
+                raise FluxscaleError(
+                    f"{names[m]}: the loss went non-finite at epoch {epoch} ({', '.join(f'{k}={row[k]}' for k in bad)}); "
+                    f"no checkpoint written. Check the inputs: `fluxscale validate {root}` (towers' NEE and drivers)")
+            score = selection_score(cfg, variants[m], row, refs[m])
+            if score < best_score[m]:
+                best_score[m], best_epoch[m], best[m] = score, epoch, snapshot(m)
+            if cfg.decoupling_max is not None and row["decoupling"] > cfg.decoupling_max:
+                stopped[m] = f"decoupling {row['decoupling']:.3f} > {cfg.decoupling_max} at epoch {epoch}"
+                active[m] = False  # frozen: masked out of every later update
+            if on_epoch is not None:
+                on_epoch(names[m], epoch)
+        if not active.any():
             break
-    model.load_state_dict(best_state)
-    tower_bias_mean = None
-    if tower_bias is not None:
-        tower_bias.load_state_dict(best_head)
-        tower_bias_mean = mb.tower_bias_mean(model, tower_bias)
-    validity = bridge_validity(root, model, regions=data.regions, device=device) \
-        if write and cfg.bridge_validity else None
-    metrics = {"member": member_name(variant, fold), "variant": variant, "fold": fold, "best_epoch": best_epoch,
-               "best": log[best_epoch], "stopped": stopped, "val_years": mb.val_years, "systems": data.systems,
-               "regions": data.regions, "n_train_obs": int(n_train), "n_val_obs": int(mb.val_idx.shape[0]),
-               "bridge_validity": validity, "tower_bias_mean": tower_bias_mean,
-               "seconds": time.perf_counter() - t_start, "device": str(device),
-               "threads": torch.get_num_threads()}
-    result = {"metrics": metrics, "log": log}
-    if write:
-        out = models_dir(root, cfg.model_set)
-        (out / "logs").mkdir(parents=True, exist_ok=True)
-        ckpt = {"state_dict": {k: v.cpu() for k, v in best_state.items()}, "log_var": best_log_var.cpu(),
-                **({"tower_bias": {k: v.cpu() for k, v in best_head.items()}} if best_head is not None else {}),
-                "meta": json.dumps({"config": cfg.to_dict(), "metrics": metrics, "resume_key": resume_key,
-                                    "drivers": list(DRIVER_NAMES), "units": "gC m-2 d-1"}, default=float)}
-        tmp = out / f".{name}.pt.{os.getpid()}"
-        torch.save(ckpt, tmp)
-        os.replace(tmp, out / f"{name}.pt")
-        pd.DataFrame(log).to_csv(out / "logs" / f"{name}.csv", index=False)
-    else:
-        result["state_dict"] = best_state
-    return result
+
+    results = []
+    for m, ((variant, fold), mb, name) in enumerate(zip(members, mbs, names)):
+        tower_bias_mean = None
+        if has_head[m]:
+            hw, hb = best[m]["head"]["weight"][0].to(device), best[m]["head"]["bias"][0].to(device)
+            mean, std = best[m]["state"]["x_mean"].to(device), best[m]["state"]["x_std"].to(device)
+            tower_bias_mean = mb.tower_bias_mean(lambda x: ((x - mean) / std) @ hw + hb)
+        metrics = {"member": name, "variant": variant, "fold": fold, "best_epoch": best_epoch[m],
+                   "best": logs[m][best_epoch[m]], "stopped": stopped[m], "val_years": mb.val_years,
+                   "systems": data.systems, "regions": data.regions, "n_train_obs": int(mb.train_idx.shape[0]),
+                   "n_val_obs": int(mb.val_idx.shape[0]), "tower_bias_mean": tower_bias_mean,
+                   "seconds": float(seconds[m]), "group": names, "group_seconds": time.perf_counter() - t_start,
+                   "device": str(device), "threads": torch.get_num_threads()}
+        result = {"metrics": metrics, "log": logs[m]}
+        if write:
+            out = models_dir(root, cfg.model_set)
+            (out / "logs").mkdir(parents=True, exist_ok=True)
+            ckpt = {"state_dict": best[m]["state"], "log_var": best[m]["log_var"],
+                    **({"tower_bias": best[m]["head"]} if has_head[m] else {}),
+                    "meta": json.dumps({"config": cfg.to_dict(), "metrics": metrics, "resume_key": resume_key,
+                                        "drivers": list(DRIVER_NAMES), "units": "gC m-2 d-1"}, default=float)}
+            tmp = out / f".{name}.pt.{os.getpid()}"
+            torch.save(ckpt, tmp)
+            os.replace(tmp, out / f"{name}.pt")
+            pd.DataFrame(logs[m]).to_csv(out / "logs" / f"{name}.csv", index=False)
+        else:
+            result["state_dict"] = best[m]["state"]
+        results.append(result)
+    return results
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -634,76 +764,64 @@ def selection_score(cfg: TrainConfig, variant: str, row: dict[str, float], ref: 
     return score if np.isfinite(score) else row["train_ec"]
 
 
-def bridge_validity(root: str | Path, model, *, regions: list[str], device=None,
-                    cell_chunk: int = 2048) -> dict[str, dict[str, float]]:
-    """§3.5 after training: per region, the model's own regional integral over every land
-    cell and month (:func:`fluxscale.integrals.integrate_cells`) vs the bridge estimate from
-    its contributing pixels (:func:`fluxscale.bridge.apply_bridges`), over the months of the
-    integrals store.
-
-    Returns region → ``{"rel_diff": mean|bridge − integral| / mean|integral|, "r": Pearson R,
-    "bias": mean(bridge − integral) PgC month-1}``.
-    """
-    import xarray as xr
-
-    from .bridge import apply_bridges
-    from .drivers import CellDrivers
-    from .model import forward_members, model_weights
-    from .integrals import integrate_cells
-
-    root = Path(root)
-    grid = open_store(store_path(root, "grid"), "grid")
-    drivers = open_store(store_path(root, "drivers"), "drivers")
-    months = pd.DatetimeIndex(open_store(store_path(root, "integrals"), "integrals").time.values)
-    days = pd.DatetimeIndex(drivers.time.values)
-    dm_all = months.to_period("M").get_indexer(days.to_period("M"))  # -1: outside the months
-    counts = np.bincount(dm_all[dm_all >= 0], minlength=months.size).astype(np.float64)
-    monthly = np.zeros((months.size, grid.sizes["cell"]))
-    dev = str(device) if device is not None else "cpu"
-    # inference's forward and driver reads (forward_members on CellDrivers blocks): the
-    # module forward on whole (days × cells) blocks with numpy's driver assembly took 52 s
-    # per member on the small twin, most of it in cache-missing activations
-    weights = [model_weights(model)]
-    bounds = np.cumsum((0, *(int(c) for c in drivers.Tair.chunks[0])))
-    for c0 in range(0, grid.sizes["cell"], cell_chunk):
-        c1 = min(c0 + cell_chunk, grid.sizes["cell"])
-        band = CellDrivers(store_path(root, "drivers"), drivers.time.values, slice(c0, c1))
-        for t0, t1 in zip(bounds[:-1], bounds[1:]):
-            dm = dm_all[t0:t1]
-            if not (dm >= 0).any():
-                continue
-            x = band.block(slice(int(t0), int(t1)))
-            daily = forward_members(weights, x.reshape(-1, x.shape[-1]), device=dev)[0].reshape(t1 - t0, c1 - c0)
-            keep = dm >= 0
-            onehot = (dm[keep][None, :] == np.arange(months.size)[:, None]).astype(np.float64)
-            monthly[:, c0:c1] += onehot @ daily[keep].astype(np.float64)  # Eq. 6 sums, divided below
-    nee = xr.DataArray(monthly / counts[:, None], dims=("time", "cell"), coords={"time": months},
-                       attrs={"units": NEE_UNITS})
-    integral = integrate_cells(nee, grid).sel(region=regions).values
-    bridge = apply_bridges(open_store(store_path(root, "bridges"), "bridges"), nee).sel(region=regions).values
-    out = {}
-    for r, b, i in zip(regions, bridge, integral):
-        rr = float(np.corrcoef(b, i)[0, 1]) if np.std(b) > 0 and np.std(i) > 0 else float("nan")
-        out[r] = {"rel_diff": float(np.abs(b - i).mean() / max(np.abs(i).mean(), 1e-12)), "r": rr,
-                  "bias": float((b - i).mean())}
-    return out
-
-
-def _member_task(root: str, cfg: TrainConfig, variant: str, fold: int,
-                 data: TrainingData | None = None, resume_key: str | None = None) -> dict[str, Any]:
-    """One member: on a Dask worker it reads the stores itself (``data`` None); writes its
-    checkpoint; returns only the small metrics and log.
+def _group_task(root: str, cfg: TrainConfig, members: list[tuple[str, int]], data: TrainingData | None = None,
+                resume_key: str | None = None, on_epoch=None) -> list[dict[str, Any]]:
+    """One group of members (:func:`train_group`): on a Dask worker it reads the stores itself
+    (``data`` None); writes the checkpoints; returns only the small metrics and logs. On a
+    worker each finished member-epoch is logged as an event on the topic
+    :data:`PROGRESS_TOPIC` (the client's progress counts epochs, not groups).
 
     The reads compute here, on Dask's synchronous scheduler: on a worker, ``.values`` of a
-    Dask-backed store otherwise goes back through the cluster, and the member seceded to
-    wait for its own reads behind the other members' tasks (on the small twin, members
-    took 5-10x longer on a 2-worker cluster than in a process, and more as the run went on).
+    Dask-backed store otherwise goes back through the cluster, and the task seceded to
+    wait for its own reads behind the other tasks (on the small twin, members took 5-10x
+    longer on a 2-worker cluster than in a process, and more as the run went on).
     """
     import dask
 
+    if on_epoch is None:
+        try:
+            from distributed import get_worker
+
+            worker = get_worker()
+            on_epoch = lambda name, epoch: worker.log_event(PROGRESS_TOPIC, {"member": name, "epoch": epoch})  # noqa: E731
+        except (ImportError, ValueError):
+            pass
     with dask.config.set(scheduler="synchronous"):
-        res = train_member(root, cfg, variant, fold, data=data, resume_key=resume_key)
-    return {"metrics": res["metrics"], "log": res["log"]}
+        res = train_group(root, cfg, members, data=data, resume_key=resume_key, on_epoch=on_epoch)
+    return [{"metrics": r["metrics"], "log": r["log"]} for r in res]
+
+
+PROGRESS_TOPIC = "fluxscale-train-epoch"
+"""Dask event topic of the training groups' per-member epochs (``{"member", "epoch"}``)."""
+
+
+def plan_groups(members: list[tuple[str, int]], cfg: TrainConfig, slots: int,
+                max_folds: int | None = None) -> list[list[tuple[str, int]]]:
+    """Split ``(variant, fold)`` ``members`` into training groups.
+
+    ``cfg.group_size`` > 0: consecutive runs of that many members (fold by fold).
+    0: the folds split as evenly as possible into ``min(folds, slots)`` groups (``slots``:
+    the cluster's worker threads), every variant of a fold in its fold's group, and no
+    group with more than ``max_folds`` folds (memory)."""
+    folds = list(dict.fromkeys(f for _, f in members))
+    order = sorted(members, key=lambda m: (folds.index(m[1]), m[0]))
+    if cfg.group_size:
+        return [order[i:i + cfg.group_size] for i in range(0, len(order), cfg.group_size)]
+    n = max(1, min(len(folds), slots))
+    if max_folds:
+        n = max(n, -(-len(folds) // max_folds))
+    parts = [list(p) for p in np.array_split(np.asarray(folds), n) if len(p)]
+    return [[m for m in order if m[1] in p] for p in parts]
+
+
+def fold_bytes(root: str | Path, cfg: TrainConfig) -> float:
+    """Rough memory of one fold in a training group, bytes: its sampling pool's drivers
+    (:func:`fluxscale.atm_sample.load_pool`: 8 B × days × cells daily, 16 B × 366 × cells
+    seasonal), its held-out years' validation drivers and the step's buffers."""
+    drivers = open_store(store_path(root, "drivers"), "drivers")
+    days = drivers.sizes["time"]
+    cells = cfg.atm_pool_cells * 18
+    return 8.0 * days * cells + 16.0 * 366 * cells + 40.0 * 366 * cfg.holdout_years * cfg.atm_val_cells * 18 + 50e6
 
 
 def _kept_member(path: Path, resume_key: str | None) -> dict | None:
@@ -762,10 +880,13 @@ def train_ensemble(root: str | Path, cfg: TrainConfig, *, client=None, show_prog
     inputs) is written into each checkpoint; a member whose checkpoint already carries the
     same key is kept, not trained again, so an interrupted run resumes with the rest.
 
-    With a ``distributed.Client`` each member is one task (``client.submit``, retried
-    ``cfg.retries`` times if its worker is lost); on workers that declare a ``GPU``
-    resource the tasks ask for one and train with CUDA when torch sees it. Without a
-    client the members run one after the other here, sharing one read of the data.
+    The members train in groups (:func:`plan_groups`, ``cfg.group_size``), each group one
+    stacked model (:func:`train_group`). With a ``distributed.Client`` each group is one
+    task (``client.submit``, retried ``cfg.retries`` times if its worker is lost; the
+    retry writes the same weights), by default one group per worker thread; on workers
+    that declare a ``GPU`` resource the tasks ask for one (one group per GPU) and train
+    with CUDA when torch sees it. Without a client the groups run here, sharing one read
+    of the data. The progress bar counts member-epochs (Dask events from the workers).
     """
     from .parallel import progress_bar
 
@@ -794,24 +915,49 @@ def train_ensemble(root: str | Path, cfg: TrainConfig, *, client=None, show_prog
         for name, m in kept.items():
             results[name] = {"metrics": m, "log": []}
     members = [(v, f) for v, f in members if member_name(v, f) not in kept]
+    names = [member_name(v, f) for v, f in members]
+    done_epochs = dict.fromkeys(names, 0)
     with progress_bar(show_progress) as progress:
-        task = progress.add_task("train: members", total=len(members))
+        task = progress.add_task("train: member-epochs", total=len(members) * cfg.epochs)
+
+        def on_epoch(name: str, epoch: int) -> None:
+            # a retried group reports its epochs again: count each member's furthest epoch
+            if epoch > done_epochs.get(name, cfg.epochs):
+                done_epochs[name] = epoch
+                progress.update(task, completed=sum(done_epochs.values()))
+
+        def finished(group_results: list[dict]) -> None:
+            for res in group_results:
+                report(res)
+                on_epoch(res["metrics"]["member"], cfg.epochs)  # a member stopped early is done too
+
         if client is not None:
             from distributed import as_completed
 
-            gpu = any("GPU" in (w.get("resources") or {}) for w in client.scheduler_info()["workers"].values())
-            futures = [client.submit(_member_task, str(root), cfg, v, f, None, resume_key,
-                                     key=f"train-{member_name(v, f)}-{time.time_ns()}",
-                                     pure=False, retries=cfg.retries, resources={"GPU": 1} if gpu else None)
-                       for v, f in members]
-            for fut in as_completed(futures):
-                report(fut.result())
-                progress.advance(task)
+            workers = client.scheduler_info()["workers"].values()
+            gpu = any("GPU" in (w.get("resources") or {}) for w in workers)
+            slots = sum(int(w.get("nthreads", 1)) for w in workers) if not gpu else \
+                sum(int((w.get("resources") or {}).get("GPU", 0)) for w in workers)
+            mem = min((float(w.get("memory_limit") or 0) for w in workers), default=0.0)
+            max_folds = max(1, int(0.5 * mem // fold_bytes(root, cfg))) if mem else None
+            groups = plan_groups(members, cfg, max(slots, 1), max_folds)
+            client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_epoch(event[1]["member"], event[1]["epoch"]))
+            try:
+                futures = [client.submit(_group_task, str(root), cfg, g, None, resume_key,
+                                         key=f"train-{member_name(*g[0])}-{len(g)}-{time.time_ns()}",
+                                         pure=False, retries=cfg.retries, resources={"GPU": 1} if gpu else None)
+                           for g in groups]
+                if groups:
+                    say(f"train: {len(members)} members in {len(groups)} group(s) of "
+                        f"{', '.join(str(len(g)) for g in groups)} on {slots} worker thread(s)")
+                for fut in as_completed(futures):
+                    finished(fut.result())
+            finally:
+                client.unsubscribe_topic(PROGRESS_TOPIC)
         elif members:
             data = load_training_data(root, cfg)
-            for v, f in members:
-                report(_member_task(root, cfg, v, f, data, resume_key))
-                progress.advance(task)
+            for g in plan_groups(members, cfg, 1):
+                finished(_group_task(root, cfg, g, data, resume_key, on_epoch=on_epoch))
     summary = {"config": cfg.to_dict(), "members": {k: r["metrics"] for k, r in sorted(results.items())},
                "seconds": time.perf_counter() - t0}
     summary["flagged"] = flag_members(summary["members"])

@@ -47,6 +47,6 @@ def tiny_models(tiny_twin, tmp_path_factory):
     shutil.copytree(tiny_twin, root)
     compute_integrals(root)
     build_bridges(root, BridgeConfig(repeats=10, repeats_per_task=10), show_progress=False)
-    train_ensemble(root, TrainConfig(epochs=2, steps_per_epoch=3, ec_batch=2000, threads=1, folds=(0, 1),
-                                     bridge_validity=False), show_progress=False)
+    train_ensemble(root, TrainConfig(epochs=2, steps_per_epoch=3, ec_batch=2000, threads=1, folds=(0, 1)),
+                   show_progress=False)
     return root

@@ -326,7 +326,7 @@ def test_one_against_many_sets_figures_and_table(evaluated, tmp_path):
     src, _ = evaluated
     root = tmp_path / "data"
     shutil.copytree(src, root, ignore=shutil.ignore_patterns("report*"))
-    train = TrainConfig(epochs=2, steps_per_epoch=3, ec_batch=2000, threads=1, folds=(0,), bridge_validity=False)
+    train = TrainConfig(epochs=2, steps_per_epoch=3, ec_batch=2000, threads=1, folds=(0,))
     notes = []
     run_one_against_many(root, [("CAMS",), ("UoE", "CTE")], train, show_progress=False, say=notes.append)
     _, meta = load_member(root / "models" / "sets" / "CTE+UoE" / "ecatm-fold0.pt")

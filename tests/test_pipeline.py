@@ -14,7 +14,7 @@ from fluxscale.cli import app
 from fluxscale.pipeline import STAGES
 
 FAST = ["--set", "bridge.repeats=10", "--set", "train.epochs=2", "--set", "train.steps_per_epoch=3",
-        "--set", "train.folds=0,1", "--set", "train.bridge_validity=false", "--set", "evaluate.maps=false"]
+        "--set", "train.folds=0,1", "--set", "evaluate.maps=false"]
 
 
 def _run(root, *extra):

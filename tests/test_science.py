@@ -39,7 +39,7 @@ from fluxscale.pipeline import run_pipeline
 # Reduced size: the tiny grid (2°) with 120 towers and 6 years; 5 folds per ensemble at the
 # default 30 epochs.
 SIZE = dict(n_sites=120, end_year=2006)
-TRAIN = TrainConfig(folds=(0, 1, 2, 3, 4), bridge_validity=False)
+TRAIN = TrainConfig(folds=(0, 1, 2, 3, 4))
 
 VARIANTS = {
     "seed 7": dict(seed=7),

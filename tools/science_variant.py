@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
         (train if k.startswith("train.") else knobs)[k.removeprefix("train.")] = v
     cfg = RunConfig(data_dir=out, twin=twin_preset("tiny", **knobs), cluster=ClusterConfig(n_workers=2),
                     bridge=BridgeConfig(repeats=50),
-                    train=TrainConfig(folds=(0, 1, 2, 3, 4), bridge_validity=False).replace(**train),
+                    train=TrainConfig(folds=(0, 1, 2, 3, 4)).replace(**train),
                     evaluate=EvalConfig(maps=False))
     t = time.time()
     run_pipeline(cfg, show_progress=False)
