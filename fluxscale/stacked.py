@@ -40,6 +40,10 @@ are 512 kB, in L2 (2 048-8 192 measured within 5%; 16 384 8% slower, a whole ste
 
 PARAMS = ("w1", "b1", "w2", "b2", "w3", "b3")
 
+KEEP_ACTIVATIONS = True
+"""Keep a step's hidden activations from the forward for the backward (True), or recompute
+them chunk by chunk in the backward (False: one more forward, everything in L2)."""
+
 
 class StackedNets:
     """``M`` networks' weights ``params[name]`` (M, …) float32 on ``device`` and their
@@ -61,6 +65,7 @@ class StackedNets:
         self.grads = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.device, self.n = device, len(models)
         self._a1 = self._a2 = None
+        self._kept = True
 
     # --- conversion ------------------------------------------------------------------
     def state_dict(self, m: int, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -84,41 +89,60 @@ class StackedNets:
 
     # --- the forward without gradient (validation, monitors) ---------------------------
     def predict(self, m: int, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Member ``m``'s NEE (n,) on drivers ``x`` (n, 10), no gradient, in cache-sized chunks
-        (the standardisation folded into the first layer, as :func:`fluxscale.model.model_weights`)."""
+        """Member ``m``'s NEE (n,) on drivers ``x`` (n, 10), no gradient (:meth:`predict_many`)."""
+        return self.predict_many([m], x, params)[0]
+
+    def predict_many(self, members: list[int], x: torch.Tensor,
+                     params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Members ``members``' NEE (len(members), n) on the same drivers ``x`` (n, 10), no
+        gradient: chunk by chunk, every member on a chunk while it is in cache (the
+        validation towers, cells and monitor of a group are shared by its members), the
+        standardisation folded into the first layer as :func:`fluxscale.model.model_weights`."""
         p = self.params if params is None else params
-        out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+        out = torch.empty((len(members), x.shape[0]), dtype=torch.float32, device=x.device)
         a = torch.empty((min(CHUNK, x.shape[0]), p["w1"].shape[2]), device=x.device)
         b = torch.empty_like(a)
         with torch.no_grad():
-            w1 = p["w1"][m] / self.x_std[m][:, None]
-            b1 = p["b1"][m] - self.x_mean[m] @ w1
+            w1 = [p["w1"][m] / self.x_std[m][:, None] for m in members]
+            b1 = [p["b1"][m] - self.x_mean[m] @ w for m, w in zip(members, w1)]
             for i in range(0, x.shape[0], CHUNK):
                 xc = x[i:i + CHUNK]
                 n = xc.shape[0]
-                torch.addmm(b1, xc, w1, out=a[:n]).relu_()
-                torch.addmm(p["b2"][m], a[:n], p["w2"][m], out=b[:n]).relu_()
-                torch.addmv(p["b3"][m], b[:n], p["w3"][m], out=out[i:i + n])
+                for k, m in enumerate(members):
+                    torch.addmm(b1[k], xc, w1[k], out=a[:n]).relu_()
+                    torch.addmm(p["b2"][m], a[:n], p["w2"][m], out=b[:n]).relu_()
+                    torch.addmv(p["b3"][m], b[:n], p["w3"][m], out=out[k, i:i + n])
         return out
 
     # --- training: forward keeping the activations, then the hand-written backward -----
-    def forward(self, m: int, xs: torch.Tensor) -> torch.Tensor:
-        """Member ``m``'s NEE (n,) on *standardised* drivers ``xs`` (n, 10), keeping both
-        hidden layers' activations for :meth:`backward` (buffers shared by the group)."""
+    def forward(self, m: int, xs: torch.Tensor, keep: bool | None = None) -> torch.Tensor:
+        """Member ``m``'s NEE (n,) on *standardised* drivers ``xs`` (n, 10), for a following
+        :meth:`backward`: ``keep`` (default :data:`KEEP_ACTIVATIONS`) keeps both hidden layers'
+        activations for it (buffers shared by the group); otherwise the backward recomputes
+        them chunk by chunk."""
+        keep = KEEP_ACTIVATIONS if keep is None else keep
         p, n = self.params, xs.shape[0]
-        if self._a1 is None or self._a1.shape[0] < n:
-            self._a1 = torch.empty((n, p["w1"].shape[2]), device=xs.device)
+        size = n if keep else min(n, CHUNK)
+        if self._a1 is None or self._a1.shape[0] < size:
+            self._a1 = torch.empty((size, p["w1"].shape[2]), device=xs.device)
             self._a2 = torch.empty_like(self._a1)
+        self._kept = keep
         y = torch.empty(n, dtype=torch.float32, device=xs.device)
         with torch.no_grad():
             for i in range(0, n, CHUNK):
-                a, b = self._a1[i:i + CHUNK], self._a2[i:i + CHUNK]
-                a = a[:min(CHUNK, n - i)]
-                b = b[:a.shape[0]]
-                torch.addmm(p["b1"][m], xs[i:i + CHUNK], p["w1"][m], out=a).relu_()
-                torch.addmm(p["b2"][m], a, p["w2"][m], out=b).relu_()
+                a, b = self._layers(m, xs, i)
                 torch.addmv(p["b3"][m], b, p["w3"][m], out=y[i:i + a.shape[0]])
         return y
+
+    def _layers(self, m: int, xs: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two hidden layers of chunk ``i`` (its start) into the activation buffers."""
+        p = self.params
+        xc = xs[i:i + CHUNK]
+        o = i if self._kept else 0
+        a, b = self._a1[o:o + xc.shape[0]], self._a2[o:o + xc.shape[0]]
+        torch.addmm(p["b1"][m], xc, p["w1"][m], out=a).relu_()
+        torch.addmm(p["b2"][m], a, p["w2"][m], out=b).relu_()
+        return a, b
 
     def backward(self, m: int, xs: torch.Tensor, dy: torch.Tensor) -> None:
         """Add ``∂L/∂weights`` of member ``m`` to ``grads[·][m]`` given ``dy = ∂L/∂y`` (n,)
@@ -130,7 +154,10 @@ class StackedNets:
             g["b3"][m] += dy.sum()
             for i in range(0, xs.shape[0], CHUNK):
                 dc = dy[i:i + CHUNK]
-                a, b = self._a1[i:i + dc.shape[0]], self._a2[i:i + dc.shape[0]]
+                if self._kept:
+                    a, b = self._a1[i:i + dc.shape[0]], self._a2[i:i + dc.shape[0]]
+                else:
+                    a, b = self._layers(m, xs, i)
                 gw3.addmv_(b.t(), dc)
                 d2 = torch.ops.aten.threshold_backward(torch.outer(dc, p["w3"][m]), b, 0.0)  # ReLU′
                 gw2.addmm_(a.t(), d2)

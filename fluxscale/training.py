@@ -219,9 +219,10 @@ def _threads(cfg: TrainConfig) -> int:
 class _Member:
     """The tensors and closures of one member's training (kept on ``device``)."""
 
-    def __init__(self, data: TrainingData, cfg: TrainConfig, fold: int, device, share: "_Member | None" = None):
+    def __init__(self, data: TrainingData, cfg: TrainConfig, fold: int, device, share: "_Member | None" = None,
+                 pool=None):
         """``share``: a member of the same fold whose sampling pool (drivers in memory) this
-        one reuses."""
+        one reuses; ``pool``: this fold's pool, already loaded (:func:`fluxscale.atm_sample.load_pools`)."""
         import torch
 
         self.torch, self.device, self.data = torch, device, data
@@ -273,6 +274,8 @@ class _Member:
             self.val_x = share.val_x if share is not None and share.atm_term == "sampled" else {}
             if share is not None and share.atm_term == "sampled":
                 self.pool = share.pool  # the same fold: the same draw
+            elif pool is not None:
+                self.pool = pool
             else:
                 cells, col, weight = member_pool(cfg, fold, data.cell_region, data.cell_area, list(data.region_ids))
                 self.pool = load_pool(data.drivers_path, cells, col, weight, data.day_idx, data.day_doy)
@@ -290,21 +293,21 @@ class _Member:
 
     def _monthly(self, x, months: np.ndarray, model, days: np.ndarray | None = None):
         """Eq. 6: monthly means over the days of ``months`` of the model on ``x`` (days, n, 10)
-        → (len(months), n); ``days`` the month index of each row of ``x`` (default: the record's)."""
+        → (…, len(months), n); ``days`` the month index of each row of ``x`` (default: the
+        record's). ``model`` maps drivers (rows, n, 10) to NEE (…, rows, n): one network, or
+        a group's members at once (a leading member axis)."""
         torch = self.torch
         day_month = self.data.day_month if days is None else days
         sel = np.flatnonzero(np.isin(day_month, months))
-        if torch.is_grad_enabled():
-            daily = model(x[torch.as_tensor(sel, device=self.device)])  # (days, n)
-        else:
-            # evaluation: a few thousand samples per call, so the (samples, 32) activations
-            # stay in cache; all months of the bridge pixels at once (~10^6 samples) ran ~3x
-            # slower, and the per-epoch validation was a third of a member's time
-            step = max(1, 16384 // max(x.shape[1], 1))
-            daily = torch.cat([model(x[torch.as_tensor(sel[i:i + step], device=self.device)])
-                               for i in range(0, sel.size, step)])
+        # a few thousand samples per call, so the (samples, 32) activations stay in cache; all
+        # months of the bridge pixels at once (~10^6 samples) ran ~3x slower, and the
+        # per-epoch validation was a third of a member's time
+        step = max(1, 16384 // max(x.shape[1], 1))
+        daily = torch.cat([model(x[torch.as_tensor(sel[i:i + step], device=self.device)])
+                           for i in range(0, sel.size, step)], dim=-2)
         idx = torch.as_tensor(np.searchsorted(months, day_month[sel]), device=self.device)
-        sums = torch.zeros((months.size, daily.shape[1]), dtype=daily.dtype, device=self.device).index_add(0, idx, daily)
+        sums = torch.zeros((*daily.shape[:-2], months.size, daily.shape[-1]), dtype=daily.dtype,
+                           device=self.device).index_add(-2, idx, daily)
         counts = torch.bincount(idx, minlength=months.size).to(daily.dtype)
         return sums / counts[:, None]
 
@@ -313,7 +316,7 @@ class _Member:
         return self._monthly(self.pix_x, months, model)
 
     def bridge_estimate(self, model, months: np.ndarray):
-        """Eq. 7: regional monthly NEE (months, regions) PgC month-1, float64."""
+        """Eq. 7: regional monthly NEE (…, months, regions) PgC month-1, float64."""
         m = self.monthly_pixels(model, months).double()
         return m @ self.pix_w + self.bias
 
@@ -382,7 +385,7 @@ class _Member:
             else:
                 x = torch.as_tensor(self.pool.drivers(days, self.val_sel), device=self.device)
             parts.append(self._monthly(x, ms, model, days=self.data.day_month[days]).double())
-        monthly = torch.cat(parts)
+        monthly = torch.cat(parts, dim=-2)
         return (monthly @ self.val_onehot) * self.month_days[torch.as_tensor(months, device=self.device)][:, None] / G_PER_PG
 
     def init_table(self, model, rng: np.random.Generator) -> None:
@@ -418,8 +421,11 @@ class _Member:
 
     def atm(self, model, months: np.ndarray):
         """Eq. 8–11 on ``months`` (validation: no gradient needed) through the configured
-        term: the bridges (Eq. 7) or the sampled term's validation cells."""
+        term: the bridges (Eq. 7) or the sampled term's validation cells; one value per
+        member for a ``model`` with a leading member axis (see :meth:`_monthly`)."""
         pred = self.sampled_estimate(model, months) if self.atm_term == "sampled" else self.bridge_estimate(model, months)
+        if pred.dim() == 3:
+            return self.torch.stack([self._atm_loss(p, months) for p in pred])
         return self._atm_loss(pred, months)
 
     def months_of(self, years: list[int]) -> np.ndarray:
@@ -451,14 +457,23 @@ class _Member:
     def ec_val(self, model, head=None):
         """The EC term (Eq. 5) on the validation towers: of the network, plus the
         tower-bias ``head`` (drivers (n, 10) → (n,)) when given (the term EC-ATM trains)."""
+        return self.ec_vals(lambda x: model(x)[None], [head])[0][0]
+
+    def ec_vals(self, model, heads: list) -> list[tuple[float, float]]:
+        """:meth:`ec_val` of several members from one forward: ``model`` maps drivers (n, 10)
+        to (members, n), ``heads`` one tower-bias head (or None) per member. Returns per
+        member (with its head, the network alone)."""
         torch = self.torch
         if self.val_idx.shape[0] == 0:
-            return float("nan")
+            return [(float("nan"), float("nan"))] * len(heads)
         with torch.no_grad():
             i = torch.as_tensor(self.val_idx, device=self.device)
-            x = self.site_x[i[:, 0], i[:, 1]]
-            pred = model(x) + (head(x) if head is not None else 0.0)
-            return float(((pred - self.site_y[i[:, 0], i[:, 1]]) ** 2).mean())
+            x, obs = self.site_x[i[:, 0], i[:, 1]], self.site_y[i[:, 0], i[:, 1]]
+            out = []
+            for y, head in zip(model(x), heads):
+                nee = float(((y - obs) ** 2).mean())
+                out.append((float(((y + head(x) - obs) ** 2).mean()) if head is not None else nee, nee))
+            return out
 
     def draw(self, variant: str, batch: int, gen, year_rng) -> "_Draw":
         """The inputs of one optimiser step: an EC batch of ``batch`` tower-days (``gen``, a
@@ -512,13 +527,15 @@ class _Member:
         torch = self.torch
         months = self.months_of([self.data.mon_year])
         with torch.no_grad():
-            monthly = self._monthly(self.mon_x, months, model, days=self.mon_day_month).double()  # (months, cells)
+            monthly = self._monthly(self.mon_x, months, model, days=self.mon_day_month).double()  # (…, months, cells)
             integral = (monthly @ self.mon_scale) * self.month_days[months][:, None] / G_PER_PG
             bridge = self.bridge_estimate(model, months)
-            rel = (bridge - integral).abs().mean(dim=0) / integral.abs().mean(dim=0).clamp_min(1e-9)
+            rel = (bridge - integral).abs().mean(dim=-2) / integral.abs().mean(dim=-2).clamp_min(1e-9)
             inv = self.inv[:, torch.as_tensor(months, device=self.device), :].mean(dim=0)
-            return {"decoupling": float((rel * self.area_w).sum()), "global_monitor": float(integral.sum()),
-                    "global_bridge": float(bridge.sum()), "global_inversions": float(inv.sum())}
+            # floats, or lists of one per member for a model with a leading member axis
+            return {"decoupling": (rel * self.area_w).sum(dim=-1).tolist(),
+                    "global_monitor": integral.sum(dim=(-2, -1)).tolist(),
+                    "global_bridge": bridge.sum(dim=(-2, -1)).tolist(), "global_inversions": float(inv.sum())}
 
     def decoupling(self, model) -> float:
         """Relative |bridge − integral of the model over the monitor cells|, area-weighted."""
@@ -537,6 +554,110 @@ class _Draw:
     months: np.ndarray | None
     pred: Any
 
+
+class _Group:
+    """The trainable state of a group of members (:func:`train_group`): their ``_Member`` data
+    ``mbs``, the stacked networks ``net``, log-variances ``log_var`` (M, 2), tower-bias heads
+    ``head_w`` (M, 10) and ``head_b`` (M,), the optimiser, the moving average ``kept``, each
+    member's random streams and its ``active`` flag (False: stopped, frozen)."""
+
+    def __init__(self, data: TrainingData, cfg: TrainConfig, members: list[tuple[str, int]], device):
+        import torch
+
+        from .model import init_model
+        from .stacked import StackedAdam, StackedNets
+
+        self.cfg, self.device, self.members = cfg, device, members
+        self.mbs, by_fold, pools = [], {}, {}
+        folds = list(dict.fromkeys(f for _, f in members))
+        if cfg.atm_term == "sampled" and data.cell_region is not None:
+            from .atm_sample import load_pools, member_pool
+
+            draws = [member_pool(cfg, f, data.cell_region, data.cell_area, list(data.region_ids)) for f in folds]
+            pools = dict(zip(folds, load_pools(data.drivers_path, draws, data.day_idx, data.day_doy)))
+        for variant, fold in members:
+            self.mbs.append(_Member(data, cfg, fold, device, share=by_fold.get(fold), pool=pools.get(fold)))
+            by_fold.setdefault(fold, self.mbs[-1])
+        self.variants = [v for v, _ in members]
+        M = len(members)
+        models = []
+        for (v, f), mb in zip(members, self.mbs):
+            net = init_model(seed=cfg.seed * 1000 + f)  # identical for EC and EC-ATM of a fold
+            net.set_standardisation(mb.mean, mb.std)
+            models.append(net)
+        self.net = net = StackedNets(models, device)
+        n_in = net.x_mean.shape[1]
+        # the log-variances s = log σ² (Eq. 13) and the tower-bias head, one row per member
+        self.log_var = torch.zeros((M, 2), device=device, requires_grad=True)
+        self.head_w = torch.zeros((M, n_in), device=device, requires_grad=True)
+        self.head_b = torch.zeros(M, device=device, requires_grad=True)
+        self.is_atm = np.array([v == "ecatm" for v in self.variants])
+        self.has_head = self.is_atm & (cfg.tower_bias == "linear")
+        self.trains_atm = self.is_atm & np.array([bool(mb.train_years) for mb in self.mbs])
+        self.opt = StackedAdam({**net.params, "log_var": self.log_var, "head_w": self.head_w, "head_b": self.head_b})
+        self.gens = [torch.Generator().manual_seed(cfg.seed * 1000 + f) for _, f in members]   # EC batches
+        self.year_rngs = [np.random.default_rng([cfg.seed, f, 13]) for _, f in members]          # ATM years, samples
+        # the weights that are validated and kept: an exponential moving average of the trained
+        # ones (ema_decay), or those themselves. The global total is a direction the noisy
+        # sampled term and the EC batches barely pin down: on the small twin a member's global
+        # total wandered by ±2 PgC/yr from epoch to epoch even at the schedule's smallest rate
+        self.kept = net.copy() if cfg.ema_decay else net.params
+        self.active = np.ones(M, dtype=bool)
+
+    def fwd(self, m: int):
+        """Member ``m``'s kept network as a function of drivers (…, 10) → NEE (…)."""
+        n_in = self.net.x_mean.shape[1]
+        return lambda x: self.net.predict(m, x.reshape(-1, n_in), self.kept).reshape(x.shape[:-1])
+
+    def fwd_many(self, ms: list[int]):
+        """Members ``ms``' kept networks on the same drivers (…, 10) → NEE (len(ms), …)."""
+        n_in = self.net.x_mean.shape[1]
+        return lambda x: self.net.predict_many(ms, x.reshape(-1, n_in), self.kept).reshape(len(ms), *x.shape[:-1])
+
+    def head(self, m: int):
+        """Member ``m``'s tower-bias head as a function of drivers (n, 10) → (n,), or None."""
+        if not self.has_head[m]:
+            return None
+        return lambda x: self.net.standardise(m, x) @ self.head_w[m] + self.head_b[m]
+
+    def step(self, lr: float) -> tuple[np.ndarray, np.ndarray]:
+        """One optimiser step of every active member at learning rate ``lr``: its own draws
+        (:meth:`_Member.draw`), forward and loss, the hand-written backward
+        (:meth:`StackedNets.backward`), then one Adam step and moving-average update over the
+        whole stack (frozen rows masked). Returns each member's (L_EC, L_ATM) (M,) arrays
+        (NaN for members that did not step)."""
+        import torch
+
+        net, cfg, M = self.net, self.cfg, len(self.members)
+        l_ecs, l_atms = np.full(M, np.nan), np.full(M, np.nan)
+        net.zero_grad()
+        for g in (self.log_var, self.head_w, self.head_b):
+            g.grad = None
+        for m in np.flatnonzero(self.active):
+            dr = self.mbs[m].draw(self.variants[m], cfg.ec_batch, self.gens[m], self.year_rngs[m])
+            n_ec = dr.x_ec.shape[0]
+            x = torch.cat([dr.x_ec, dr.x_atm]) if dr.x_atm is not None else dr.x_ec
+            xs = net.standardise(m, x)
+            y = net.forward(m, xs).requires_grad_()  # the outputs as a leaf: the loss graph stays small
+            head_ec = xs[:n_ec] @ self.head_w[m] + self.head_b[m] if self.has_head[m] else None
+            loss, l_ec, l_atm = self.mbs[m].loss(dr, y[:n_ec], y[n_ec:], self.log_var[m], head_ec)
+            loss.backward()
+            net.backward(m, xs, y.grad)
+            l_ecs[m] = float(l_ec.detach())
+            l_atms[m] = float(l_atm.detach()) if l_atm is not None else 0.0
+        grad = lambda p: p.grad if p.grad is not None else torch.zeros_like(p)  # noqa: E731
+        act = self.active
+        self.opt.step({**net.grads, "log_var": grad(self.log_var), "head_w": grad(self.head_w),
+                       "head_b": grad(self.head_b)},
+                      {**{k: act for k in net.params}, "log_var": act & self.trains_atm,
+                       "head_w": act & self.has_head, "head_b": act & self.has_head}, lr)
+        if self.kept is not net.params:
+            with torch.no_grad():
+                idx = torch.as_tensor(np.flatnonzero(act), device=self.device)
+                for key, p in net.params.items():
+                    self.kept[key].index_copy_(0, idx, self.kept[key].index_select(0, idx).lerp_(
+                        p.index_select(0, idx), 1.0 - cfg.ema_decay))
+        return l_ecs, l_atms
 
 def train_member(root: str | Path, cfg: TrainConfig, variant: str, fold: int, *,
                  data: TrainingData | None = None, write: bool = True, resume_key: str | None = None) -> dict[str, Any]:
@@ -564,72 +685,56 @@ def train_group(root: str | Path, cfg: TrainConfig, members: list[tuple[str, int
     """
     import torch
 
-    from .model import init_model
     from .parallel import tune_malloc as _tune_malloc
-    from .stacked import StackedAdam, StackedNets
 
     t_start = time.perf_counter()
     _tune_malloc()  # on a Dask worker: large tensors from the heap, not fresh mmaps (see there)
     torch.set_num_threads(_threads(cfg))
     device = _device(cfg)
     data = data if data is not None else load_training_data(root, cfg)
-    mbs, by_fold = [], {}
-    for variant, fold in members:
-        mbs.append(_Member(data, cfg, fold, device, share=by_fold.get(fold)))
-        by_fold.setdefault(fold, mbs[-1])
+    grp = _Group(data, cfg, members, device)
+    mbs, net, log_var, head_w, head_b = grp.mbs, grp.net, grp.log_var, grp.head_w, grp.head_b
     names = [member_name(v, f) for v, f in members]
-    variants = [v for v, _ in members]
+    variants, is_atm, has_head, active = grp.variants, grp.is_atm, grp.has_head, grp.active
     M = len(members)
-    models = []
-    for (v, f), mb in zip(members, mbs):
-        net = init_model(seed=cfg.seed * 1000 + f)  # identical for EC and EC-ATM of a fold
-        net.set_standardisation(mb.mean, mb.std)
-        models.append(net)
-    net = StackedNets(models, device)
-    n_in = net.x_mean.shape[1]
-    # the log-variances s = log σ² (Eq. 13) and the tower-bias head, one row per member
-    log_var = torch.zeros((M, 2), device=device, requires_grad=True)
-    head_w = torch.zeros((M, n_in), device=device, requires_grad=True)
-    head_b = torch.zeros(M, device=device, requires_grad=True)
-    is_atm = np.array([v == "ecatm" for v in variants])
-    has_head = is_atm & (cfg.tower_bias == "linear")
-    params = {**net.params, "log_var": log_var, "head_w": head_w, "head_b": head_b}
-    opt = StackedAdam(params)
-    gens = [torch.Generator().manual_seed(cfg.seed * 1000 + f) for _, f in members]   # EC batches
-    year_rngs = [np.random.default_rng([cfg.seed, f, 13]) for _, f in members]          # ATM years, samples
     val_months = [mb.months_of(mb.val_years) for mb in mbs]
     all_months = np.arange(mbs[0].n_months)
+    kept, fwd, head = grp.kept, grp.fwd, grp.head
 
-    # the weights that are validated and kept: an exponential moving average of the trained
-    # ones (ema_decay), or those themselves. The global total is a direction the noisy
-    # sampled term and the EC batches barely pin down: on the small twin a member's global
-    # total wandered by ±2 PgC/yr from epoch to epoch even at the schedule's smallest rate
-    kept = net.copy() if cfg.ema_decay else net.params
+    lr_now = float(learning_rate(cfg, 0))
 
-    def fwd(m):
-        return lambda x: net.predict(m, x.reshape(-1, n_in), kept).reshape(x.shape[:-1])
-
-    def head(m):
-        return (lambda x: net.standardise(m, x) @ head_w[m] + head_b[m]) if has_head[m] else None
-
-    lr_now = learning_rate(cfg, 0)
-
-    def evaluate(m: int, epoch: int, tr_ec: float, tr_atm: float, seconds: float) -> dict[str, float]:
-        mb, f = mbs[m], fwd(m)
+    def evaluate(ms: list[int], epoch: int, tr_ec: np.ndarray, tr_atm: np.ndarray,
+                 seconds: float) -> dict[int, dict[str, float]]:
+        """The log rows of members ``ms`` after ``epoch``, their forwards batched: the monitor
+        (shared cells and pixels) over all of them, the validation towers and cells over each
+        fold's members (EC and EC-ATM of a fold validate on the same)."""
+        rows = {}
         with torch.no_grad():
-            val_atm = float(mb.atm(f, val_months[m])) if val_months[m].size else float("nan")
-            # every month: cheap through the bridges' pixels; the sampled term's validation
-            # cells over the whole record cost ~10x a step, so only before and after training
-            atm_all = float(mb.atm(f, all_months)) \
-                if cfg.atm_term == "bridges" or epoch in (0, cfg.epochs) else float("nan")
-            sig = torch.exp(0.5 * log_var[m]).cpu().numpy()
-            return {"epoch": epoch, "train_ec": tr_ec, "train_atm": tr_atm, "sigma_ec": float(sig[0]),
-                    "sigma_atm": float(sig[1]), "val_ec": mb.ec_val(f, head(m)), "val_ec_nee": mb.ec_val(f),
-                    "val_atm": val_atm, "atm_all": atm_all, **mb.monitor(f), "lr": lr_now, "seconds": seconds}
+            mon = mbs[ms[0]].monitor(grp.fwd_many(ms))
+            for fold in dict.fromkeys(members[m][1] for m in ms):
+                fm = [m for m in ms if members[m][1] == fold]
+                mb, f = mbs[fm[0]], grp.fwd_many(fm)
+                val_atm = mb.atm(f, val_months[fm[0]]).tolist() if val_months[fm[0]].size else [float("nan")] * len(fm)
+                # every month: cheap through the bridges' pixels; the sampled term's validation
+                # cells over the whole record cost ~10x a step, so only before and after training
+                atm_all = mb.atm(f, all_months).tolist() \
+                    if cfg.atm_term == "bridges" or epoch in (0, cfg.epochs) else [float("nan")] * len(fm)
+                ec = mb.ec_vals(f, [head(m) for m in fm])
+                for k, m in enumerate(fm):
+                    sig = torch.exp(0.5 * log_var[m]).cpu().numpy()
+                    j = ms.index(m)
+                    rows[m] = {"epoch": epoch, "train_ec": float(tr_ec[m]), "train_atm": float(tr_atm[m]),
+                               "sigma_ec": float(sig[0]), "sigma_atm": float(sig[1]), "val_ec": ec[k][0],
+                               "val_ec_nee": ec[k][1], "val_atm": val_atm[k], "atm_all": atm_all[k],
+                               "decoupling": mon["decoupling"][j], "global_monitor": mon["global_monitor"][j],
+                               "global_bridge": mon["global_bridge"][j],
+                               "global_inversions": mon["global_inversions"], "lr": lr_now, "seconds": seconds}
+        return rows
 
     expected = [["train_ec"] + (["train_atm"] if is_atm[m] else []) + (["val_ec"] if mbs[m].val_idx.shape[0] else [])
                 + (["val_atm"] if val_months[m].size else []) for m in range(M)]
-    logs = [[evaluate(m, 0, float("nan"), float("nan"), 0.0)] for m in range(M)]
+    row0 = evaluate(list(range(M)), 0, np.full(M, np.nan), np.full(M, np.nan), 0.0)
+    logs = [[row0[m]] for m in range(M)]
     refs = [lg[0] for lg in logs]
     with torch.no_grad():
         for m in range(M):
@@ -655,39 +760,16 @@ def train_group(root: str | Path, cfg: TrainConfig, members: list[tuple[str, int
         t = time.perf_counter()
         ec_sum, atm_sum = np.zeros(M), np.zeros(M)
         for k in range(cfg.steps_per_epoch):
-            lr_now = learning_rate(cfg, (epoch - 1) * cfg.steps_per_epoch + k)
-            net.zero_grad()
-            for g in (log_var, head_w, head_b):
-                g.grad = None
-            for m in np.flatnonzero(active):
-                dr = mbs[m].draw(variants[m], cfg.ec_batch, gens[m], year_rngs[m])
-                n_ec = dr.x_ec.shape[0]
-                x = torch.cat([dr.x_ec, dr.x_atm]) if dr.x_atm is not None else dr.x_ec
-                xs = net.standardise(m, x)
-                y = net.forward(m, xs).requires_grad_()
-                head_ec = xs[:n_ec] @ head_w[m] + head_b[m] if has_head[m] else None
-                loss, l_ec, l_atm = mbs[m].loss(dr, y[:n_ec], y[n_ec:], log_var[m], head_ec)
-                loss.backward()
-                net.backward(m, xs, y.grad)
-                ec_sum[m] += float(l_ec.detach())
-                atm_sum[m] += float(l_atm.detach()) if l_atm is not None else 0.0
-            zeros = lambda p: p.grad if p.grad is not None else torch.zeros_like(p)  # noqa: E731
-            grads = {**net.grads, "log_var": zeros(log_var), "head_w": zeros(head_w), "head_b": zeros(head_b)}
-            trains_atm = active & is_atm & np.array([bool(mb.train_years) for mb in mbs])
-            rows = {**{k: active for k in net.params}, "log_var": trains_atm, "head_w": active & has_head,
-                    "head_b": active & has_head}
-            opt.step(grads, rows, lr_now)
-            if kept is not net.params:
-                with torch.no_grad():
-                    idx = torch.as_tensor(np.flatnonzero(active), device=device)
-                    for key, p in net.params.items():
-                        kept[key].index_copy_(0, idx, kept[key].index_select(0, idx).lerp_(
-                            p.index_select(0, idx), 1.0 - cfg.ema_decay))
+            lr_now = float(learning_rate(cfg, (epoch - 1) * cfg.steps_per_epoch + k))
+            l_ec, l_atm = grp.step(lr_now)
+            ec_sum, atm_sum = ec_sum + np.nan_to_num(l_ec), atm_sum + np.nan_to_num(l_atm)
         dt = time.perf_counter() - t
-        for m in np.flatnonzero(active):
-            seconds[m] += dt / active.sum()
-            row = evaluate(m, epoch, ec_sum[m] / cfg.steps_per_epoch,
-                           atm_sum[m] / cfg.steps_per_epoch if is_atm[m] else float("nan"), dt)
+        ms = [int(m) for m in np.flatnonzero(active)]
+        rows = evaluate(ms, epoch, ec_sum / cfg.steps_per_epoch,
+                        np.where(is_atm, atm_sum / cfg.steps_per_epoch, np.nan), dt)
+        for m in ms:
+            seconds[m] += dt / len(ms)
+            row = rows[m]
             logs[m].append(row)
             bad = [k for k in expected[m] if not np.isfinite(row[k])]
             if bad:

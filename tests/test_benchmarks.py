@@ -71,10 +71,14 @@ def test_benchmarks_smoke_tiny(tmp_path):
     assert ing["n_files"] == 64 and ing["input_bytes"] > 0
     assert abs(ing["ratio_over_raw"] - ing["fluxscale_s"] / ing["raw_read_s"]) < 1e-9
     assert "| ingest (tiny): 64 files" in md
-    # training: samples/s are samples over the median seconds; EC-ATM steps see more samples
-    assert abs(tr["samples_per_s"]["ec"] - tr["batch"] * tr["steps"] / tr["seconds"]["ec"]) < 1e-6
-    assert tr["samples_per_s"]["ecatm"] * tr["seconds"]["ecatm"] > tr["samples_per_s"]["ec"] * tr["seconds"]["ec"]
-    assert "| EC-ATM step (tiny)" in md
+    # training: samples/s are samples over the median seconds; EC-ATM steps see more samples;
+    # the ratios are the rates' ratios
+    n = tr["batch"] * tr["steps"] * tr["members"]
+    assert abs(tr["samples_per_s"]["group_ec"] - n / tr["seconds"]["group_ec"]) < 1e-6
+    assert tr["samples_per_s"]["group_ecatm"] * tr["seconds"]["group_ecatm"] == pytest.approx(
+        (tr["batch"] + tr["sampled"]) * tr["steps"] * tr["members"])
+    assert tr["ratio_group_ec_over_peer"] == pytest.approx(tr["seconds"]["peer"] / tr["seconds"]["group_ec"])
+    assert "| EC-ATM, a group of 4 (tiny)" in md
     # DTW tiled on 1 and 2 workers equals the in-memory matrix
     assert dtw["tiled"]["max_abs_diff"] < 1e-4 and dtw["tiled"]["scaling_2_over_1"] > 0
     # bridges: the warm-started path stops where cold scikit-learn fits stop, with the same R²
