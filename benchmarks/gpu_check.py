@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     summary = train_ensemble(root, cfg.replace(device=args.device), show_progress=False)
     sec = time.perf_counter() - t
     steps = len(summary["members"]) * cfg.epochs * cfg.steps_per_epoch
-    out[f"train_{args.device}"] = {"seconds": sec, "member_steps_per_s": steps / sec}
+    out["train_device"] = {"seconds": sec, "member_steps_per_s": steps / sec}
     # on the CPU: the same group in memory
     t = time.perf_counter()
     ref = train_group(root, cfg.replace(device="cpu"), members, data=data, write=False)
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     print(json.dumps(out, indent=2, default=float))
     ok = worst <= args.rtol
     print(f"gpu_check: {'PASS' if ok else 'FAIL'}: members on {args.device} vs cpu within {worst:.2e} "
-          f"(tolerance {args.rtol:g}); training {out[f'train_{args.device}']['member_steps_per_s']:.1f} member-steps/s "
+          f"(tolerance {args.rtol:g}); training {out['train_device']['member_steps_per_s']:.1f} member-steps/s "
           f"on {args.device} vs {out['train_cpu']['member_steps_per_s']:.1f} on cpu; inference "
           f"{out['infer']['evaluations_per_s'] / 1e6:.1f}·10⁶ evaluations/s")
     if not args.keep:
