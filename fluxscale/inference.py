@@ -434,7 +434,9 @@ def _worker_device(spec: dict) -> str:
     if spec["device"] == "cuda" or torch.cuda.is_available():
         if not torch.cuda.is_available():
             raise FluxscaleError(f"infer: device='cuda' but torch sees no CUDA device on {socket.gethostname()}")
-        return "cuda"
+        from .parallel import cuda_device
+
+        return cuda_device()  # one GPU per worker on a machine with several
     return "cpu"
 
 

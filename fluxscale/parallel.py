@@ -120,3 +120,26 @@ def tune_malloc() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
+
+
+def cuda_device() -> str:
+    """The CUDA device this process should use: on a Dask worker of a machine with several
+    GPUs, one per worker (``cuda:<worker index mod GPUs>`` for LocalCluster's workers, named
+    0, 1, …; a worker whose name is not a number, or whose environment pins one device with
+    ``CUDA_VISIBLE_DEVICES``, uses ``cuda``); elsewhere ``cuda``."""
+    import torch
+
+    n = torch.cuda.device_count()
+    if n <= 1:
+        return "cuda"
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return "cuda"
+    try:
+        return f"cuda:{int(name) % n}"
+    except (TypeError, ValueError):
+        return "cuda"
+

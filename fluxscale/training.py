@@ -202,7 +202,9 @@ def _device(cfg: TrainConfig):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise FluxscaleError("train config device='cuda', but torch sees no CUDA device")
-    return torch.device("cuda")
+    from .parallel import cuda_device
+
+    return torch.device(cuda_device())  # one GPU per worker on a machine with several
 
 
 def _threads(cfg: TrainConfig) -> int:

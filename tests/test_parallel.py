@@ -43,3 +43,22 @@ def test_cluster_starts_in_item_order(tmp_path, processes):
         out = run_tasks(_record, ITEMS, client=client, show_progress=False, log=str(log))
     assert out == [i * i for i in ITEMS]
     assert _started(log) == ITEMS
+
+
+def test_cuda_device_is_one_gpu_per_worker(monkeypatch):
+    """On a machine with several GPUs, LocalCluster workers 0, 1, 2, … take cuda:0, cuda:1,
+    cuda:0, …; outside a worker, or with one GPU, plain 'cuda'."""
+    import types
+
+    import distributed
+    import torch
+
+    from fluxscale.parallel import cuda_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert cuda_device() == "cuda"  # not on a worker
+    for name, want in ((0, "cuda:0"), (1, "cuda:1"), (2, "cuda:0"), ("tcp-worker", "cuda")):
+        monkeypatch.setattr(distributed, "get_worker", lambda name=name: types.SimpleNamespace(name=name))
+        assert cuda_device() == want
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert cuda_device() == "cuda"
