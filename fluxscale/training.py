@@ -756,7 +756,6 @@ def train_group(root: str | Path, cfg: TrainConfig, members: list[tuple[str, int
 
     best = [snapshot(m) for m in range(M)]
     best_score, best_epoch, stopped = [np.inf] * M, [0] * M, [None] * M
-    active = np.ones(M, dtype=bool)
     seconds = np.zeros(M)
     for epoch in range(1, cfg.epochs + 1):
         t = time.perf_counter()
@@ -783,7 +782,7 @@ def train_group(root: str | Path, cfg: TrainConfig, members: list[tuple[str, int
                 best_score[m], best_epoch[m], best[m] = score, epoch, snapshot(m)
             if cfg.decoupling_max is not None and row["decoupling"] > cfg.decoupling_max:
                 stopped[m] = f"decoupling {row['decoupling']:.3f} > {cfg.decoupling_max} at epoch {epoch}"
-                active[m] = False  # frozen: masked out of every later update
+                active[m] = False  # grp.active: frozen, masked out of every later update
             if on_epoch is not None:
                 on_epoch(names[m], epoch)
         if not active.any():

@@ -19,7 +19,7 @@ from fluxscale.config import BridgeConfig, TrainConfig
 from fluxscale.errors import FluxscaleError
 from fluxscale.integrals import compute_integrals
 from fluxscale.stores import open_store, store_path
-from fluxscale.training import (learning_rate, load_member, load_training_data, selection_score, train_ensemble,
+from fluxscale.training import (_Group, learning_rate, load_member, load_training_data, selection_score, train_ensemble,
                                 train_group, train_member)
 
 FAST = TrainConfig(epochs=2, steps_per_epoch=4, ec_batch=2000, threads=1, folds=(0,))
@@ -274,6 +274,30 @@ def test_a_stopped_member_is_frozen_and_the_others_are_unaffected(trained_root, 
     for m, (v, f) in enumerate([("ec", 0), ("ecatm", 0)]):
         alone = train_member(trained_root, cfg, v, f, data=data, write=False)
         assert all(torch.equal(alone["state_dict"][k], w) for k, w in both[m]["state_dict"].items()), v
+
+
+def test_a_frozen_member_is_left_exactly_as_it_was(trained_root, data):
+    """_Group.step with a member marked inactive: its weights, Adam moments, moving average,
+    log-variances and head do not move; the other member moves exactly as it does beside an
+    active partner."""
+    cfg = FAST.replace(folds=(0,))
+    members = [("ec", 0), ("ecatm", 0)]
+    cpu = torch.device("cpu")
+    g, ref = _Group(data, cfg, members, cpu), _Group(data, cfg, members, cpu)
+    for grp in (g, ref):
+        grp.step(cfg.learning_rate)
+    g.active[1] = False
+    frozen = {k: v[1].clone() for k, v in {**g.net.params, **{"kept_" + n: w for n, w in g.kept.items()},
+                                          "m_w2": g.opt.exp_avg["w2"], "v_w2": g.opt.exp_avg_sq["w2"],
+                                          "log_var": g.log_var.detach(), "head_w": g.head_w.detach()}.items()}
+    for _ in range(3):
+        g.step(cfg.learning_rate)
+        ref.step(cfg.learning_rate)
+    now = {**g.net.params, **{"kept_" + n: w for n, w in g.kept.items()}, "m_w2": g.opt.exp_avg["w2"],
+           "v_w2": g.opt.exp_avg_sq["w2"], "log_var": g.log_var.detach(), "head_w": g.head_w.detach()}
+    assert all(torch.equal(now[k][1], v) for k, v in frozen.items())
+    assert all(torch.equal(g.net.params[k][0], ref.net.params[k][0]) for k in g.net.params)
+    assert not torch.equal(ref.net.params["w2"][1], frozen["w2"])  # the active twin did move
 
 
 def test_stacked_adam_equals_torch_adam_on_its_rows():
