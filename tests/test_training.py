@@ -19,8 +19,8 @@ from fluxscale.config import BridgeConfig, TrainConfig
 from fluxscale.errors import FluxscaleError
 from fluxscale.integrals import compute_integrals
 from fluxscale.stores import open_store, store_path
-from fluxscale.training import (_Group, learning_rate, load_member, load_training_data, selection_score, train_ensemble,
-                                train_group, train_member)
+from fluxscale.training import (PROGRESS_TOPIC, _Group, learning_rate, load_member, load_training_data,
+                                selection_score, train_ensemble, train_group, train_member)
 
 FAST = TrainConfig(epochs=2, steps_per_epoch=4, ec_batch=2000, threads=1, folds=(0,))
 
@@ -89,6 +89,8 @@ def test_cluster_member_equals_in_process_and_checkpoint_loads(trained_root, dat
     cfg = FAST.replace(folds=(1,), variants=("ecatm",))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, Client(lc) as c:
         summary = train_ensemble(root, cfg.replace(threads=None), client=c, show_progress=False)
+        events = [(m["member"], m["epoch"]) for _, m in c.get_events(PROGRESS_TOPIC)]  # what the progress counted
+    assert events == [("ecatm-fold1", 1), ("ecatm-fold1", 2)]
     assert set(summary["members"]) == {"ecatm-fold1"} and summary["members"]["ecatm-fold1"]["threads"] == 1
     model, meta = load_member(root / "models" / "ecatm-fold1.pt")  # torch.load(weights_only=True)
     local = train_member(root, cfg, "ecatm", 1, data=data, write=False)["state_dict"]
