@@ -177,7 +177,9 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
               lambda _k: say(f"integrals: {compute_integrals(root, client=client)}"))
         stage("bridges", cfg.bridge.to_dict(), "integrals", [store_path(root, "bridges")],
               lambda _k: say(f"bridges: {build_bridges(root, cfg.bridge, client=client, show_progress=show_progress, say=say)}"))
-        stage("train", cfg.train.to_dict(), "bridges", [models_dir(root) / "members.json"],
+        # how the members are scheduled (group_size, retries) does not change their weights
+        stage("train", {k: v for k, v in cfg.train.to_dict().items() if k not in ("group_size", "retries")},
+              "bridges", [models_dir(root) / "members.json"],
               lambda k: train_ensemble(root, cfg.train, client=client, show_progress=show_progress, say=say,
                                        resume_key=k))
         stage("infer", cfg.infer.to_dict(), "train", [cube_path(root, cfg.infer)],
