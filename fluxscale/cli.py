@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .config import PRESETS, ClusterConfig, RunConfig, TwinConfig, twin_preset
+from .config import PRESETS, ClusterConfig, RunConfig, TwinConfig, coerce_setting, twin_preset
 from .errors import ConfigError, FluxscaleError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -35,34 +35,20 @@ def _handle_errors(func):
 
 
 def _parse_knobs(items: list[str] | None, defaults=None, what: str = "twin knob") -> dict:
-    """``name=value`` pairs → typed overrides of a config dataclass (types from its
-    defaults; ``none`` sets an optional field to None)."""
+    """``name=value`` pairs → overrides of a config dataclass (``defaults``: an instance),
+    each value parsed by its field's type (:func:`fluxscale.config.coerce_setting`: ``none``
+    for an optional field, true/false/1/0 for a flag, comma-separated lists)."""
     out = {}
-    defaults = (defaults or TwinConfig()).to_dict()
+    defaults = defaults if defaults is not None else TwinConfig()
+    known = defaults.to_dict()
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
         k, v = item.split("=", 1)
-        if k not in defaults:
-            raise ConfigError(f"--set {k}: unknown {what}; known: {', '.join(sorted(defaults))}")
-        typ = type(defaults[k])
-        if typ in (tuple, list):
-            # comma-separated, typed like the default's items (str when it is empty)
-            items_typ = type(defaults[k][0]) if defaults[k] else str
-            try:
-                out[k] = tuple(items_typ(x) for x in v.split(",") if x.strip()) if v.strip() else ()
-            except ValueError:
-                raise ConfigError(f"--set {k}={v}: expected comma-separated {items_typ.__name__} values") from None
-            continue
-        if v.lower() == "none":
-            out[k] = None
-            continue
-        if typ is type(None):
-            typ = int
-        try:
-            out[k] = typ(v) if typ is not bool else v.lower() in ("1", "true", "yes")
-        except ValueError:
-            raise ConfigError(f"--set {k}={v}: not a valid {typ.__name__}") from None
+        k = k.strip()
+        if k not in known:
+            raise ConfigError(f"--set {k}: unknown {what}; known: {', '.join(sorted(known))}")
+        out[k] = coerce_setting(type(defaults), k, v, "--set")
     return out
 
 

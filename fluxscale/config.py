@@ -631,7 +631,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
-def _section(cls, values: Any, where: str):
+def _section(cls, values: Any, where: str, strict: bool = False):
+    """The settings table ``values`` of config dataclass ``cls``: unknown names refused and,
+    with ``strict``, every value checked against its field's type (:func:`coerce_setting`)."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a table of settings")
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -639,7 +641,114 @@ def _section(cls, values: Any, where: str):
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
                           f"known: {', '.join(sorted(known))}")
-    return values
+    return {k: coerce_setting(cls, k, v, where) for k, v in values.items()} if strict else values
+
+
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
+def coerce_setting(cls, name: str, value: Any, where: str) -> Any:
+    """``value`` as field ``name`` of config dataclass ``cls``, following the field's type
+    exactly: a TOML value, or the text of ``--set NAME=VALUE``.
+
+    ``bool`` from true/false/1/0 only; ``int`` from whole numbers (not true/false, not 2.5);
+    ``float`` from numbers; ``X | None`` from ``none`` (any case) or an ``X``; tuples from
+    TOML arrays or comma-separated text, item by item. The error names ``where``, the
+    setting, the value and the expected type."""
+    import typing
+
+    typ = typing.get_type_hints(cls)[name]
+    return _coerce(typ, value, f"{where}: {name} = {value!r}")
+
+
+def _type_name(typ) -> str:
+    import typing
+
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+            return f"a list of {plural.get(args[0]) or _type_name(args[0]).replace('a list', 'lists')}"
+        return "a list [" + ", ".join(_type_name(a).removeprefix("a ").removeprefix("an ") for a in args) + "]"
+    if args and type(None) in args:
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or none"
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(typ, getattr(typ, "__name__", str(typ)))
+
+
+def _coerce(typ, value: Any, what: str) -> Any:
+    import typing
+
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    bad = ConfigError(f"{what}: expected {_type_name(typ)}")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        out = []
+        for v in value:
+            try:
+                out.append(_coerce(args[0], v, what))
+            except ConfigError:
+                raise ConfigError(f"{what}: expected {_type_name(typ)} (item {v!r} is not "
+                                  f"{_type_name(args[0])})") from None
+        return tuple(out)
+    if origin is tuple:  # fixed length, e.g. (region, weight)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad
+        return tuple(_coerce(a, v, what) for a, v in zip(args, value))
+    if args:  # a union: X | None, str | tuple[...]
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() == "none")):
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, what)
+            except ConfigError:
+                continue
+        raise bad
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad
+    if typ is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad from None
+        raise bad
+    if typ is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise bad from None
+        raise bad
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if typ is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{what}: expected a table (set it in the TOML config, not with --set)")
+    return value
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -667,15 +776,13 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         return RunConfig(
             data_dir=str(raw.get("data_dir", RunConfig.data_dir)),
-            twin=twin_preset(preset, **_section(TwinConfig, twin, f"{path} [twin]")),
-            cluster=ClusterConfig(**_section(ClusterConfig, raw.get("cluster", {}), f"{path} [cluster]")),
-            bridge=BridgeConfig(**_section(BridgeConfig, raw.get("bridge", {}), f"{path} [bridge]")),
-            train=TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in
-                                 _section(TrainConfig, raw.get("train", {}), f"{path} [train]").items()}),
-            infer=InferConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in
-                                 _section(InferConfig, raw.get("infer", {}), f"{path} [infer]").items()}),
-            evaluate=EvalConfig(**_section(EvalConfig, raw.get("evaluate", {}), f"{path} [evaluate]")),
-            reuse=bool(raw.get("reuse", True)),
+            twin=twin_preset(preset, **_section(TwinConfig, twin, "[twin]", strict=True)),
+            cluster=ClusterConfig(**_section(ClusterConfig, raw.get("cluster", {}), "[cluster]", strict=True)),
+            bridge=BridgeConfig(**_section(BridgeConfig, raw.get("bridge", {}), "[bridge]", strict=True)),
+            train=TrainConfig(**_section(TrainConfig, raw.get("train", {}), "[train]", strict=True)),
+            infer=InferConfig(**_section(InferConfig, raw.get("infer", {}), "[infer]", strict=True)),
+            evaluate=EvalConfig(**_section(EvalConfig, raw.get("evaluate", {}), "[evaluate]", strict=True)),
+            reuse=_coerce(bool, raw.get("reuse", True), "reuse"),
             ingest=str(path.parent / raw["ingest"]) if raw.get("ingest") else None,
         )
     except ConfigError as e:

@@ -127,6 +127,6 @@ def test_stage_commands_refuse_bad_config(tmp_path, tiny_twin):
     r = runner.invoke(app, ["integrals", str(tiny_twin), "--config", str(cfg)])
     assert r.exit_code == 2 and "r2_threshold" in r.output
     r = runner.invoke(app, ["bridge", str(tiny_twin), "--set", "n_clusters=many"])
-    assert r.exit_code == 2 and "not a valid int" in r.output
+    assert r.exit_code == 2 and "n_clusters = 'many': expected an integer" in r.output
     r = runner.invoke(app, ["integrals", str(tmp_path / "nowhere"), "--workers", "1"])
     assert r.exit_code == 2 and "dataset directory not found" in r.output
