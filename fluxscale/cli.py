@@ -194,6 +194,9 @@ def run(
                                                           "(ingested into DATA_DIR) instead of a twin.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     connect_timeout: TimeoutOpt = 10.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a complete dataset in DATA_DIR that was made "
+                                            "with other settings (and remove its models, cube and report); "
+                                            "without it such a directory is refused.")] = False,
 ):
     """The whole pipeline on a Dask cluster: twin (or ingest) → validation → integrals → DTW,
     clusters, bridges → training (EC, EC-ATM) → inference (the NEE cube) → evaluation (the
@@ -214,7 +217,8 @@ def run(
     cfg = dataclasses.replace(cfg, reuse=reuse, **{sec: getattr(cfg, sec).replace(**v) for sec, v in sets.items()})
     if ingest_config is not None:
         cfg = dataclasses.replace(cfg, ingest=str(ingest_config))
-    report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset, until=until)
+    report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset, until=until,
+                          overwrite=overwrite)
     console.print(report["summary"], highlight=False)
     if report.get("skipped"):
         console.print(f"skipped (unchanged): {', '.join(report['skipped'])}", highlight=False)

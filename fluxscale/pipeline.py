@@ -94,11 +94,55 @@ def _data_key(root: Path) -> str:
     return _hash({k: man.get(k) for k in ("kind", "created", "config")})
 
 
+def _config_difference(old: dict, new: dict, limit: int = 4) -> str:
+    """``key: old → new`` for the settings that differ (the first ``limit``)."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    parts = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys[:limit]]
+    return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_replaces_nothing(root: Path, cfg: RunConfig, overwrite: bool) -> list[Path]:
+    """Refuse (:class:`FluxscaleError`) to build a dataset in ``root`` over a complete one
+    made with another config (or by ingest when ``cfg`` makes a twin, or the reverse),
+    naming the difference, unless ``overwrite``; returns what the new dataset would
+    remove (:func:`fluxscale.stores.stale_outputs`) when it is replaced."""
+    from .ingest.build import config_dict
+    from .stores import stale_outputs
+
+    man = read_manifest(root)
+    if not man:
+        return []
+    if cfg.ingest:
+        from .config import load_ingest_config
+
+        want = config_dict(load_ingest_config(cfg.ingest, out=str(root.resolve())))
+        if man.get("kind") == "ingest" and man.get("config") == want:
+            return []
+        what = "a twin" if man.get("kind") == "twin" else \
+            f"an ingest with another config ({_config_difference(man.get('config') or {}, want)})"
+    else:
+        if man.get("kind") != "twin" or twin_is_current(root, cfg.twin):
+            return []  # an ingested dataset is used as it is, never replaced by a twin
+        what = "a twin made with other settings (" + \
+            _config_difference(man.get("config") or {}, json.loads(json.dumps(cfg.twin.to_dict()))) + ")"
+    stale = stale_outputs(root)
+    if not overwrite:
+        raise FluxscaleError(
+            f"{root}: holds {what}; nothing was changed. Rerun with the settings it was made with, choose "
+            f"another --out, or add --overwrite to replace it"
+            + (f" (removes {', '.join(p.name for p in stale)})" if stale else ""))
+    return stale
+
+
 def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, preset: str | None = None,
-                 until: str = "evaluate") -> dict[str, Any]:
+                 until: str = "evaluate", overwrite: bool = False) -> dict[str, Any]:
     """Run the stages of ``cfg`` up to ``until`` (see the module docstring); return the
     timings (s, per stage that ran; 0 for a skipped one), which stages were skipped, the
-    report path and a dataset summary."""
+    report path and a dataset summary.
+
+    A complete dataset in ``cfg.data_dir`` made with another config is refused unless
+    ``overwrite`` (:func:`check_replaces_nothing`); replacing it removes everything made from
+    it (models, cube, report, stage log) first, and says so."""
     from .bridge import build_bridges
     from .config import load_ingest_config
     from .inference import cube_path
@@ -116,6 +160,10 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
     last = STAGES.index(until)
     say = (lambda m: console.print(m, highlight=False)) if console is not None else (lambda *a, **k: None)
     root = Path(cfg.data_dir)
+    replaced = check_replaces_nothing(root, cfg, overwrite)  # before any cluster starts
+    if replaced:
+        say(f"data: --overwrite: replacing the dataset in {root}; removing what was made from it: "
+            f"{', '.join(p.name for p in replaced)}")
     timings: dict[str, float] = {}
     skipped: list[str] = []
     t0 = time.perf_counter()

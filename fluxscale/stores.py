@@ -28,6 +28,7 @@ from .schema import REQUIRED_STORES, SCHEMA_VERSION, SCHEMAS, STORE_NAMES, Store
 
 __all__ = [
     "MANIFEST",
+    "stale_outputs",
     "store_path",
     "open_store",
     "open_stores",
@@ -440,24 +441,34 @@ def commit_store(path: str | Path) -> Path:
     return path
 
 
+def stale_outputs(out: str | Path) -> list[Path]:
+    """What a new dataset in ``out`` makes stale, where it exists: the derived stores, the
+    bridge stage's ``dtw/`` matrices, the NEE cube's block records, the trained ``models/``
+    (every model set), the ``report/``, the stage log and leftover ``*.partial`` stores."""
+    from .schema import DERIVED_STORES, INPUT_STORES
+
+    out = Path(out)
+    stale = [q for n in DERIVED_STORES for q in (store_path(out, n), partial_path(store_path(out, n)))]
+    stale += [partial_path(store_path(out, n)) for n in INPUT_STORES]
+    stale += [out / "dtw", out / "nee.blocks", out / "models", out / "report", out / "stages.json"]
+    return [p for p in stale if p.exists()]
+
+
 def begin_dataset(out: str | Path) -> Path:
     """Prepare ``out`` for a new set of input stores (twin or ingest).
 
     Creates it, removes the manifest (the directory is incomplete until it is written
-    again), the stage outputs of older inputs (derived stores, the bridge stage's ``dtw/``
-    matrices and the NEE cube's block records would be stale) and leftover ``*.partial``
-    stores.
+    again) and everything :func:`stale_outputs` lists: nothing made from the old inputs
+    stays to look current beside the new ones.
     """
-    from .schema import DERIVED_STORES, INPUT_STORES
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
-    stale = [q for n in DERIVED_STORES for q in (store_path(out, n), partial_path(store_path(out, n)))]
-    stale += [partial_path(store_path(out, n)) for n in INPUT_STORES] + [out / "dtw", out / "nee.blocks"]
-    for p in stale:
-        if p.exists():
+    for p in stale_outputs(out):
+        if p.is_dir():
             shutil.rmtree(p)
+        else:
+            p.unlink()
     return out
 
 

@@ -89,3 +89,23 @@ def test_run_refuses_bad_settings(tmp_path):
                       (["--until", "deploy"], "unknown stage")):
         res = runner.invoke(app, ["run", "--preset", "tiny", "--out", str(tmp_path / "x"), "--workers", "1", *args])
         assert res.exit_code == 2 and msg in res.output, (args, res.output)
+
+
+def test_a_run_never_replaces_a_dataset_made_with_other_settings_unless_told(ran, tmp_path):
+    """`run` on a directory whose twin was made with other settings (a forgotten flag) is
+    refused with the difference named and nothing touched; with --overwrite the twin is
+    replaced and everything made from the old one (models, cube, report, stage log) goes."""
+    root, _ = ran
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    before = _mtimes(copy)
+    res = CliRunner().invoke(app, ["run", "--preset", "tiny", "--out", str(copy), "--workers", "1", "--no-progress",
+                                   "--set", "twin.n_sites=37", *FAST])
+    assert res.exit_code == 2, res.output
+    assert "holds a twin made with other settings (n_sites:" in res.output and "→ 37" in res.output
+    assert "--overwrite" in res.output and "Traceback" not in res.output
+    assert _mtimes(copy) == before  # nothing written, nothing removed
+    out = _run(copy, "--set", "twin.n_sites=37", "--until", "data", "--overwrite")
+    assert "removing what was made from it" in out and "models" in out and "report" in out
+    assert not (copy / "models").exists() and not (copy / "report").exists() and not (copy / "nee.zarr").exists()
+    assert json.loads((copy / "fluxscale.json").read_text())["config"]["n_sites"] == 37
