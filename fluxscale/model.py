@@ -81,12 +81,37 @@ def member_name(variant: str, fold: int) -> str:
 
 
 def load_member(path: str | Path):
-    """``(model, meta)`` from a checkpoint (``torch.load(weights_only=True)``)."""
-    ck = torch.load(path, weights_only=True, map_location="cpu")
-    model = NEENet()
-    model.load_state_dict(ck["state_dict"])
+    """``(model, meta)`` from a checkpoint (``torch.load(weights_only=True)``: a file that
+    would run code when unpickled is refused).
+
+    Raises
+    ------
+    FluxscaleError
+        Naming the file, when it is unreadable, truncated, not a fluxscale checkpoint, or
+        holds objects the safe loader refuses.
+    """
+    from .errors import FluxscaleError
+
+    try:
+        ck = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise FluxscaleError(f"{path}: checkpoint not found") from None
+    except PermissionError:
+        raise FluxscaleError(f"{path}: checkpoint not readable (permission denied)") from None
+    except Exception as e:  # noqa: BLE001  (torch raises UnpicklingError, RuntimeError, EOFError, …)
+        why = "holds objects other than tensors and plain data (refused: loading it could run code)" \
+            if "weights_only" in str(e) or "Unsupported global" in str(e) else \
+            f"not a readable checkpoint (truncated or corrupt: {type(e).__name__})"
+        raise FluxscaleError(f"{path}: {why}; retrain this member (fluxscale train)") from None
+    try:
+        model = NEENet()
+        model.load_state_dict(ck["state_dict"])
+        meta = json.loads(ck["meta"])
+    except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as e:
+        raise FluxscaleError(f"{path}: not a fluxscale member checkpoint ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:120]}); retrain this member (fluxscale train)") from None
     model.eval()
-    return model, json.loads(ck["meta"])
+    return model, meta
 
 
 # --- weight export and the many-member forward ----------------------------------------

@@ -512,3 +512,34 @@ def test_cosine_learning_rate():
     lr = [learning_rate(cfg, k) for k in range(10)]
     assert lr[0] == pytest.approx(0.003) and lr[-1] == pytest.approx(0.0003) and np.all(np.diff(lr) < 0)
     assert learning_rate(TrainConfig(lr_schedule="constant"), 500) == 0.003
+
+
+def test_bad_checkpoints_are_refused_in_one_line_naming_the_file(tmp_path):
+    """Truncated, code-carrying (a pickle whose __reduce__ would run a command), foreign and
+    missing checkpoints: a FluxscaleError naming the file, without torch's advice to turn the
+    safe loader off; the good one loads to the same weights."""
+    import os
+
+    from fluxscale.errors import FluxscaleError
+    from fluxscale.model import init_model
+
+    good = tmp_path / "good.pt"
+    torch.save({"state_dict": init_model(3).state_dict(), "meta": json.dumps({"metrics": {}})}, good)
+    model, _ = load_member(good)
+    assert all(torch.equal(v, init_model(3).state_dict()[k]) for k, v in model.state_dict().items())
+    (tmp_path / "trunc.pt").write_bytes(good.read_bytes()[:300])
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"state_dict": Evil(), "meta": "{}"}, tmp_path / "evil.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    for name, why in (("trunc", "truncated or corrupt"), ("evil", "could run code"),
+                      ("other", "not a fluxscale member checkpoint"), ("missing", "checkpoint not found")):
+        with pytest.raises(FluxscaleError) as e:
+            load_member(tmp_path / f"{name}.pt")
+        msg = str(e.value)
+        assert msg.startswith(f"{tmp_path / name}.pt: ") and why in msg and "weights_only" not in msg, msg
+        assert "\n" not in msg
+    assert not (tmp_path / "pwned").exists()
