@@ -23,7 +23,8 @@ err_console = Console(stderr=True)
 
 
 def _handle_errors(func):
-    """Report FluxscaleErrors as one line on stderr and exit with code 2."""
+    """Report FluxscaleErrors and refused file permissions as one line on stderr (exit 2),
+    and Ctrl-C as one line (exit 130)."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -31,6 +32,15 @@ def _handle_errors(func):
         except FluxscaleError as e:
             err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
+        except PermissionError as e:  # also when raised on a Dask worker and re-raised here
+            where = e.filename or "a file or directory"
+            err_console.print(f"[bold red]error:[/] {where}: permission denied ({e.strerror or e}); choose a "
+                              f"directory you can write to, or fix its permissions", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted; rerun the same command to resume (finished stages, members and "
+                              "blocks are kept)", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=130) from None
     return wrapper
 
 

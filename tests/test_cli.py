@@ -130,3 +130,26 @@ def test_stage_commands_refuse_bad_config(tmp_path, tiny_twin):
     assert r.exit_code == 2 and "n_clusters = 'many': expected an integer" in r.output
     r = runner.invoke(app, ["integrals", str(tmp_path / "nowhere"), "--workers", "1"])
     assert r.exit_code == 2 and "dataset directory not found" in r.output
+
+
+def test_permission_denied_and_ctrl_c_are_one_line(tmp_path, monkeypatch):
+    """A refused write (raised anywhere below the command, as on a worker) is one line naming
+    the path, exit 2; Ctrl-C is one line saying how to resume, exit 130. (The tests run as
+    root, which a chmod would not stop, so the writer itself raises.)"""
+    import fluxscale.twin as twin_mod
+
+    def refuse(out, *a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / "grid.zarr"))
+
+    monkeypatch.setattr(twin_mod, "write_twin", refuse)
+    r = CliRunner().invoke(app, ["twin", "--preset", "tiny", "--out", str(tmp_path / "ro"), "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert f"{tmp_path / 'ro' / 'grid.zarr'}: permission denied" in r.output and "Traceback" not in r.output
+
+    def interrupt(out, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(twin_mod, "write_twin", interrupt)
+    r = CliRunner().invoke(app, ["twin", "--preset", "tiny", "--out", str(tmp_path / "x"), "--no-progress"])
+    assert r.exit_code == 130 and "interrupted; rerun the same command to resume" in r.output
+    assert len(r.output.strip().splitlines()) == 1
