@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .config import PRESETS, ClusterConfig, RunConfig, TwinConfig, coerce_setting, twin_preset
 from .errors import ConfigError, FluxscaleError
@@ -30,11 +31,12 @@ def _handle_errors(func):
         try:
             return func(*args, **kwargs)
         except FluxscaleError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            # escaped: messages name config sections ("[train]") that rich would take for markup
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except PermissionError as e:  # also when raised on a Dask worker and re-raised here
             where = e.filename or "a file or directory"
-            err_console.print(f"[bold red]error:[/] {where}: permission denied ({e.strerror or e}); choose a "
+            err_console.print(f"[bold red]error:[/] {escape(str(where))}: permission denied ({e.strerror or e}); choose a "
                               f"directory you can write to, or fix its permissions", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:

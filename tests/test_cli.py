@@ -153,3 +153,14 @@ def test_permission_denied_and_ctrl_c_are_one_line(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["twin", "--preset", "tiny", "--out", str(tmp_path / "x"), "--no-progress"])
     assert r.exit_code == 130 and "interrupted; rerun the same command to resume" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_tls_scheduler_without_certificates_and_config_sections_are_one_line(tiny_twin, tmp_path):
+    r = CliRunner().invoke(app, ["integrals", str(tiny_twin), "--scheduler", "tls://127.0.0.1:1"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "tls://127.0.0.1:1: a TLS scheduler needs this client's certificates" in r.output
+    assert "[cluster] section" in r.output  # a section name is text, not rich markup
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[train]\nepochs = "five"\n')
+    r = CliRunner().invoke(app, ["train", str(tiny_twin), "--config", str(cfg), "--local"])
+    assert r.exit_code == 2 and f"{cfg}: [train]: epochs = 'five': expected an integer" in r.output
