@@ -314,3 +314,24 @@ def test_infer_command(root, tmp_path):
     assert r.exit_code == 0 and "nee.zarr  [nee]" in r.output and "NEE_monthly_std" in r.output
     r = CliRunner().invoke(app, ["infer", str(data), "--local", "--set", "variants=ecat"])
     assert r.exit_code == 2 and "variants" in r.output
+
+
+def test_non_finite_drivers_are_refused_naming_the_variable_day_and_cell(root, tmp_path):
+    """NaN in a few driver cell-days (written straight into the store, as a corrupt file
+    would hold them): `infer` refuses in one line naming drivers.zarr, the driver, the day
+    and the land cell, and no cube is left that looks complete."""
+    import zarr
+
+    from fluxscale.drivers import DRIVER_NAMES
+
+    data = tmp_path / "data"
+    shutil.copytree(root, data, ignore=shutil.ignore_patterns("nee.*"))
+    g = zarr.open_group(str(store_path(data, "drivers")), mode="r+")
+    tair = g["Tair"]
+    day, cell = 40, 7
+    tair[day, cell:cell + 3] = np.nan
+    r = CliRunner().invoke(app, ["infer", str(data), "--local", "--no-progress", "--set", "lat_rows=30"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    when = str(pd.DatetimeIndex(open_store(store_path(data, "drivers"), "drivers").time.values)[day].date())
+    assert f"drivers.zarr: Tair is nan on {when} at land cell {cell}" in r.output, r.output
+    assert not (data / "nee.zarr").exists()  # the cube is committed (renamed from its .partial) only when complete
