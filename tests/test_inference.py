@@ -322,8 +322,6 @@ def test_non_finite_drivers_are_refused_naming_the_variable_day_and_cell(root, t
     and the land cell, and no cube is left that looks complete."""
     import zarr
 
-    from fluxscale.drivers import DRIVER_NAMES
-
     data = tmp_path / "data"
     shutil.copytree(root, data, ignore=shutil.ignore_patterns("nee.*"))
     g = zarr.open_group(str(store_path(data, "drivers")), mode="r+")
