@@ -251,6 +251,7 @@ def integrals(
     scheduler: SchedulerOpt = None,
     workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes.")] = None,
     connect_timeout: TimeoutOpt = 10.0,
+    progress: Annotated[bool, typer.Option(help="Show the progress spinner.")] = True,
 ):
     """Regional monthly integrals (PgC/month) of the prior, the fire-adjusted inversions,
     fire and truth → DATA_DIR/integrals.zarr."""
@@ -261,7 +262,10 @@ def integrals(
                         connect_timeout_s=connect_timeout if scheduler else None)
     t0 = time.perf_counter()
     with cluster_client(cfg.cluster) as client:
-        with console.status("integrals: streaming the prior, inversions and fire through the regional-sum kernel"):
+        if progress:
+            with console.status("integrals: streaming the prior, inversions and fire through the regional-sum kernel"):
+                path = compute_integrals(cfg.data_dir, client=client)
+        else:
             path = compute_integrals(cfg.data_dir, client=client)
     from .summary import integrals_table
     from .stores import open_store
