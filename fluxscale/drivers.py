@@ -22,6 +22,8 @@ import pandas as pd
 import xarray as xr
 from numba import njit
 
+from .errors import StoreError
+
 __all__ = [
     "DRIVER_NAMES",
     "DAILY_DRIVERS",
@@ -130,21 +132,48 @@ class CellDrivers:
     def __init__(self, path, time: np.ndarray, cell: slice):
         import zarr
 
-        self._group = zarr.open_group(str(path), mode="r")
+        self._path = str(path)
+        self._group = zarr.open_group(self._path, mode="r")
         self._time = pd.DatetimeIndex(time)
         self._cell = cell
-        self._seasonal = np.stack([np.asarray(self._group[n][:, cell], dtype=np.float32) for n in SEASONAL_DRIVERS])
-        self._static = np.stack([np.asarray(self._group[n][cell], dtype=np.float32) for n in STATIC_DRIVERS])
+        self._seasonal = np.stack([self._read(n, (slice(None), cell)) for n in SEASONAL_DRIVERS])
+        self._static = np.stack([self._read(n, (cell,)) for n in STATIC_DRIVERS])
+
+    def _read(self, name: str, sel: tuple) -> np.ndarray:
+        """``name[sel]`` as float32; a chunk that cannot be decoded (a flipped byte, a
+        truncated or empty file) is a :class:`StoreError` naming the store, the variable and
+        the chunk files, not the codec's bare traceback."""
+        arr = self._group[name]
+        try:
+            return np.asarray(arr[sel], dtype=np.float32)
+        except Exception as e:  # noqa: BLE001  (numcodecs/blosc raise RuntimeError, ValueError, …)
+            raise StoreError(self._path, name, f"cannot decode {_chunk_keys(arr, sel)} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:100] if str(e) else 'no detail'}); the file is corrupt "
+                             f"or truncated: rebuild the store") from None
 
     def block(self, time: slice, out: np.ndarray | None = None) -> np.ndarray:
         """float32 ``(days, cells, 10)`` in :data:`DRIVER_NAMES` order for the days ``time``
         (written into ``out`` when given, e.g. a buffer reused from block to block)."""
-        daily = np.stack([np.asarray(self._group[n][time, self._cell], dtype=np.float32) for n in DAILY_DRIVERS])
+        daily = np.stack([self._read(n, (time, self._cell)) for n in DAILY_DRIVERS])
         doy = day_of_year_index(self._time[time])
         if out is None:
             out = np.empty((doy.size, daily.shape[2], len(DRIVER_NAMES)), dtype=np.float32)
         _assemble_rows(daily, self._seasonal, self._static, doy, _KIND, _INDEX, out)
         return out
+
+
+def _chunk_keys(arr, sel: tuple) -> str:
+    """The chunk (or shard) files of Zarr array ``arr`` that ``sel`` (slices over its leading
+    dimensions) touches, as ``c/i/j`` keys (a range when several)."""
+    grid = getattr(arr, "shards", None) or arr.chunks
+    lo, hi = [], []
+    for k, n in enumerate(arr.shape):
+        s = sel[k] if k < len(sel) else slice(None)
+        start, stop, _ = s.indices(n) if isinstance(s, slice) else (int(s), int(s) + 1, 1)
+        lo.append(start // grid[k])
+        hi.append(max(stop - 1, start) // grid[k])
+    key = lambda ix: "c/" + "/".join(str(i) for i in ix)  # noqa: E731
+    return f"chunk {key(lo)}" if lo == hi else f"one of chunks {key(lo)} … {key(hi)}"
 
 
 # where each driver of DRIVER_NAMES comes from: 0 daily, 1 seasonal, 2 static, and its row

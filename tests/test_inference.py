@@ -333,3 +333,18 @@ def test_non_finite_drivers_are_refused_naming_the_variable_day_and_cell(root, t
     when = str(pd.DatetimeIndex(open_store(store_path(data, "drivers"), "drivers").time.values)[day].date())
     assert f"drivers.zarr: Tair is nan on {when} at land cell {cell}" in r.output, r.output
     assert not (data / "nee.zarr").exists()  # the cube is committed (renamed from its .partial) only when complete
+
+
+def test_a_corrupt_driver_chunk_is_one_line_naming_store_variable_and_chunk(root, tmp_path):
+    """An emptied chunk file of Tair (a crash mid-copy): `infer` names drivers.zarr, Tair and
+    the chunk's key, exit 2, no traceback, and commits no cube."""
+    data = tmp_path / "data"
+    shutil.copytree(root, data, ignore=shutil.ignore_patterns("nee.*"))
+    chunks = sorted(p for p in (data / "drivers.zarr" / "Tair" / "c").rglob("*") if p.is_file())
+    victim = chunks[0]
+    victim.write_bytes(b"")
+    key = "c/" + "/".join(victim.relative_to(data / "drivers.zarr" / "Tair" / "c").parts)
+    r = CliRunner().invoke(app, ["infer", str(data), "--local", "--no-progress", "--set", "lat_rows=30"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "drivers.zarr" in r.output and "Tair" in r.output and key in r.output and "corrupt" in r.output, r.output
+    assert not (data / "nee.zarr").exists()
