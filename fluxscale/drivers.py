@@ -143,11 +143,13 @@ class CellDrivers:
         """``name[sel]`` as float32; a chunk that cannot be decoded (a flipped byte, a
         truncated or empty file) is a :class:`StoreError` naming the store, the variable and
         the chunk files, not the codec's bare traceback."""
+        from .stores import chunk_keys
+
         arr = self._group[name]
         try:
             return np.asarray(arr[sel], dtype=np.float32)
         except Exception as e:  # noqa: BLE001  (numcodecs/blosc raise RuntimeError, ValueError, …)
-            raise StoreError(self._path, name, f"cannot decode {_chunk_keys(arr, sel)} ({type(e).__name__}: "
+            raise StoreError(self._path, name, f"cannot decode {chunk_keys(arr, sel)} ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:100] if str(e) else 'no detail'}); the file is corrupt "
                              f"or truncated: rebuild the store") from None
 
@@ -160,20 +162,6 @@ class CellDrivers:
             out = np.empty((doy.size, daily.shape[2], len(DRIVER_NAMES)), dtype=np.float32)
         _assemble_rows(daily, self._seasonal, self._static, doy, _KIND, _INDEX, out)
         return out
-
-
-def _chunk_keys(arr, sel: tuple) -> str:
-    """The chunk (or shard) files of Zarr array ``arr`` that ``sel`` (slices over its leading
-    dimensions) touches, as ``c/i/j`` keys (a range when several)."""
-    grid = getattr(arr, "shards", None) or arr.chunks
-    lo, hi = [], []
-    for k, n in enumerate(arr.shape):
-        s = sel[k] if k < len(sel) else slice(None)
-        start, stop, _ = s.indices(n) if isinstance(s, slice) else (int(s), int(s) + 1, 1)
-        lo.append(start // grid[k])
-        hi.append(max(stop - 1, start) // grid[k])
-    key = lambda ix: "c/" + "/".join(str(i) for i in ix)  # noqa: E731
-    return f"chunk {key(lo)}" if lo == hi else f"one of chunks {key(lo)} … {key(hi)}"
 
 
 # where each driver of DRIVER_NAMES comes from: 0 daily, 1 seasonal, 2 static, and its row

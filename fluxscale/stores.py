@@ -196,9 +196,14 @@ def validate_store(ds: xr.Dataset, name: str, label: str | None = None, *, deep:
         arr = d if hasattr(d, "dask") else dask.array.from_array(np.asarray(d))
         nan = dask.array.isnan(arr)
         stats[n] = (nan.sum(), dask.array.nanmin(arr), dask.array.nanmax(arr), arr.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
-        (computed,) = dask.compute(stats)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+            (computed,) = dask.compute(stats)
+    except StoreError:
+        raise
+    except Exception as e:  # noqa: BLE001  (a chunk the codec cannot decode: say which)
+        raise _decode_error(label, names, e) from None
     for n, (nnan, vmin, vmax, size) in computed.items():
         spec = schema.variables[n]
         if nnan and not spec.allow_nan:
@@ -209,6 +214,44 @@ def validate_store(ds: xr.Dataset, name: str, label: str | None = None, *, deep:
             lo, hi = spec.valid_range
             if vmin < lo or vmax > hi:
                 raise StoreError(label, n, f"values out of range [{lo:g}, {hi:g}]: min {vmin:g}, max {vmax:g}")
+
+
+def chunk_keys(arr, sel: tuple) -> str:
+    """The chunk (or shard) files of Zarr array ``arr`` that ``sel`` (slices or indices over
+    its leading dimensions) touches, as ``c/i/j`` keys (a range when several)."""
+    grid = getattr(arr, "shards", None) or arr.chunks
+    lo, hi = [], []
+    for k, n in enumerate(arr.shape):
+        s = sel[k] if k < len(sel) else slice(None)
+        start, stop, _ = s.indices(n) if isinstance(s, slice) else (int(s), int(s) + 1, 1)
+        lo.append(start // grid[k])
+        hi.append(max(stop - 1, start) // grid[k])
+    key = lambda ix: "c/" + "/".join(str(i) for i in ix)  # noqa: E731
+    return f"chunk {key(lo)}" if lo == hi else f"one of chunks {key(lo)} … {key(hi)}"
+
+
+def _decode_error(label: str, names: list[str], error: Exception) -> StoreError:
+    """The variable and chunk file of store ``label`` that cannot be read, found by reading
+    each variable's chunks (shards) in turn (the failure path only)."""
+    import itertools
+
+    why = f"{type(error).__name__}: {str(error).splitlines()[0][:100] if str(error) else 'no detail'}"
+    try:
+        group = zarr.open_group(label, mode="r")
+    except Exception:  # noqa: BLE001
+        return StoreError(label, None, f"cannot be read ({why})")
+    for n in names:
+        arr = group[n]
+        grid = getattr(arr, "shards", None) or arr.chunks
+        ranges = [range(-(-size // c)) for size, c in zip(arr.shape, grid)]
+        for ix in itertools.product(*ranges):
+            sel = tuple(slice(i * c, min((i + 1) * c, size)) for i, c, size in zip(ix, grid, arr.shape))
+            try:
+                arr[sel]
+            except Exception as e:  # noqa: BLE001
+                return StoreError(label, n, f"cannot decode {chunk_keys(arr, sel)} ({type(e).__name__}); the file "
+                                            f"is corrupt or truncated: rebuild the store")
+    return StoreError(label, None, f"cannot be read ({why})")
 
 
 # --- store-specific rules (structure depth) -------------------------------------------

@@ -150,3 +150,22 @@ def test_plain_xarray_opens_every_store_quietly(tiny_twin):
             assert set(plain.data_vars) == set(ds.data_vars), name
     np.testing.assert_array_equal(xr.open_zarr(store_path(tiny_twin, "truth")).NEE.values, ours["truth"].NEE.values)
     assert xr.open_zarr(store_path(tiny_twin, "drivers")).time.attrs["standard_name"] == "time"
+
+
+@pytest.mark.parametrize("damage", ["empty", "flipped header"])
+def test_a_chunk_that_cannot_be_decoded_is_named_by_the_deep_check(twin_copy, damage):
+    """An emptied or header-flipped chunk file of drivers' WAI2: the deep check (what
+    `fluxscale validate` and `run` do) names the store, the variable and the chunk key."""
+    base = store_path(twin_copy, "drivers") / "WAI2" / "c"
+    victim = sorted(p for p in base.rglob("*") if p.is_file())[-1]
+    raw = bytearray(victim.read_bytes())
+    if damage == "empty":
+        raw = bytearray()
+    else:
+        raw[:16] = bytes(b ^ 0xFF for b in raw[:16])
+    victim.write_bytes(bytes(raw))
+    key = "c/" + "/".join(victim.relative_to(base).parts)
+    with pytest.raises(StoreError) as e:
+        open_store(store_path(twin_copy, "drivers"), "drivers", deep=True)
+    msg = str(e.value)
+    assert "drivers.zarr" in msg and "'WAI2'" in msg and f"cannot decode chunk {key}" in msg, msg
