@@ -143,15 +143,14 @@ class CellDrivers:
         """``name[sel]`` as float32; a chunk that cannot be decoded (a flipped byte, a
         truncated or empty file) is a :class:`StoreError` naming the store, the variable and
         the chunk files, not the codec's bare traceback."""
-        from .stores import chunk_keys
+        from .stores import chunk_keys, decode_reason
 
         arr = self._group[name]
         try:
             return np.asarray(arr[sel], dtype=np.float32)
         except Exception as e:  # noqa: BLE001  (numcodecs/blosc raise RuntimeError, ValueError, …)
-            raise StoreError(self._path, name, f"cannot decode {chunk_keys(arr, sel)} ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:100] if str(e) else 'no detail'}); the file is corrupt "
-                             f"or truncated: rebuild the store") from None
+            raise StoreError(self._path, name, f"cannot decode {chunk_keys(arr, sel)} ({decode_reason(e)}); the "
+                             f"file is corrupt or truncated: rebuild the store") from None
 
     def block(self, time: slice, out: np.ndarray | None = None) -> np.ndarray:
         """float32 ``(days, cells, 10)`` in :data:`DRIVER_NAMES` order for the days ``time``

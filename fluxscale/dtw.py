@@ -382,7 +382,7 @@ def distance_matrix_tiled(X, path, *, window: int | None = None, tile: int = 102
     import zarr
 
     from .parallel import run_tasks
-    from .stores import commit_store, partial_path
+    from .stores import checksum_codecs, commit_store, partial_path
 
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
         raise ConfigError(f"tile must be an integer >= 1, got {tile!r}")
@@ -405,7 +405,8 @@ def distance_matrix_tiled(X, path, *, window: int | None = None, tile: int = 102
         shutil.rmtree(tmp)  # left by an interrupted run
     n = len(Xp)
     arr = zarr.create_array(store=str(tmp), shape=(n, n), chunks=(tile, tile), dtype="float32",
-                            fill_value=np.nan, zarr_format=3, attributes={**attrs, "fluxscale_complete": False})
+                            fill_value=np.nan, zarr_format=3, compressors=checksum_codecs(),
+                            attributes={**attrs, "fluxscale_complete": False})
     run_tasks(_compute_tile, tile_plan(n, tile), client=client, label=label, show_progress=show_progress,
               X=Xp, path=os.fspath(tmp), lo=lo, hi=hi)
     arr.attrs["fluxscale_complete"] = True

@@ -12,8 +12,8 @@ the shard index in one file write — the bytes zarr itself would write (checked
 ``tests/test_shards.py`` against zarr's own shard files, and read back with zarr).
 
 Only the layout fluxscale's cube templates use is supported — ``sharding_indexed`` with inner
-codecs ``bytes`` (little endian) + ``blosc`` and index codecs ``bytes`` + ``crc32c`` at the
-end, default chunk keys with ``/``; :class:`ShardWriter` refuses any other with
+codecs ``bytes`` (little endian) + ``blosc`` (+ ``crc32c``, what fluxscale writes since issue
+20) and index codecs ``bytes`` + ``crc32c`` at the end, default chunk keys with ``/``; :class:`ShardWriter` refuses any other with
 :class:`UnsupportedLayout`, and the caller falls back to zarr.
 """
 
@@ -73,8 +73,8 @@ class ShardWriter:
     Raises
     ------
     UnsupportedLayout
-        When the array is not sharded float32 with ``bytes`` + ``blosc`` inside,
-        ``bytes`` + ``crc32c`` index at the end and NaN fill.
+        When the array is not sharded float32 with ``bytes`` + ``blosc`` (+ ``crc32c``)
+        inside, ``bytes`` + ``crc32c`` index at the end and NaN fill.
     """
 
     def __init__(self, array: str | Path):
@@ -87,7 +87,7 @@ class ShardWriter:
             cfg = shard_codec["configuration"]
             inner = [c["name"] for c in cfg["codecs"]]
             index = [c["name"] for c in cfg["index_codecs"]]
-            ok = (shard_codec["name"] == "sharding_indexed" and inner == ["bytes", "blosc"]
+            ok = (shard_codec["name"] == "sharding_indexed" and inner in (["bytes", "blosc"], ["bytes", "blosc", "crc32c"])
                   and cfg["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
                   and index == ["bytes", "crc32c"] and cfg.get("index_location", "end") == "end"
                   and cfg["index_codecs"][0].get("configuration", {}).get("endian", "little") == "little"
@@ -105,6 +105,7 @@ class ShardWriter:
         if any(s % c for s, c in zip(self.shard, self.chunk)):
             raise UnsupportedLayout(f"{self.path}: shard {self.shard} is not a whole number of chunks {self.chunk}")
         self.per_shard = tuple(s // c for s, c in zip(self.shard, self.chunk))
+        self._crc = inner[-1] == "crc32c"  # each inner chunk ends with the CRC-32C of its encoded bytes
         self._chunk_size = int(np.prod(self.chunk))
         b = cfg["codecs"][1]["configuration"]
         # numcodecs' Blosc with the settings zarr's BloscCodec gives it (zarr/codecs/blosc.py)
@@ -139,6 +140,8 @@ class ShardWriter:
                 raise ValueError(f"{self.path}: chunk {coords} must be C-contiguous float32 {self.chunk}, "
                                  f"got {arr.dtype} {arr.shape}")
             enc = self._blosc.encode(arr.view(np.uint8).reshape(-1))
+            if self._crc:
+                enc = bytes(enc) + np.uint32(google_crc32c.value(enc)).astype("<u4").tobytes()
             parts.append(enc)
             index[coords] = (offset, len(enc))
             offset += len(enc)

@@ -29,6 +29,8 @@ from .schema import REQUIRED_STORES, SCHEMA_VERSION, SCHEMAS, STORE_NAMES, Store
 __all__ = [
     "MANIFEST",
     "stale_outputs",
+    "checksum_codecs",
+    "chunk_keys",
     "store_path",
     "open_store",
     "open_stores",
@@ -56,6 +58,29 @@ def cell_codecs() -> list:
     from zarr.codecs import BloscCodec
 
     return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+
+
+def checksum_codecs(compressors=None) -> list:
+    """``compressors`` (default: zarr's own for v3, Zstandard level 0) followed by a CRC-32C
+    codec: every chunk (and every inner chunk of a shard; zarr's shard index carries one of
+    its own) fluxscale writes ends with the checksum of its encoded bytes, so a flipped byte
+    anywhere is a read error (named by store, variable and chunk: :func:`chunk_keys`), not
+    a silently different value. google-crc32c, which zarr uses, runs at memory speed."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    out = list(compressors) if compressors is not None else [ZstdCodec(level=0, checksum=False)]
+    if not any(isinstance(c, Crc32cCodec) for c in out):
+        out.append(Crc32cCodec())
+    return out
+
+
+def _with_checksums(ds: xr.Dataset, encoding: dict | None) -> dict:
+    """``encoding`` with :func:`checksum_codecs` for every variable and coordinate of ``ds``."""
+    enc = {k: dict(v) for k, v in (encoding or {}).items()}
+    for name in ds.variables:
+        e = enc.setdefault(name, {})
+        e["compressors"] = checksum_codecs(e.get("compressors", ds[name].encoding.get("compressors")))
+    return enc
 
 
 def store_path(root: str | Path, name: str) -> Path:
@@ -230,6 +255,14 @@ def chunk_keys(arr, sel: tuple) -> str:
     return f"chunk {key(lo)}" if lo == hi else f"one of chunks {key(lo)} … {key(hi)}"
 
 
+def decode_reason(error: Exception) -> str:
+    """Why a chunk did not decode, in words: a checksum mismatch, or the codec's error."""
+    text = str(error)
+    if "checksum" in text.lower():
+        return "its CRC-32C checksum does not match: bytes changed after writing"
+    return f"{type(error).__name__}: {text.splitlines()[0][:100]}" if text else type(error).__name__
+
+
 def _decode_error(label: str, names: list[str], error: Exception) -> StoreError:
     """The variable and chunk file of store ``label`` that cannot be read, found by reading
     each variable's chunks (shards) in turn (the failure path only)."""
@@ -249,7 +282,7 @@ def _decode_error(label: str, names: list[str], error: Exception) -> StoreError:
             try:
                 arr[sel]
             except Exception as e:  # noqa: BLE001
-                return StoreError(label, n, f"cannot decode {chunk_keys(arr, sel)} ({type(e).__name__}); the file "
+                return StoreError(label, n, f"cannot decode {chunk_keys(arr, sel)} ({decode_reason(e)}); the file "
                                             f"is corrupt or truncated: rebuild the store")
     return StoreError(label, None, f"cannot be read ({why})")
 
@@ -435,7 +468,7 @@ def write_store(ds: xr.Dataset, path: str | Path, name: str, encoding: dict | No
         shutil.rmtree(tmp)
     with _quiet_consolidation():
         delayed = _stamp(ds, name).to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=True,
-                                           encoding=encoding or {}, compute=compute)
+                                           encoding=_with_checksums(ds, encoding), compute=compute)
     if not compute:
         return delayed
     return commit_store(path) if commit else tmp
@@ -453,7 +486,7 @@ def write_template(ds: xr.Dataset, path: str | Path, name: str, encoding: dict |
         shutil.rmtree(tmp)
     with _quiet_consolidation():
         _stamp(ds, name).to_zarr(str(tmp), mode="w", compute=False, zarr_format=3, consolidated=True,
-                                 encoding=encoding or {})
+                                 encoding=_with_checksums(ds, encoding))
     return tmp
 
 

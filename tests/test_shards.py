@@ -12,9 +12,12 @@ from fluxscale.shards import ShardWriter, UnsupportedLayout, grid_chunk
 SHAPE, CHUNK, SHARD = (2, 100, 6, 10), (1, 8, 3, 5), (1, 104, 3, 10)
 
 
-def _array(path, shuffle="noshuffle"):
+def _array(path, shuffle="noshuffle", checksum=True):
+    from fluxscale.stores import checksum_codecs
+
+    codecs = [BloscCodec(cname="lz4", clevel=5, shuffle=shuffle)]
     return zarr.create_array(str(path), shape=SHAPE, chunks=CHUNK, shards=SHARD, dtype="float32",
-                             fill_value=np.nan, compressors=[BloscCodec(cname="lz4", clevel=5, shuffle=shuffle)],
+                             fill_value=np.nan, compressors=checksum_codecs(codecs) if checksum else codecs,
                              dimension_names=("ensemble", "time", "lat", "lon"))
 
 
@@ -27,11 +30,12 @@ def _data():
     return data
 
 
-@pytest.mark.parametrize("shuffle", ["noshuffle", "shuffle"])
-def test_shards_are_the_bytes_zarr_writes_and_read_back(tmp_path, shuffle):
+@pytest.mark.parametrize("shuffle, checksum", [("noshuffle", True), ("shuffle", True), ("shuffle", False)])
+def test_shards_are_the_bytes_zarr_writes_and_read_back(tmp_path, shuffle, checksum):
+    """With the inner chunks' CRC-32C (what fluxscale writes) and without (older cubes)."""
     data = _data()
-    _array(tmp_path / "ours.zarr", shuffle)
-    theirs = _array(tmp_path / "theirs.zarr", shuffle)
+    _array(tmp_path / "ours.zarr", shuffle, checksum)
+    theirs = _array(tmp_path / "theirs.zarr", shuffle, checksum)
     theirs[...] = data
     w = ShardWriter(tmp_path / "ours.zarr")
     padded = np.full((2, 104, 6, 10), np.nan, dtype=np.float32)  # the shard runs past day 100
@@ -55,6 +59,13 @@ def test_shards_are_the_bytes_zarr_writes_and_read_back(tmp_path, shuffle):
     w.write((0, 0, 1, 0), lambda c: None)
     assert not (tmp_path / "ours.zarr/c/0/0/1/0").exists()
     assert np.isnan(zarr.open_array(str(tmp_path / "ours.zarr"))[0, :, 3:6]).all()
+    if checksum:  # a flipped byte inside an inner chunk is a read error, not a changed value
+        f = tmp_path / "ours.zarr/c/0/0/0/0"
+        raw = bytearray(f.read_bytes())
+        raw[40] ^= 0x01
+        f.write_bytes(bytes(raw))
+        with pytest.raises(ValueError, match="checksum"):
+            zarr.open_array(str(tmp_path / "ours.zarr"))[0, :, 0:3]
 
 
 def test_grid_chunk_equals_a_numpy_scatter():

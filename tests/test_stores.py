@@ -152,20 +152,27 @@ def test_plain_xarray_opens_every_store_quietly(tiny_twin):
     assert xr.open_zarr(store_path(tiny_twin, "drivers")).time.attrs["standard_name"] == "time"
 
 
-@pytest.mark.parametrize("damage", ["empty", "flipped header"])
+@pytest.mark.parametrize("damage", ["empty", "flipped header", "64 bytes flipped inside"])
 def test_a_chunk_that_cannot_be_decoded_is_named_by_the_deep_check(twin_copy, damage):
-    """An emptied or header-flipped chunk file of drivers' WAI2: the deep check (what
-    `fluxscale validate` and `run` do) names the store, the variable and the chunk key."""
+    """An emptied, header-flipped or body-flipped chunk file of drivers' WAI2: the deep check
+    (what `fluxscale validate` and `run` do) names the store, the variable and the chunk key.
+    A flip inside the compressed body decodes to other values; the chunk's CRC-32C (every
+    array fluxscale writes carries one) is what catches it."""
     base = store_path(twin_copy, "drivers") / "WAI2" / "c"
     victim = sorted(p for p in base.rglob("*") if p.is_file())[-1]
     raw = bytearray(victim.read_bytes())
     if damage == "empty":
         raw = bytearray()
-    else:
+    elif damage == "flipped header":
         raw[:16] = bytes(b ^ 0xFF for b in raw[:16])
+    else:
+        mid = len(raw) // 2
+        raw[mid:mid + 64] = bytes(b ^ 0x01 for b in raw[mid:mid + 64])
     victim.write_bytes(bytes(raw))
     key = "c/" + "/".join(victim.relative_to(base).parts)
     with pytest.raises(StoreError) as e:
         open_store(store_path(twin_copy, "drivers"), "drivers", deep=True)
     msg = str(e.value)
     assert "drivers.zarr" in msg and "'WAI2'" in msg and f"cannot decode chunk {key}" in msg, msg
+    if damage == "64 bytes flipped inside":
+        assert "CRC-32C checksum does not match" in msg
