@@ -579,6 +579,8 @@ class ClusterConfig:
             raise ConfigError("cluster config: kind='ssh' needs ssh_hosts (the first runs the scheduler)")
         if self.n_workers < 0 or self.threads_per_worker < 1 or self.wait_timeout_s <= 0:
             raise ConfigError("cluster config: n_workers >= 0, threads_per_worker >= 1 and wait_timeout_s > 0")
+        if self.n_workers == 0 and self.kind == "local" and not (self.scheduler_address or self.scheduler_file):
+            raise ConfigError("cluster config: n_workers=0 (--workers 0): a LocalCluster needs at least one worker")
 
     @property
     def resolved_kind(self) -> str:

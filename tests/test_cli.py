@@ -164,3 +164,9 @@ def test_tls_scheduler_without_certificates_and_config_sections_are_one_line(tin
     cfg.write_text('[train]\nepochs = "five"\n')
     r = CliRunner().invoke(app, ["train", str(tiny_twin), "--config", str(cfg), "--local"])
     assert r.exit_code == 2 and f"{cfg}: [train]: epochs = 'five': expected an integer" in r.output
+
+
+def test_zero_local_workers_is_refused_at_once(tiny_twin):
+    r = CliRunner().invoke(app, ["integrals", str(tiny_twin), "--workers", "0", "--no-progress"])
+    assert r.exit_code == 2 and "n_workers=0 (--workers 0): a LocalCluster needs at least one worker" in r.output
+    assert "Traceback" not in r.output
