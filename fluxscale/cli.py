@@ -98,6 +98,8 @@ def twin(
     connect_timeout: TimeoutOpt = 10.0,
     format_: Annotated[str, typer.Option("--format", help="'stores': the Zarr stores; 'files': the real file "
                                          "formats (FLUXNET CSV, NetCDF) plus an ingest.toml for `fluxscale ingest`.")] = "stores",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a complete dataset in OUT made with other "
+                                            "settings or by ingest (and what was made from it).")] = False,
 ):
     """Write a synthetic twin Earth (every store, from a known true NEE) into OUT."""
     from .cluster import optional_client
@@ -107,6 +109,13 @@ def twin(
     if format_ not in ("stores", "files"):
         raise ConfigError(f"--format {format_!r}: choose 'stores' or 'files'")
     cfg = twin_preset(preset, seed=seed, **_parse_knobs(set_))
+    if format_ == "stores":
+        from .pipeline import check_replaces_nothing
+
+        replaced = check_replaces_nothing(out, RunConfig(data_dir=str(out), twin=cfg), overwrite, twin_over_ingest=True)
+        if replaced:
+            console.print(f"twin: --overwrite: removing what was made from the old dataset: "
+                          f"{', '.join(p.name for p in replaced)}", highlight=False)
     t0 = time.perf_counter()
     writer = write_twin if format_ == "stores" else write_twin_files
     cc = ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout) if scheduler else None

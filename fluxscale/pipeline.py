@@ -101,14 +101,17 @@ def _config_difference(old: dict, new: dict, limit: int = 4) -> str:
     return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def check_replaces_nothing(root: Path, cfg: RunConfig, overwrite: bool) -> list[Path]:
+def check_replaces_nothing(root: Path, cfg: RunConfig, overwrite: bool, twin_over_ingest: bool = False) -> list[Path]:
     """Refuse (:class:`FluxscaleError`) to build a dataset in ``root`` over a complete one
-    made with another config (or by ingest when ``cfg`` makes a twin, or the reverse),
-    naming the difference, unless ``overwrite``; returns what the new dataset would
-    remove (:func:`fluxscale.stores.stale_outputs`) when it is replaced."""
+    made with another config (or a twin over an ingest, or the reverse), naming the
+    difference, unless ``overwrite``; returns what the new dataset would remove
+    (:func:`fluxscale.stores.stale_outputs`) when it is replaced. ``twin_over_ingest``: the
+    caller writes a twin whatever is there (``fluxscale twin``); without it an ingested
+    dataset is left alone and used (``fluxscale run``)."""
     from .ingest.build import config_dict
     from .stores import stale_outputs
 
+    root = Path(root)
     man = read_manifest(root)
     if not man:
         return []
@@ -121,10 +124,15 @@ def check_replaces_nothing(root: Path, cfg: RunConfig, overwrite: bool) -> list[
         what = "a twin" if man.get("kind") == "twin" else \
             f"an ingest with another config ({_config_difference(man.get('config') or {}, want)})"
     else:
-        if man.get("kind") != "twin" or twin_is_current(root, cfg.twin):
-            return []  # an ingested dataset is used as it is, never replaced by a twin
-        what = "a twin made with other settings (" + \
-            _config_difference(man.get("config") or {}, json.loads(json.dumps(cfg.twin.to_dict()))) + ")"
+        if twin_is_current(root, cfg.twin):
+            return []
+        if man.get("kind") != "twin":
+            if not twin_over_ingest:
+                return []  # `run` uses an ingested dataset as it is, never replaces it with a twin
+            what = "an ingested dataset (fluxscale ingest)"
+        else:
+            what = "a twin made with other settings (" + \
+                _config_difference(man.get("config") or {}, json.loads(json.dumps(cfg.twin.to_dict()))) + ")"
     stale = stale_outputs(root)
     if not overwrite:
         raise FluxscaleError(

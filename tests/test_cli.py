@@ -170,3 +170,20 @@ def test_zero_local_workers_is_refused_at_once(tiny_twin):
     r = CliRunner().invoke(app, ["integrals", str(tiny_twin), "--workers", "0", "--no-progress"])
     assert r.exit_code == 2 and "n_workers=0 (--workers 0): a LocalCluster needs at least one worker" in r.output
     assert "Traceback" not in r.output
+
+
+def test_twin_refuses_to_replace_another_dataset_unless_told(tiny_twin, tmp_path):
+    import shutil
+
+    out = tmp_path / "data"
+    shutil.copytree(tiny_twin, out)
+    (out / "models").mkdir()  # something made from the old dataset
+    before = (out / "fluxscale.json").read_text()
+    r = CliRunner().invoke(app, ["twin", "--preset", "tiny", "--seed", "3", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 2 and "holds a twin made with other settings (seed: 0 → 3)" in r.output, r.output
+    assert (out / "fluxscale.json").read_text() == before and (out / "models").exists()
+    r = CliRunner().invoke(app, ["twin", "--preset", "tiny", "--seed", "3", "--out", str(out), "--no-progress",
+                                 "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert "removing what was made from the old dataset: models" in r.output and not (out / "models").exists()
+    assert json.loads((out / "fluxscale.json").read_text())["config"]["seed"] == 3
