@@ -355,12 +355,13 @@ def train(
     scheduler: SchedulerOpt = None,
     workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes.")] = None,
     threads_per_worker: Annotated[Optional[int], typer.Option(help="Threads per LocalCluster worker (= torch threads).")] = None,
-    local: Annotated[bool, typer.Option("--local", help="Train in this process, members one after the other (no Dask).")] = False,
+    local: Annotated[bool, typer.Option("--local", help="Train in this process, every member in one group (no Dask).")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     connect_timeout: TimeoutOpt = 10.0,
 ):
-    """Train the EC and EC-ATM ensembles (one Dask task per member) → DATA_DIR/models/
-    (checkpoints, logs/<member>.csv, members.json). Needs the bridges (`fluxscale bridge`)."""
+    """Train the EC and EC-ATM ensembles (members trained together in groups, one Dask task
+    per group) → DATA_DIR/models/ (checkpoints, logs/<member>.csv, members.json). Needs the
+    bridges (`fluxscale bridge`)."""
     import dataclasses
 
     from .cluster import optional_client
