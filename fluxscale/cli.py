@@ -147,12 +147,13 @@ def validate(
     connect_timeout: TimeoutOpt = 10.0,
 ):
     """Check every store against the schema, values included (NaN, ranges), in one Dask pass."""
-    from .stores import open_store, open_stores
+    from .stores import open_store, open_stores, read_manifest
 
     def go():
         if path.suffix == ".zarr":
             open_store(path, deep=True)
         else:
+            read_manifest(path)  # a dataset's manifest must read too (it marks the dataset complete)
             open_stores(path, deep=True)
 
     if scheduler:
