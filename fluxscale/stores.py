@@ -148,6 +148,12 @@ def open_store(path: str | Path, name: str | None = None, *, deep: bool = False)
     except StoreError:
         raise
     except Exception as e:  # noqa: BLE001
+        for meta in sorted(path.glob("*/zarr.json")):  # name the array whose metadata is broken
+            try:
+                json.loads(meta.read_text())
+            except (OSError, ValueError) as bad:
+                raise StoreError(label, meta.parent.name, f"its metadata {meta.name} is not valid JSON "
+                                 f"({bad}); the store is damaged: rebuild it") from None
         raise StoreError(label, None, f"cannot be opened with xarray ({type(e).__name__}: {e})") from None
     for n, var in loaded.items():
         if n in ds.coords:

@@ -96,6 +96,7 @@ CASES = [
     ("infer-truncated-checkpoint", lambda r, t: [(r / "models" / "ec-fold0.pt").write_bytes((r / "models" / "ec-fold0.pt").read_bytes()[:200])], ["infer", "DATA", "--local"], ["ec-fold0.pt: not a readable checkpoint"], ["nee.zarr"]),
     ("infer-code-checkpoint", lambda r, t: [torch.save({"state_dict": _Evil(), "meta": "{}"}, r / "models" / "ecatm-fold1.pt")], ["infer", "DATA", "--local"], ["ecatm-fold1.pt: holds objects other than tensors", "could run code"], ["nee.zarr"]),
     ("infer-bad-members-json", lambda r, t: [(r / "models" / "members.json").write_text("{not json")], ["infer", "DATA", "--local"], ["members.json: not a members list"], ["nee.zarr"]),
+    ("validate-truncated-array-metadata", lambda r, t: [(r / "drivers.zarr" / "Tair" / "zarr.json").write_text('{"shape": [')], ["validate", "DATA"], ["drivers.zarr", "'Tair'", "zarr.json is not valid JSON"], []),
     ("validate-truncated-manifest", lambda r, t: [(r / "fluxscale.json").write_text('{"kind": "tw')], ["validate", "DATA"], ["fluxscale.json", "not valid JSON"], []),
     # --- a run never replaces what it did not make ------------------------------------------------------
     ("run-other-twin", lambda r, t: [], ["run", "--preset", "tiny", "--seed", "5", "--out", "DATA"], ["holds a twin made with other settings (seed: 0 → 5)", "--overwrite"], []),
