@@ -328,14 +328,21 @@ def ingest(
     workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default: threads here).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     connect_timeout: TimeoutOpt = 10.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a complete dataset in the output directory "
+                                            "made otherwise (a twin, or another ingest config).")] = False,
 ):
     """Read real files (FLUXNET2015 daily CSVs, FLUXCOM, GCB inversions, GFAS fire, drivers,
     region mask) into validated stores, with a summary of what was read and skipped."""
     from .cluster import optional_client
     from .config import load_ingest_config
     from .ingest import ingest as run_ingest
+    from .pipeline import check_replaces_nothing
 
     cfg = load_ingest_config(config, **({"out": str(out.resolve())} if out else {}))
+    replaced = check_replaces_nothing(Path(cfg.out), RunConfig(data_dir=str(cfg.out), ingest=str(config)), overwrite)
+    if replaced:
+        console.print(f"ingest: --overwrite: removing what was made from the old dataset: "
+                      f"{', '.join(p.name for p in replaced)}", highlight=False)
     t0 = time.perf_counter()
     cc = ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout,
                        **({"n_workers": workers} if workers else {})) if scheduler or workers else None

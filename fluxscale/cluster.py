@@ -286,7 +286,10 @@ def cluster_client(cfg: ClusterConfig) -> Iterator["distributed.Client"]:
         where = cfg.scheduler_address or f"the scheduler file {cfg.scheduler_file}"
         if cfg.scheduler_file and not cfg.scheduler_address and not Path(cfg.scheduler_file).is_file():
             raise FluxscaleError(f"{cfg.scheduler_file}: scheduler file not found (dask scheduler --scheduler-file)")
-        if (cfg.scheduler_address or "").startswith("tls://") and sec is None:
+        import dask
+
+        if (cfg.scheduler_address or "").startswith("tls://") and sec is None \
+                and not dask.config.get("distributed.comm.tls.ca-file", None):  # the launcher passes TLS that way
             raise FluxscaleError(f"--scheduler {cfg.scheduler_address}: a TLS scheduler needs this client's "
                                  f"certificates: set tls_ca_file, tls_cert_file and tls_key_file in the [cluster] "
                                  f"section of the config (deploy/README.md, TLS)")
