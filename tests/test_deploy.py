@@ -215,7 +215,8 @@ def _dry(*args) -> str:
     return res.output
 
 
-def test_slurm_and_pbs_job_scripts(tmp_path):
+def test_slurm_and_pbs_job_scripts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # dask-jobqueue makes the config's log-directory (fluxscale-logs) in the cwd
     jq = REPO / "deploy" / "slurm" / "jobqueue.yaml"
     conf = yaml.safe_load(jq.read_text())["jobqueue"]
     assert conf["slurm"]["cores"] == 8 and conf["slurm"]["processes"] == 1
