@@ -318,6 +318,15 @@ def test_cli_twin_files_then_ingest(tmp_path, tiny_twin):
     assert (tmp_path / "f" / "stores" / "truth.zarr").is_dir()
     r = runner.invoke(app, ["ingest", str(tmp_path / "nope.toml")])
     assert r.exit_code == 2 and "config file not found" in r.output
+    # ingesting over a twin is refused, nothing touched; --overwrite replaces it
+    twin_dir = tmp_path / "twin"
+    shutil.copytree(tiny_twin, twin_dir)
+    before = (twin_dir / "fluxscale.json").read_text()
+    r = runner.invoke(app, ["ingest", str(toml), "--out", str(twin_dir), "--no-progress"])
+    assert r.exit_code == 2 and "holds a twin; nothing was changed" in r.output and "--overwrite" in r.output, r.output
+    assert (twin_dir / "fluxscale.json").read_text() == before
+    r = runner.invoke(app, ["ingest", str(toml), "--out", str(twin_dir), "--no-progress", "--overwrite"])
+    assert r.exit_code == 0 and json.loads((twin_dir / "fluxscale.json").read_text())["kind"] == "ingest", r.output
 
 
 def test_sites_off_land_or_without_file_are_skipped_with_reasons(round_trip, tmp_path):
