@@ -112,10 +112,19 @@ def _set_site_nee(root, value):
     nee[s, d] = value
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_exit_2_and_leaves_nothing_complete(case, tiny_models, tmp_path):
-    name, setup, args, expected, absent = case
+@pytest.fixture
+def data_copy(tiny_models, tmp_path):
+    """A copy of the trained tiny dataset (~110 MB), removed after the case: 48 of them kept
+    in pytest's temporary directories filled a disk."""
     root = _data(tiny_models, tmp_path)
+    yield root
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing_complete(case, data_copy, tmp_path):
+    name, setup, args, expected, absent = case
+    root = data_copy
     setup(root, tmp_path)
     manifest = (root / "fluxscale.json").read_text() if (root / "fluxscale.json").exists() else None
     argv = [a.replace("DATA", str(root)).replace("TMP", str(tmp_path)) for a in args]
