@@ -720,25 +720,13 @@ def _coerce(typ, value: Any, what: str) -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
         raise bad
-    if typ is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
+    if typ in (int, float):  # not bool (an int subclass); int not from 2.5
+        ok = (int,) if typ is int else (int, float)
+        if isinstance(value, ok) and not isinstance(value, bool):
+            return typ(value)
         if isinstance(value, str):
             try:
-                return int(value.strip())
-            except ValueError:
-                raise bad from None
-        raise bad
-    if typ is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
+                return typ(value.strip())
             except ValueError:
                 raise bad from None
         raise bad

@@ -608,8 +608,8 @@ class _Group:
 
     def fwd(self, m: int):
         """Member ``m``'s kept network as a function of drivers (…, 10) → NEE (…)."""
-        n_in = self.net.x_mean.shape[1]
-        return lambda x: self.net.predict(m, x.reshape(-1, n_in), self.kept).reshape(x.shape[:-1])
+        many = self.fwd_many([m])
+        return lambda x: many(x)[0]
 
     def fwd_many(self, ms: list[int]):
         """Members ``ms``' kept networks on the same drivers (…, 10) → NEE (len(ms), …)."""
