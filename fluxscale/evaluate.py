@@ -41,7 +41,7 @@ import xarray as xr
 
 from . import metrics
 from .errors import FluxscaleError
-from .integrals import G_PER_PG, GLOBAL, integrate_regions
+from .integrals import G_PER_PG, GLOBAL, checked, integrate_regions
 from .stores import open_store, store_path
 
 __all__ = ["ENSEMBLE_LABELS", "MODELS", "evaluation_data", "evaluation_tables", "write_tables", "summary_dict",
@@ -71,11 +71,12 @@ TABLE_TITLES = {
 }
 
 
-def _members_monthly(cube: xr.Dataset, grid: xr.Dataset, client=None) -> xr.DataArray:
+def _members_monthly(cube: xr.Dataset, grid: xr.Dataset, client=None, path: str = "nee.zarr") -> xr.DataArray:
     nee = cube.NEE_member_monthly.rename({"month": "time"})
     nee.attrs.setdefault("units", cube.NEE_member_monthly.attrs.get("units"))
     out = integrate_regions(nee, grid)  # (region, time, member), lazy
     out = client.compute(out, sync=True) if client is not None else out.compute()
+    out = checked(out, grid, [(str(path), "NEE_member_monthly", nee)])
     return out.transpose("member", "region", "time")
 
 
@@ -192,7 +193,7 @@ def _one_against_many(root: Path, grid: xr.Dataset, integ: xr.Dataset, client=No
         systems = json.loads(attrs.get("fluxscale_train_systems", "[]"))  # recorded by infer from members.json
         if not systems or set(systems) == set(systems_all) or not set(systems) <= set(systems_all):
             continue  # not a one-against-many set
-        mem = _members_monthly(open_store(cube, "nee"), grid, client).sel(time=integ.time.values,
+        mem = _members_monthly(open_store(cube, "nee"), grid, client, path=cube).sel(time=integ.time.values,
                                                                           region=integ.region.values)
         model.append(mem.mean("member").reset_coords(drop=True))
         target.append(integ.inversions.sel(system=systems).mean("system").reset_coords(drop=True))
@@ -237,7 +238,7 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
     nee = open_store(cube_path, "nee")
     gcb = open_store(store_path(root, "gcb"), "gcb").load()
 
-    members = _members_monthly(nee, grid, client)
+    members = _members_monthly(nee, grid, client, path=cube_path)
     months = pd.DatetimeIndex(members.time.values).intersection(pd.DatetimeIndex(integ.time.values))
     if months.empty:
         raise FluxscaleError(f"{cube_path}: its months do not overlap those of {store_path(root, 'integrals')}")

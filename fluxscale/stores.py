@@ -192,16 +192,30 @@ def _check_values(ds: xr.Dataset, schema: StoreSchema, label: str, names: Iterab
         spec = schema.variables[n]
         if spec.kind not in ("f", "iu") or n not in ds.variables:
             continue
-        vals = np.asarray(ds[n].values)
-        _check_array(vals, spec, label, n)
+        _check_array(ds[n], spec, label, n)
 
 
-def _check_array(vals: np.ndarray, spec: VarSpec, label: str, n: str) -> None:
+def _at(da: xr.DataArray, index) -> str:
+    """An index of ``da`` in words: ``system CTE, region USA, time 2001-06`` (the coordinate
+    values where the dims have them, else positions)."""
+    parts = []
+    for d, i in zip(da.dims, index):
+        v = da[d].values[i] if d in da.coords else int(i)
+        if isinstance(v, np.datetime64):
+            v = np.datetime_as_string(v, unit="D")
+        parts.append(f"{d} {v}")
+    return ", ".join(parts)
+
+
+def _check_array(da: xr.DataArray, spec: VarSpec, label: str, n: str) -> None:
+    vals = np.asarray(da.values)
     if vals.dtype.kind == "f":
-        nan = np.isnan(vals)
+        nan, inf = np.isnan(vals), np.isinf(vals)
         if nan.any() and not spec.allow_nan:
-            first = tuple(int(i) for i in np.argwhere(nan)[0])
-            raise StoreError(label, n, f"{int(nan.sum())} NaN values where none is allowed (first at index {first})")
+            raise StoreError(label, n, f"{int(nan.sum())} NaN values where none is allowed "
+                                       f"(first at {_at(da, np.argwhere(nan)[0])})")
+        if inf.any():
+            raise StoreError(label, n, f"{int(inf.sum())} infinite values (first at {_at(da, np.argwhere(inf)[0])})")
     if spec.valid_range is not None and vals.size:
         lo, hi = spec.valid_range
         finite = vals[~np.isnan(vals)] if vals.dtype.kind == "f" else vals
@@ -226,7 +240,7 @@ def validate_store(ds: xr.Dataset, name: str, label: str | None = None, *, deep:
         d = ds[n].data
         arr = d if hasattr(d, "dask") else dask.array.from_array(np.asarray(d))
         nan = dask.array.isnan(arr)
-        stats[n] = (nan.sum(), dask.array.nanmin(arr), dask.array.nanmax(arr), arr.size)
+        stats[n] = (nan.sum(), dask.array.isinf(arr).sum(), dask.array.nanmin(arr), dask.array.nanmax(arr), arr.size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
@@ -235,10 +249,12 @@ def validate_store(ds: xr.Dataset, name: str, label: str | None = None, *, deep:
         raise
     except Exception as e:  # noqa: BLE001  (a chunk the codec cannot decode: say which)
         raise _decode_error(label, names, e) from None
-    for n, (nnan, vmin, vmax, size) in computed.items():
+    for n, (nnan, ninf, vmin, vmax, size) in computed.items():
         spec = schema.variables[n]
         if nnan and not spec.allow_nan:
             raise StoreError(label, n, f"{int(nnan)} NaN values where none is allowed")
+        if ninf:
+            raise StoreError(label, n, f"{int(ninf)} infinite values")
         if nnan == size:
             raise StoreError(label, n, "all values are NaN")
         if spec.valid_range is not None:

@@ -64,7 +64,7 @@ import pandas as pd
 
 from .config import TrainConfig
 from .drivers import DRIVER_NAMES, assemble_driver_block
-from .errors import FluxscaleError
+from .errors import FluxscaleError, StoreError
 from .grid import cell_land_area
 from .model import load_member, member_name, model_sets, models_dir  # noqa: F401  (re-exported)
 from .stores import open_store, store_path
@@ -152,6 +152,12 @@ def load_training_data(root: str | Path, cfg: TrainConfig) -> TrainingData:
     in_months = days.to_period("M").isin(months.to_period("M"))
     day_idx = np.flatnonzero(in_months)
     pix_x = assemble_driver_block(drivers, time=day_idx, cell=pix_cell)
+    bad = ~np.isfinite(pix_x)
+    if bad.any():
+        t, p, v = np.argwhere(bad)[0]
+        raise StoreError(str(store_path(root, "drivers")), DRIVER_NAMES[v],
+                         f"{int(bad.sum())} non-finite value(s) at the bridges' pixels (first: "
+                         f"{days[day_idx[t]]:%Y-%m-%d}, cell {pix_cell[p]}); fix them (`fluxscale validate {root}`)")
     day_month = months.to_period("M").get_indexer(days[day_idx].to_period("M"))
 
     systems = [str(s) for s in integ.system.values]
@@ -754,8 +760,12 @@ def train_group(root: str | Path, cfg: TrainConfig, members: list[tuple[str, int
         return {"state": net.state_dict(m, kept), "log_var": log_var[m].detach().clone().cpu(),
                 "head": {"weight": head_w[m].detach()[None, :].clone().cpu(), "bias": head_b[m].detach()[None].clone().cpu()}}
 
+    # the start competes too: a member whose every epoch scores no better than its starting
+    # weights never learned anything, and is refused below rather than written
     best = [snapshot(m) for m in range(M)]
-    best_score, best_epoch, stopped = [np.inf] * M, [0] * M, [None] * M
+    best_score = [selection_score(cfg, variants[m], row0[m], refs[m]) for m in range(M)]
+    best_score = [b if np.isfinite(b) else np.inf for b in best_score]  # no validation data: the start has no score
+    best_epoch, stopped = [0] * M, [None] * M
     seconds = np.zeros(M)
     for epoch in range(1, cfg.epochs + 1):
         t = time.perf_counter()
@@ -787,6 +797,16 @@ def train_group(root: str | Path, cfg: TrainConfig, members: list[tuple[str, int
                 on_epoch(names[m], epoch)
         if not active.any():
             break
+
+    stuck = [m for m in range(M) if best_epoch[m] == 0]
+    if stuck:
+        m = stuck[0]
+        after = min(selection_score(cfg, variants[m], r, refs[m]) for r in logs[m][1:])
+        raise FluxscaleError(
+            f"{names[m]}: no epoch of 1-{logs[m][-1]['epoch']} improved on the starting weights (selection score "
+            f"{best_score[m]:.4g} at epoch 0, at best {after:.4g} after it); "
+            f"no checkpoint written{'' if len(stuck) == 1 else f' (nor for {len(stuck) - 1} other member(s) of its group)'}. "
+            f"Train longer or faster (epochs, steps_per_epoch, learning_rate) or check the inputs (`fluxscale validate {root}`)")
 
     results = []
     for m, ((variant, fold), mb, name) in enumerate(zip(members, mbs, names)):

@@ -87,6 +87,13 @@ CASES = [
     ("validate-range", lambda r, t: [zarr.open_group(str(r / "drivers.zarr"), mode="r+")["Tair"].__setitem__((5, 7), 500.0)], ["validate", "DATA"], ["'Tair'", "values out of range"], []),
     ("infer-nan-driver", lambda r, t: [zarr.open_group(str(r / "drivers.zarr"), mode="r+")["Tair"].__setitem__((40, 7), np.nan)], ["infer", "DATA", "--local", "--set", "lat_rows=30"], ["drivers.zarr: Tair is nan on", "land cell 7"], ["nee.zarr"]),
     ("train-inf-nee", lambda r, t: [_set_site_nee(r, np.inf)], ["train", "DATA", "--local", "--set", "epochs=1", "--set", "steps_per_epoch=2", "--set", "folds=0"], ["sites.zarr: NEE", "not finite"], ["models/members.json"]),
+    ("integrals-nan-inversion", lambda r, t: [_poke_land(r, "inversions", "land_flux", np.nan, lead=(1, 4))], ["integrals", "DATA", "--no-progress"], ["inversions.zarr: variable 'land_flux': 1 non-finite value(s) on land cells", "system CTE"], []),
+    ("integrals-inf-fire", lambda r, t: [_poke_land(r, "fire", "co2fire", np.inf, lead=(3,))], ["integrals", "DATA", "--no-progress"], ["fire.zarr: variable 'co2fire'", "non-finite value(s) on land cells", "value inf"], []),
+    ("integrals-nan-prior", lambda r, t: [_poke_land(r, "prior", "NEE", np.nan, lead=(2,))], ["integrals", "DATA", "--no-progress"], ["prior.zarr: variable 'NEE'", "non-finite value(s) on land cells"], []),
+    ("bridge-nan-integrals", lambda r, t: [zarr.open_group(str(r / "integrals.zarr"), mode="r+")["inversions"].__setitem__((0, 2, 5), np.nan)], ["bridge", "DATA", "--workers", "1"], ["integrals.zarr: variable 'inversions': 1 NaN values where none is allowed (first at system CAMS, region ", ", time 2001-06-01)"], []),
+    ("train-nan-integrals", lambda r, t: [zarr.open_group(str(r / "integrals.zarr"), mode="r+")["inversions"].__setitem__((0, 2, 5), np.nan)], ["train", "DATA", "--local"], ["integrals.zarr: variable 'inversions': 1 NaN values where none is allowed (first at system CAMS"], ["models/members.json"]),
+    ("train-nan-bridge", lambda r, t: [zarr.open_group(str(r / "bridges.zarr"), mode="r+")["bias"].__setitem__(0, np.inf)], ["train", "DATA", "--local"], ["bridges.zarr: variable 'bias': 1 infinite values (first at region USA)"], ["models/members.json"]),
+    ("train-never-improves", lambda r, t: [], ["train", "DATA", "--local", "--set", "learning_rate=1e-30", "--set", "epochs=2", "--set", "steps_per_epoch=2", "--set", "folds=0", "--set", "variants=ec"], ["ec-fold0: no epoch of 1-2 improved on the starting weights", "no checkpoint written"], ["models/members.json"]),
     # --- corrupt files --------------------------------------------------------------------------------
     ("validate-empty-chunk", lambda r, t: [_chunk(r, "drivers", "WAI2").write_bytes(b"")], ["validate", "DATA"], ["drivers.zarr", "'WAI2'", "cannot decode chunk c/"], []),
     ("validate-flipped-header", lambda r, t: [_flip(_chunk(r, "drivers", "Tair"), "start", 16)], ["validate", "DATA"], ["drivers.zarr", "'Tair'", "cannot decode chunk c/"], []),
@@ -102,6 +109,18 @@ CASES = [
     ("run-other-twin", lambda r, t: [], ["run", "--preset", "tiny", "--seed", "5", "--out", "DATA"], ["holds a twin made with other settings (seed: 0 → 5)", "--overwrite"], []),
     ("twin-over-other-twin", lambda r, t: [], ["twin", "--preset", "tiny", "--seed", "5", "--out", "DATA"], ["holds a twin made with other settings", "--overwrite"], []),
 ]
+
+
+def _poke_land(root, store, var, value, lead):
+    """Set one value of ``store``/``var`` at a land cell of the store's own grid (the
+    inversions' and fire's are coarser): ``lead`` indexes the dims before lat, lon."""
+    from fluxscale.integrals import grid_for
+    from fluxscale.stores import open_store
+
+    ds = open_store(root / f"{store}.zarr", store)
+    g = grid_for(ds, open_store(root / "grid.zarr", "grid").load(), store)
+    i, j = np.argwhere(g.land.values)[len(lead) * 7]
+    zarr.open_group(str(root / f"{store}.zarr"), mode="r+")[var][(*lead, i, j)] = value
 
 
 def _set_site_nee(root, value):

@@ -5,7 +5,7 @@ import xarray as xr
 
 from fluxscale.errors import StoreError
 from fluxscale.grid import coarsen_grid, make_grid
-from fluxscale.integrals import (REGION_LABELS, compute_integrals, integrate_cells, integrate_regions,
+from fluxscale.integrals import (REGION_LABELS, checked, compute_integrals, integrate_cells, integrate_regions,
                                  region_land_area)
 from fluxscale.regions import REGIONS
 from fluxscale.stores import open_store, open_stores
@@ -124,3 +124,58 @@ def test_bad_input_is_refused(grid4):
     gappy = _const(grid4, pd.DatetimeIndex(["2004-01-01", "2004-03-01"]))
     with pytest.raises(StoreError, match="neither consecutive days nor consecutive month starts"):
         integrate_regions(gappy, grid4)
+
+
+def test_non_finite_land_values_are_counted_in_the_same_pass_and_refused(grid4):
+    """NaN on a land cell, or ±inf on any weighted cell, is refused with the store, variable,
+    day and cell; NaN on a weighted cell outside the land mask (a partial coastal cell) is
+    skipped, and the sums then equal numpy's nansum of the same weights."""
+    time = pd.date_range("2003-01-01", "2003-03-31", freq="D")
+    base = _const(grid4, time, 2.0).load()
+    w = grid4.cell_area.values * grid4.land_fraction.values * (grid4.region.values >= 0)
+    land = grid4.land.values.astype(bool)
+    coastal = np.argwhere((w > 0) & ~land)[0]
+    on_land = np.argwhere(land)[3]
+
+    f = base.copy()
+    f.values[40, coastal[0], coastal[1]] = np.nan  # skipped, not refused
+    out = checked(integrate_regions(f.chunk({"time": 10}), grid4).compute(), grid4, [("x.zarr", "NEE", f)])
+    assert "nonfinite" not in out.coords
+    feb = f.sel(time=slice("2003-02-01", "2003-02-28")).values.astype(np.float64)
+    expect = np.nansum(feb * w, axis=(1, 2)).sum() / 1e15
+    assert out.sel(region="GLOBAL", time="2003-02-01").item() == pytest.approx(expect, rel=1e-12)
+
+    for value, at, day in ((np.nan, on_land, 45), (np.inf, coastal, 70), (-np.inf, on_land, 3)):
+        f = base.copy()
+        f.values[day, at[0], at[1]] = value
+        f.values[day + 5, at[0], at[1]] = value
+        res = integrate_regions(f.chunk({"time": 10, "lat": 11}), grid4).compute()
+        assert int(res.nonfinite.sum()) == 2
+        with pytest.raises(StoreError, match=(rf"x.zarr: variable 'NEE': 2 non-finite value\(s\) on land cells.*"
+                                              rf"first: {time[day]:%Y-%m-%d}, lat {float(grid4.lat[at[0]]):.2f}, "
+                                              rf"lon {float(grid4.lon[at[1]]):.2f}, value {value}")):
+            checked(res, grid4, [("x.zarr", "NEE", f)])
+
+
+def test_an_inversion_system_with_a_gap_names_its_system(tiny_twin, tmp_path):
+    """compute_integrals refuses an inversion system with NaN on a land cell of its grid,
+    naming inversions.zarr, land_flux, the system and the day; nothing is written."""
+    import shutil
+
+    import zarr
+
+    from fluxscale.integrals import grid_for
+
+    root = tmp_path / "d"
+    shutil.copytree(tiny_twin, root, ignore=shutil.ignore_patterns("integrals.zarr"))
+    s = open_stores(root, names=["grid", "inversions"])
+    ig = grid_for(s["inversions"], s["grid"].load(), "inv")
+    i, j = np.argwhere(ig.land.values)[5]
+    g = zarr.open_group(str(root / "inversions.zarr"), mode="r+")
+    g["land_flux"][2, 7, i, j] = np.nan
+    system = str(s["inversions"].system.values[2])
+    month = pd.Timestamp(s["inversions"].time.values[7])
+    with pytest.raises(StoreError, match=rf"inversions.zarr: variable 'land_flux': 1 non-finite .*system {system}, "
+                                         rf"{month:%Y-%m-%d}, lat"):
+        compute_integrals(root)
+    assert not (root / "integrals.zarr").exists()

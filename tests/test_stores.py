@@ -71,7 +71,20 @@ def test_wrong_grid(twin_copy, tmp_path):
 
 def test_nan_where_none_allowed_small_variable(twin_copy):
     _group(twin_copy, "grid")["cell_area"][3, 4] = np.nan
-    _expect(twin_copy, "grid", r"variable 'cell_area': 1 NaN values where none is allowed \(first at index \(3, 4\)\)")
+    lat, lon = float(_group(twin_copy, "grid")["lat"][3]), float(_group(twin_copy, "grid")["lon"][4])
+    _expect(twin_copy, "grid", rf"variable 'cell_area': 1 NaN values where none is allowed \(first at lat {lat}, lon {lon}\)")
+
+
+def test_infinite_values_are_refused_even_where_nan_is_allowed(twin_copy):
+    """±inf is no missing-value marker: refused in a small (eager) variable, naming the first
+    by its coordinates, and by the deep check of a big one whose NaN are allowed."""
+    _group(twin_copy, "grid")["cell_area"][5, 6] = np.inf
+    lat, lon = float(_group(twin_copy, "grid")["lat"][5]), float(_group(twin_copy, "grid")["lon"][6])
+    _expect(twin_copy, "grid", rf"variable 'cell_area': 1 infinite values \(first at lat {lat}, lon {lon}\)")
+    _group(twin_copy, "grid")["cell_area"][5, 6] = 1e9
+    _group(twin_copy, "sites")["NEE"][2, 9] = -np.inf
+    open_stores(twin_copy)  # structure is fine; the big variables' values are checked deep
+    _expect(twin_copy, "sites", r"variable 'NEE': 1 infinite values", deep=True)
 
 
 def test_nan_where_none_allowed_big_variable_found_by_deep_check(twin_copy):
