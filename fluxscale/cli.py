@@ -23,6 +23,17 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 
+def _this_command() -> str:
+    """The command line being run, to repeat to the user (``the same command`` when this is
+    not the ``fluxscale`` entry point, e.g. under a test runner)."""
+    import shlex
+    import sys
+
+    if Path(sys.argv[0]).name in ("fluxscale", "__main__.py"):
+        return "`" + shlex.join(["fluxscale", *sys.argv[1:]]) + "`"
+    return "the same command"
+
+
 def _handle_errors(func):
     """Report FluxscaleErrors and refused file permissions as one line on stderr (exit 2),
     and Ctrl-C as one line (exit 130)."""
@@ -40,8 +51,8 @@ def _handle_errors(func):
                               f"directory you can write to, or fix its permissions", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted; rerun the same command to resume (finished stages, members and "
-                              "blocks are kept)", highlight=False, soft_wrap=True)
+            err_console.print(f"interrupted; rerun {escape(_this_command())} to resume (finished stages, members "
+                              f"and blocks are kept)", highlight=False, soft_wrap=True)
             raise typer.Exit(code=130) from None
     return wrapper
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,10 +230,18 @@ def _started(cfg: ClusterConfig, kind: str):
             kw["resources"] = {"GPU": 1}
         if sec is not None:
             kw.update(security=sec, protocol="tls://")
-        with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
-                          memory_limit=cfg.memory_limit, host=cfg.host, dashboard_address=cfg.dashboard_address,
-                          **kw) as cluster:
-            yield cluster
+        with _children_ignore_sigint():
+            cluster = LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+                                   memory_limit=cfg.memory_limit, host=cfg.host,
+                                   dashboard_address=cfg.dashboard_address, **kw)
+        with cluster:
+            try:
+                yield cluster
+            except KeyboardInterrupt:
+                _stop_quietly(cluster)
+                raise
+            with _DropRecords("distributed.nanny", "Worker process still alive after"):
+                cluster.close()  # a worker busy freeing its memory is killed after 4 s: no news to the user
     elif kind in ("slurm", "pbs"):
         import shutil
 
@@ -264,6 +273,82 @@ def _started(cfg: ClusterConfig, kind: str):
             yield cluster
     else:  # pragma: no cover  (ClusterConfig validates kind)
         raise ConfigError(f"cluster kind {kind!r}")
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Start processes with SIGINT ignored (the disposition survives ``exec``, and Python
+    keeps an ignored SIGINT ignored): a terminal's Ctrl-C reaches the whole process group,
+    and the worker processes of a LocalCluster would each print a ``KeyboardInterrupt``
+    of their own while this process, which owns them, stops them (:func:`_stop_quietly`).
+    A Ctrl-C during the ~2 s of the cluster's start is lost; only the main thread can
+    change signal handlers, elsewhere this does nothing. The resource tracker started
+    here also gets a filter for the "leaked semaphore" warning that killed workers cause.
+    """
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    quiet = "ignore:resource_tracker:UserWarning"  # handed to the tracker process by multiprocessing
+    if quiet not in sys.warnoptions:
+        sys.warnoptions.append(quiet)
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+class _DropRecords(logging.Filter):
+    """While in use, drop the records of ``logger`` whose message starts with ``prefix``."""
+
+    def __init__(self, logger: str, prefix: str):
+        super().__init__()
+        self.logger, self.prefix = logging.getLogger(logger), prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+    def __enter__(self):
+        self.logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeFilter(self)
+
+
+def _stop_quietly(cluster) -> None:
+    """After Ctrl-C: end a LocalCluster's worker processes at once and without output.
+
+    Their tasks are interrupted anyway (every write is atomic, so a rerun resumes); a
+    graceful close would wait 4 s per worker for a task thread that cannot be stopped and
+    print Dask's warnings about it. The nannies are told not to restart the workers, the
+    processes are killed and the cluster closed with Dask's loggers in this process at
+    ERROR (restored after).
+    """
+    import os
+    import signal
+
+    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        for nanny in list(getattr(cluster, "workers", {}).values()):
+            try:
+                nanny.close_gracefully(reason="interrupted")  # no restart when the process goes
+                pid = nanny.pid
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+            except (AttributeError, ProcessLookupError, OSError):
+                pass
+        cluster.close()
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @contextlib.contextmanager

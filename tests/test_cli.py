@@ -187,3 +187,48 @@ def test_twin_refuses_to_replace_another_dataset_unless_told(tiny_twin, tmp_path
     assert r.exit_code == 0, r.output
     assert "removing what was made from the old dataset: models" in r.output and not (out / "models").exists()
     assert json.loads((out / "fluxscale.json").read_text())["config"]["seed"] == 3
+
+
+def test_a_real_ctrl_c_stops_the_workers_quietly(tiny_models, tmp_path):
+    """Ctrl-C as a terminal sends it: SIGINT to the whole process group, main process and
+    LocalCluster workers alike, in the middle of `fluxscale bridge`. The command exits 130
+    within seconds with one line that repeats the command to resume; no traceback and no
+    Dask warning from any process; no process of the group is left; a rerun then finishes."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_models, root, ignore=shutil.ignore_patterns("nee.*", "report", "models", "bridges.zarr", "dtw"))
+    cmd = [sys.executable, "-m", "fluxscale", "bridge", str(root), "--workers", "2", "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal starts it
+    lines = []
+    for line in p.stdout:  # wait until the workers are busy with the robustness repeats
+        lines.append(line)
+        if "spectral clusters per region" in line:
+            break
+    time.sleep(2.0)
+    os.killpg(p.pid, signal.SIGINT)
+    t = time.perf_counter()
+    rest, _ = p.communicate(timeout=60)
+    took = time.perf_counter() - t
+    out = "".join(lines) + rest
+    assert p.returncode == 130, out
+    assert took < 15, (took, out)
+    after = [ln for ln in rest.splitlines() if ln.strip()]
+    assert after == [f"interrupted; rerun `fluxscale bridge {root} --workers 2 --no-progress` to resume (finished "
+                     f"stages, members and blocks are kept)"], out
+    for noise in ("Traceback", "KeyboardInterrupt", "WARNING", "CancelledError", "leaked"):
+        assert noise not in out, (noise, out)
+    left = []
+    for _ in range(20):  # the resource tracker exits once it sees the main process gone
+        left = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(p.pid)], capture_output=True,
+                              text=True).stdout.strip()
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, f"processes of the interrupted command still running:\n{left}"
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and (root / "bridges.zarr").exists(), again.stdout + again.stderr

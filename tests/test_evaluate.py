@@ -373,3 +373,28 @@ def test_one_against_many_sets_figures_and_table(evaluated, tmp_path):
     assert "one-against-many" in (tmp_path / "report" / "tables.md").read_text()
     res = CliRunner().invoke(app, ["one-against-many", str(root), "--systems", "CAMS,XYZ"])
     assert res.exit_code == 2 and "XYZ not among the inversion systems" in res.output, res.output
+
+
+def test_a_non_finite_member_value_on_land_is_refused_by_name(evaluated, tmp_path):
+    """evaluate integrates every member's monthly NEE in one pass that also counts non-finite
+    land values: a NaN at one land cell of one member is refused naming the cube, the
+    variable, the member, the month and the cell, and no report is written."""
+    import zarr
+
+    from fluxscale.errors import StoreError
+
+    root, _ = evaluated
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("report"))
+    grid = open_store(store_path(copy, "grid"), "grid")
+    i, j = int(grid.cell_ilat.values[11]), int(grid.cell_ilon.values[11])
+    cube = open_store(store_path(copy, "nee"), "nee")
+    dims = cube.NEE_member_monthly.dims
+    idx = {"member": 1, "month": 4, "lat": i, "lon": j}
+    zarr.open_group(str(store_path(copy, "nee")), mode="r+")["NEE_member_monthly"][tuple(idx[d] for d in dims)] = np.nan
+    member = str(cube.member.values[1])
+    month = pd.Timestamp(cube.month.values[4])
+    with pytest.raises(StoreError, match=rf"nee.zarr: variable 'NEE_member_monthly': 1 non-finite value\(s\) on land "
+                                         rf"cells.*first: member {member}, {month:%Y-%m-%d}, lat {float(grid.lat[i]):.2f}"):
+        evaluate(copy, EvalConfig(out=str(copy / "report")))
+    assert not (copy / "report" / "report.html").exists()
