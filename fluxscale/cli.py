@@ -29,7 +29,8 @@ def _this_command() -> str:
     import shlex
     import sys
 
-    if Path(sys.argv[0]).name in ("fluxscale", "__main__.py"):
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "fluxscale" or (argv0.name == "__main__.py" and argv0.parent.name == "fluxscale"):
         return "`" + shlex.join(["fluxscale", *sys.argv[1:]]) + "`"
     return "the same command"
 
