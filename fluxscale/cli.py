@@ -112,14 +112,25 @@ def twin(
                                          "formats (FLUXNET CSV, NetCDF) plus an ingest.toml for `fluxscale ingest`.")] = "stores",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a complete dataset in OUT made with other "
                                             "settings or by ingest (and what was made from it).")] = False,
+    tower_layout: Annotated[str, typer.Option("--tower-layout", help="With --format files: the towers' file layout, "
+                                              "fluxnet2015-dd (daily), fluxnet2015-hh, ameriflux-hr, fluxnet2025-hh "
+                                              "(with BIF metadata) or icos-hh (with SITEINFO).")] = "fluxnet2015-dd",
 ):
     """Write a synthetic twin Earth (every store, from a known true NEE) into OUT."""
+    from functools import partial
+
     from .cluster import optional_client
     from .twin import write_twin
     from .twin.files import write_twin_files
 
     if format_ not in ("stores", "files"):
         raise ConfigError(f"--format {format_!r}: choose 'stores' or 'files'")
+    from .twin.files import TOWER_LAYOUTS
+
+    if tower_layout not in TOWER_LAYOUTS:
+        raise ConfigError(f"--tower-layout {tower_layout!r}: choose one of {', '.join(TOWER_LAYOUTS)}")
+    if tower_layout != "fluxnet2015-dd" and format_ != "files":
+        raise ConfigError("--tower-layout applies to --format files only")
     cfg = twin_preset(preset, seed=seed, **_parse_knobs(set_))
     if format_ == "stores":
         from .pipeline import check_replaces_nothing
@@ -129,7 +140,7 @@ def twin(
             console.print(f"twin: --overwrite: removing what was made from the old dataset: "
                           f"{', '.join(p.name for p in replaced)}", highlight=False)
     t0 = time.perf_counter()
-    writer = write_twin if format_ == "stores" else write_twin_files
+    writer = write_twin if format_ == "stores" else partial(write_twin_files, tower_layout=tower_layout)
     cc = ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout) if scheduler else None
     with optional_client(cc) as client:
         result = writer(out, cfg, client=client, show_progress=progress, region_mask=region_mask, preset=preset)

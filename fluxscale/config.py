@@ -488,6 +488,9 @@ class EvalConfig:
     """Tower days whose QC fraction is below this are left out of the site RMSE."""
     maps: bool = True
     """Draw the map figures (5, 6, 7, B2): they read the cube's monthly means whole."""
+    fig9_sites: tuple[str, ...] = ()
+    """Tower ids of Fig. 9 (EC and EC-ATM against the observations at single towers); empty:
+    the two tropical towers (|lat| < 23.5°) with the most observed days."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.qc_min <= 1:
@@ -797,20 +800,30 @@ class GriddedInput:
     basis: str | None = None
     """Whether a flux is per m² of ``land`` or of grid ``cell`` (None: the product's default)."""
     systems: tuple[str, ...] = ()
-    """Inversions only: names of the ensemble members in file order (default: the
-    file's ``ensemble_member_name``) and the subset to keep."""
+    """Inversions only: the ensemble members to keep, by name (GCB spellings or the
+    paper's short names, :func:`fluxscale.ingest.gcb.choose_members`); () = the paper's
+    five where the file has them (CAMS, CTE, CarboScope, UoE, NISMON), else every member.
+    For a file without ``ensemble_member_name``: every member's name, in file order."""
     member_dim: str = "ensemble_member"
     """Inversions only: the member dimension of a multi-system file."""
 
 
 @dataclass(frozen=True)
 class SitesInput:
-    """Eddy-covariance towers: FLUXNET2015 daily CSVs and the site table."""
+    """Eddy-covariance towers: the tower CSV files, the site table and/or site metadata files."""
 
-    table: str
-    """Site table CSV (id, lat, lon, fold)."""
     fluxnet: str | tuple[str, ...]
-    """Glob(s) of ``FLX_<SITE>_FLUXNET2015_<SET>_DD_*.csv`` files."""
+    """Glob(s) of tower files in any layout read (FLUXNET2015, AmeriFlux-FLUXNET, FLUXNET 2025
+    FLUXMET, ICOS ETC L2; DD, HH or HR: see :mod:`fluxscale.ingest.towernames`). The finest
+    file of each site is read (HH, then HR, then DD; FULLSET over SUBSET); the others, and
+    ERA5/AUX/metadata/WW/MM/YY files the globs catch, are skipped with a reason."""
+    table: str | None = None
+    """Site table CSV (id, lat, lon, fold; optional IGBP). With ``metadata`` its lat/lon
+    columns may be left out; without a table, the coordinates come from ``metadata`` and
+    the folds are assigned round-robin (sorted site ids, ``i % 10``)."""
+    metadata: str | tuple[str, ...] | None = None
+    """Glob(s) of BADM long-format site metadata (FLUXNET 2025 ``BIF``, ICOS ``SITEINFO``):
+    coordinates (where the table has none) and the IGBP class."""
     drivers: str | None = None
     """Optional NetCDF of the 10 drivers at the towers ``(site, time)``; default: the
     gridded drivers of the tower's cell, with ``Tair`` from the tower's ``TA_F``."""
@@ -863,6 +876,12 @@ class IngestConfig:
     """Region-mask NetCDF (see :func:`fluxscale.grid.read_region_mask`); default shipped."""
     chunk_days: int = 365
     chunk_cells: int = 2048
+    pft: str | None = None
+    """Optional map of IGBP classes (NetCDF or Zarr, lat/lon; :mod:`fluxscale.ingest.pft`):
+    the majority class of every cell is written into ``grid.zarr`` (``pft``; Figs. B3, B4,
+    C2). None: no PFT map, those figures are not drawn."""
+    pft_variable: str = ""
+    """The class variable of ``pft`` ('' → ``pft``, ``igbp``, ``LC_Type1``…, or the only one)."""
 
     def path(self, rel: str) -> Path:
         p = Path(rel)
@@ -934,11 +953,13 @@ def load_ingest_config(path: str | Path, **overrides: Any) -> IngestConfig:
     top.update(overrides)
     try:
         sites = dict(_section(SitesInput, raw["sites"], f"{path} [sites]"))
-        for k in ("table", "fluxnet"):
-            if k not in sites:
-                raise ConfigError(f"{path} [sites]: '{k}' is required")
-        if isinstance(sites["fluxnet"], list):
-            sites["fluxnet"] = tuple(sites["fluxnet"])
+        if "fluxnet" not in sites:
+            raise ConfigError(f"{path} [sites]: 'fluxnet' is required")
+        if "table" not in sites and "metadata" not in sites:
+            raise ConfigError(f"{path} [sites]: 'table' or 'metadata' is required (where the towers' coordinates are)")
+        for k in ("fluxnet", "metadata"):
+            if isinstance(sites.get(k), list):
+                sites[k] = tuple(sites[k])
         gcb = dict(_section(GcbInput, raw["gcb"], f"{path} [gcb]"))
         if "file" not in gcb:
             raise ConfigError(f"{path} [gcb]: 'file' is required")

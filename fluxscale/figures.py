@@ -4,7 +4,10 @@ Each ``fig_*`` function takes the output of :func:`fluxscale.evaluate.evaluation
 (and :func:`evaluation_maps` for the maps), writes one PNG into ``out`` and returns its
 path. :func:`write_figures` writes all of them and returns ``{name: path}``; a figure
 whose inputs are missing (e.g. no bridges store) is skipped with the reason in
-``skipped``.
+``skipped``. Figs. A1, B3, B4 read :func:`static_data` (grid, PFT map, bridges); the figures
+drawn from a table also write it beside the PNG (``fig9_sites.csv``, ``figA1_regions.csv``,
+``figB3_pft_composition.csv``, ``figB4_pft_by_region.csv``, ``figC2_sites_by_pft.csv``).
+:data:`CAPTIONS` gives each figure's caption in the report.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from .evaluate import annual_complete
 from .integrals import GLOBAL
 from .stores import open_store, store_path
 
-__all__ = ["evaluation_maps", "write_figures"]
+__all__ = ["evaluation_maps", "static_data", "write_figures", "CAPTIONS"]
 
 COLORS = {"EC-ATM": "tab:blue", "EC": "tab:green", "prior": "gold", "inversions": "tab:red", "truth": "black",
           "GCB": "dimgray"}
@@ -388,9 +391,278 @@ def figB2_inclusion(maps: xr.Dataset, out: Path) -> Path:
     return _save(fig, out, "figB2_bridge_inclusion")
 
 
-def write_figures(ev: xr.Dataset, tables: pd.DataFrame, out: str | Path, maps: xr.Dataset | None = None
+# --- regions, plant functional types and single towers (Figs. 9, A1, B3, B4, C2) -------------
+
+PFT_COLORS = {"ENF": "#05450a", "EBF": "#086a10", "DNF": "#54a708", "DBF": "#78d203", "MF": "#009900",
+              "CSH": "#c6b044", "OSH": "#dcd159", "WSA": "#dade48", "SAV": "#fbff13", "GRA": "#b6ff05",
+              "WET": "#27ff87", "CRO": "#c24f44", "URB": "#a5a5a5", "CVM": "#ff6d4c", "SNO": "#69fff8",
+              "BSV": "#f9ffa4", "WAT": "#1c0dff", "none": "#ffffff"}
+"""The MODIS land-cover colours of the IGBP classes."""
+NEE_DAY = "gC m$^{-2}$ d$^{-1}$"
+
+
+def static_data(root: str | Path) -> xr.Dataset:
+    """The static fields of Figs. A1, B3 and B4, from ``grid.zarr`` (with its PFT map where it
+    has one) and ``bridges.zarr`` (where it exists): ``region`` (lat, lon) region id (−1: none),
+    ``region_name`` (region_id), ``cell_region`` (cell), ``cell_land_area`` (cell) m²;
+    ``cell_pft`` (cell) majority PFT label and ``pft`` (lat, lon) class id; ``pixel_cell``
+    (pixel) the bridges' contributing cells. In memory (a few (lat, lon) grids)."""
+    from .evaluate import pft_labels
+    from .grid import cell_land_area
+
+    root = Path(root)
+    grid = open_store(store_path(root, "grid"), "grid").load()
+    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
+    ds = xr.Dataset({"region": grid.region.astype(np.int16),
+                     "region_name": ("region_id", np.array([str(a) for a in grid.region_abbrev.values], dtype=object)),
+                     "region_long_name": ("region_id", np.array([str(a) for a in grid.region_name.values], dtype=object)),
+                     "cell_region": ("cell", grid.region.values[il, jl].astype(np.int64)),
+                     "cell_land_area": ("cell", cell_land_area(grid)),
+                     "cell_lat": ("cell", grid.cell_lat.values), "cell_lon": ("cell", grid.cell_lon.values)},
+                    coords={"lat": grid.lat, "lon": grid.lon, "region_id": grid.region_id.values})
+    if "pft" in grid:
+        ds["pft"] = (("lat", "lon"), grid.pft.values)
+        ds["cell_pft"] = ("cell", pft_labels(grid, grid.pft.values[il, jl]))
+    if store_path(root, "bridges").exists():
+        br = open_store(store_path(root, "bridges"), "bridges")
+        ds["pixel_cell"] = ("pixel", br.pixel_cell.values.astype(np.int64))
+    return ds
+
+
+def _legend_outside(ax, reverse: bool = False, **kw) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if reverse:  # a stacked bar: the legend in the order of the stack, top first
+        handles, labels = handles[::-1], labels[::-1]
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8, **kw)
+
+
+def figA1_regions(static: xr.Dataset, out: Path) -> Path:
+    """Fig. A1: the 18 regions of Table A1 on the model grid (land cells), with the table
+    ``figA1_regions.csv``: id, abbreviation, name, land cells, land area (10⁶ km²)."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    plt = _plt()
+    names = [str(n) for n in static.region_name.values]
+    n = len(names)
+    counts = np.bincount(static.cell_region.values, minlength=n)
+    area = np.bincount(static.cell_region.values, weights=static.cell_land_area.values, minlength=n)
+    pd.DataFrame({"id": static.region_id.values, "abbrev": names, "name": static.region_long_name.values,
+                  "land_cells": counts, "land_area_1e6km2": area / 1e12}).to_csv(out / "figA1_regions.csv", index=False)
+    cols = [plt.get_cmap("tab20")(k % 20) for k in range(n)]
+    cmap = ListedColormap(cols).with_extremes(bad="white")
+    norm = BoundaryNorm(np.arange(-0.5, n), n)
+    fig, ax = plt.subplots(figsize=(12, 5.6))
+    reg = static.region.where(static.region >= 0)
+    im = ax.pcolormesh(static.lon.values, static.lat.values, reg.values, cmap=cmap, norm=norm, shading="auto")
+    for k, name in enumerate(names):
+        m = static.cell_region.values == k
+        if m.any():  # the label at the cell nearest the region's median position
+            la, lo = np.median(static.cell_lat.values[m]), np.median(static.cell_lon.values[m])
+            j = np.argmin((static.cell_lat.values[m] - la) ** 2 + (static.cell_lon.values[m] - lo) ** 2)
+            ax.text(static.cell_lon.values[m][j], static.cell_lat.values[m][j], name, fontsize=7, ha="center",
+                    va="center", bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "lw": 0})
+    ax.set(xlim=(-180, 180), ylim=(-60, 90), xlabel="longitude (°E)", ylabel="latitude (°N)", aspect="equal",
+           title="Fig. A1: the 18 regions of Table A1 (land cells of the model grid)")
+    cb = plt.colorbar(im, ax=ax, ticks=np.arange(n), shrink=0.9, pad=0.01)
+    cb.ax.set_yticklabels([f"{k} {a}" for k, a in enumerate(names)], fontsize=7)
+    cb.set_label("region (id, abbreviation)")
+    return _save(fig, out, "figA1_regions")
+
+
+def _composition(static: xr.Dataset) -> pd.DataFrame:
+    from .evaluate import pft_composition
+
+    return pft_composition(static.cell_pft.values, static.cell_region.values, static.pixel_cell.values,
+                           [str(n) for n in static.region_name.values])
+
+
+def _pft_order(classes) -> list[str]:
+    order = list(PFT_COLORS)
+    return sorted(classes, key=lambda c: order.index(c) if c in order else len(order))
+
+
+def figB3_pft_bridges(static: xr.Dataset, out: Path) -> Path:
+    """Fig. B3: the share of each majority PFT among the bridges' contributing pixels of all
+    regions (bars) and among all land cells (black outlines); data ``figB3_pft_composition.csv``."""
+    plt = _plt()
+    comp = _composition(static)
+    allr = comp[comp.region == "ALL"].set_index("pft").loc[_pft_order(comp.pft.unique())]
+    allr.reset_index().drop(columns="region").to_csv(out / "figB3_pft_composition.csv", index=False)
+    fig, ax = plt.subplots(figsize=(10, 4.6))
+    x = np.arange(len(allr))
+    ax.bar(x, 100 * allr.bridge_fraction, color=[PFT_COLORS.get(c, "gray") for c in allr.index], edgecolor="0.4",
+           lw=0.5, label=f"contributing pixels (n = {int(allr.bridge_pixels.sum())})")
+    ax.bar(x, 100 * allr.land_fraction, fill=False, edgecolor="black", lw=1.4,
+           label=f"all land cells (n = {int(allr.land_cells.sum())})")
+    ax.set_xticks(x, allr.index, rotation=0)
+    ax.set(ylabel="share (%)", xlabel="majority PFT of the cell (IGBP)",
+           title="Fig. B3: PFTs of the bridges' contributing pixels, all regions")
+    _legend_outside(ax)
+    return _save(fig, out, "figB3_pft_bridges")
+
+
+def figB4_pft_by_region(static: xr.Dataset, out: Path) -> Path:
+    """Fig. B4: per region, the PFT composition of its contributing pixels (left bar, "P")
+    beside that of its land cells (right bar, "L"); data ``figB4_pft_by_region.csv``."""
+    plt = _plt()
+    comp = _composition(static)
+    comp[comp.region != "ALL"].to_csv(out / "figB4_pft_by_region.csv", index=False)
+    regions = [str(n) for n in static.region_name.values]
+    classes = _pft_order(comp.pft.unique())
+    fig, ax = plt.subplots(figsize=(14, 5.2))
+    x = np.arange(len(regions)) * 3.0
+    for col, off in (("bridge_fraction", 0.0), ("land_fraction", 1.05)):
+        bottom = np.zeros(len(regions))
+        for c in classes:
+            v = np.array([float(comp[(comp.region == r) & (comp.pft == c)][col].fillna(0).sum()) for r in regions]) * 100
+            ax.bar(x + off, v, bottom=bottom, width=1.0, color=PFT_COLORS.get(c, "gray"), edgecolor="0.3", lw=0.3,
+                   label=c if off == 0 else None)
+            bottom += v
+    npix = comp[comp.region != "ALL"].groupby("region").bridge_pixels.sum()
+    ax.set_xticks(np.r_[x, x + 1.05], [f"P\n{r}\n({int(npix.get(r, 0))})" for r in regions] + ["L"] * len(regions),
+                  fontsize=7)
+    ax.set(ylabel="share (%)", ylim=(0, 100),
+           title="Fig. B4: PFT composition per region: contributing pixels (P, their number below) and all land "
+                 "cells (L)")
+    _legend_outside(ax, reverse=True, title="majority PFT")
+    return _save(fig, out, "figB4_pft_by_region")
+
+
+def figC2_sites_by_pft(ev: xr.Dataset, out: Path) -> Path:
+    """Fig. C2: modelled against observed daily NEE at the towers, one panel per majority PFT
+    of the tower's cell and model (EC-ATM, EC); data ``figC2_sites_by_pft.csv``."""
+    from .evaluate import site_scores
+
+    plt = _plt()
+    models = [m for m in ("EC-ATM", "EC") if f"site_{m}" in ev]
+    pft = ev.site_pft.values
+    classes = _pft_order([c for c in np.unique(pft) if c != "none"])
+    obs = ev.site_obs.values
+    rows = []
+    for c in classes:
+        k = pft == c
+        for m in models:
+            rows.append({"pft": c, "model": m, "n_sites": int(k.sum()), **site_scores(obs[k], ev[f"site_{m}"].values[k])})
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "figC2_sites_by_pft.csv", index=False)
+    ok = np.isfinite(obs)
+    lim = float(np.nanpercentile(np.abs(np.r_[obs[ok], *[ev[f"site_{m}"].values[ok] for m in models]]), 99.5)) \
+        if ok.any() else 1.0
+    ncol = 4 if len(models) == 2 else 3
+    panels = [(c, m) for c in classes for m in models]
+    nrow = max(1, -(-len(panels) // ncol))
+    fig, ax = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 3.1 * nrow), squeeze=False)
+    for i, a in enumerate(ax.ravel()):
+        if i >= len(panels):
+            a.axis("off")
+            continue
+        c, m = panels[i]
+        k = pft == c
+        a.scatter(obs[k].ravel(), ev[f"site_{m}"].values[k].ravel(), s=2, alpha=0.25, color=COLORS[m], rasterized=True)
+        a.plot([-lim, lim], [-lim, lim], "k-", lw=0.7)
+        s = df[(df.pft == c) & (df.model == m)].iloc[0]
+        a.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+        a.set_title(f"{c}, {m}: {int(s.n_sites)} towers\nRMSE {s.RMSE:.2f}, bias {s.bias:+.2f}, n {int(s.n)}", fontsize=8)
+        if i % ncol == 0:
+            a.set_ylabel(f"modelled NEE ({NEE_DAY})", fontsize=8)
+        if i // ncol == nrow - 1 or i + ncol >= len(panels):
+            a.set_xlabel(f"observed NEE ({NEE_DAY})", fontsize=8)
+        a.tick_params(labelsize=7)
+    fig.suptitle("Fig. C2: daily NEE at the towers by the majority PFT of the tower's cell and model "
+                 "(line: 1:1)")
+    fig.tight_layout()
+    return _save(fig, out, "figC2_sites_by_pft")
+
+
+def _latlon(lat: float, lon: float) -> str:
+    return f"{abs(lat):.1f}°{'N' if lat >= 0 else 'S'}, {abs(lon):.1f}°{'E' if lon >= 0 else 'W'}"
+
+
+def fig9_tropical_sites(ev: xr.Dataset, out: Path, names: tuple[str, ...] = ()) -> Path:
+    """Fig. 9: EC-ATM (blue) and EC (green) against the observed daily NEE at two tropical
+    towers (:func:`fluxscale.evaluate.tropical_sites`), 1:1 line; data ``fig9_sites.csv``."""
+    from .evaluate import site_scores, tropical_sites
+
+    plt = _plt()
+    sites = tropical_sites(ev, 2, names)
+    models = [m for m in ("EC-ATM", "EC") if f"site_{m}" in ev]
+    rows = []
+    fig, ax = plt.subplots(1, len(sites), figsize=(5.2 * len(sites), 5.8), squeeze=False)
+    for a, s in zip(ax[0], sites):
+        e = ev.sel(site=s)
+        obs = e.site_obs.values
+        pft = str(e.site_pft.values) if "site_pft" in e else (str(e.site_igbp.values) if "site_igbp" in e else "")
+        vals = [obs] + [e[f"site_{m}"].values for m in models]
+        ok = np.logical_and.reduce([np.isfinite(v) for v in vals])
+        lo, hi = (float(np.min([v[ok].min() for v in vals])), float(np.max([v[ok].max() for v in vals]))) \
+            if ok.any() else (-1.0, 1.0)
+        pad = 0.05 * (hi - lo or 1.0)
+        for m in models:
+            sc = site_scores(obs[ok], e[f"site_{m}"].values[ok])
+            rows.append({"site": s, "lat": float(e.site_lat), "lon": float(e.site_lon), "pft": pft, "model": m, **sc})
+        for m in models[::-1]:  # EC-ATM drawn last, on top, in smaller dots: both stay visible
+            sc = next(r for r in rows if r["site"] == s and r["model"] == m)
+            a.scatter(obs[ok], e[f"site_{m}"].values[ok], s=4 if m == "EC-ATM" else 12, alpha=0.6, color=COLORS[m],
+                      marker="o", lw=0, label=f"{m}: RMSE {sc['RMSE']:.2f}, bias {sc['bias']:+.2f}, R {sc['R']:.2f}")
+        a.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k-", lw=0.8, label="1:1")
+        a.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), aspect="equal",
+              xlabel=f"observed NEE ({NEE_DAY})", ylabel=f"modelled NEE ({NEE_DAY})",
+              title=f"{s} ({_latlon(float(e.site_lat), float(e.site_lon))}{', ' + pft if pft else ''}), "
+                    f"{int(ok.sum())} days")
+        a.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize=8, frameon=False)
+    pd.DataFrame(rows).to_csv(out / "fig9_sites.csv", index=False)
+    fig.suptitle("Fig. 9: EC and EC-ATM against the observed daily NEE at tropical towers")
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return _save(fig, out, "fig9_tropical_sites")
+
+
+CAPTIONS = {
+    "fig2": "Fig. 2: global annual NEE (PgC yr-1) of EC-ATM and EC (±1σ over members), each inversion and their "
+            "mean (fire removed), the GCB residual land sink ±σ, the prior and (a twin) the truth; the period means, "
+            "the detrended anomalies and the IAV. Sources: nee.zarr, integrals.zarr, gcb.zarr.",
+    "fig3": "Fig. 3: normalised Nash-Sutcliffe efficiency of monthly regional NEE against the inversion mean, by "
+            "region (dimensionless). Sources: nee.zarr, integrals.zarr.",
+    "fig4": "Fig. 4: mean seasonal cycle of monthly NEE (PgC month-1) in BRA, EU and GLOBAL; shading ±1σ across "
+            "members and inversion systems. Sources: nee.zarr, integrals.zarr.",
+    "figC1": "Fig. C1: mean seasonal cycle of monthly NEE (PgC month-1) of every region of Table A1 and GLOBAL.",
+    "fig5": "Fig. 5: per-pixel mean annual NEE and its IAV (gC m-2 yr-1) of EC-ATM, EC and the inversion mean.",
+    "fig6": "Fig. 6: January, April, July and October mean NEE (gC m-2 d-1) of EC and EC-ATM and their difference.",
+    "fig7": "Fig. 7: per-pixel Pearson R of monthly NEE with the inversion mean (on its grid) and with the prior.",
+    "fig8": "Fig. 8: modelled against observed daily NEE at every tower (gC m-2 d-1, log density). Source: sites.zarr "
+            "(QC >= qc_min), the members evaluated on the towers' drivers.",
+    "fig9": "Fig. 9: EC-ATM (blue) and EC (green) against the observed daily NEE (gC m-2 d-1) at two tropical towers "
+            "(EvalConfig.fig9_sites, else the two with |lat| < 23.5° and the most observed days); line 1:1. Data: "
+            "fig9_sites.csv (n, RMSE, bias, R). Source: sites.zarr and the members at the towers.",
+    "figA1": "Fig. A1: the 18 regions of Table A1 (RECCAP2-like) on the land cells of the model grid. Data: "
+             "figA1_regions.csv (land cells, land area 10^6 km2). Source: grid.zarr.",
+    "figB2": "Fig. B2: how often each cell entered the bridges over the robustness repeats (count). Source: "
+             "bridges.zarr.",
+    "figB3": "Fig. B3: share (%) of each majority PFT among the bridges' contributing pixels of all regions (bars) "
+             "and among all land cells (black outlines). Data: figB3_pft_composition.csv. Sources: bridges.zarr, "
+             "grid.zarr (pft).",
+    "figB4": "Fig. B4: per region, the PFT composition (%) of its contributing pixels (P; their number below) and "
+             "of all its land cells (L). Data: figB4_pft_by_region.csv. Sources: bridges.zarr, grid.zarr (pft).",
+    "figC2": "Fig. C2: modelled against observed daily NEE (gC m-2 d-1) at the towers, by the majority PFT of the "
+             "tower's cell (as the paper) and model; line 1:1. Data: figC2_sites_by_pft.csv (towers, n, RMSE, bias, "
+             "R). Sources: sites.zarr, grid.zarr (pft).",
+    "figC3": "Fig. C3: one-against-many, EC-ATM trained on one inversion system (solid) and that system (dotted), "
+             "mean seasonal cycles in PgC month-1.",
+    "figC4": "Fig. C4: one-against-many, EC-ATM trained on two systems (solid) and their mean (dotted), PgC month-1.",
+    "figC5": "Fig. C5: one-against-many, EC-ATM trained on three or more systems (solid) and their mean (dotted), "
+             "PgC month-1.",
+}
+"""The caption of each figure in the report: what it shows, units, sources and data files."""
+
+
+def write_figures(ev: xr.Dataset, tables: pd.DataFrame, out: str | Path, maps: xr.Dataset | None = None,
+                  static: xr.Dataset | None = None, fig9_sites: tuple[str, ...] = ()
                   ) -> tuple[dict[str, Path], dict[str, str]]:
-    """Every figure whose inputs exist; returns ``({name: png}, {name: why skipped})``."""
+    """Every figure whose inputs exist; returns ``({name: png}, {name: why skipped})``.
+
+    ``static``: :func:`static_data` (Figs. A1, B3, B4; None: not drawn); ``fig9_sites``:
+    the towers of Fig. 9 (default: :func:`fluxscale.evaluate.tropical_sites`)."""
+    from .evaluate import tropical_sites
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Path] = {}
@@ -399,6 +671,12 @@ def write_figures(ev: xr.Dataset, tables: pd.DataFrame, out: str | Path, maps: x
         ("fig2", lambda: fig2_global_annual(ev, out)), ("fig3", lambda: fig3_nnse(tables, out)),
         ("fig4", lambda: fig4_msc(ev, out)), ("figC1", lambda: figC1_msc_all(ev, out)),
         ("fig8", lambda: fig8_sites(ev, tables, out))]
+    if "site_lat" not in ev:
+        skipped["fig9"] = "no tower positions in the evaluation data"
+    elif not tropical_sites(ev, 2, tuple(fig9_sites)):
+        skipped["fig9"] = "no tropical tower (|lat| < 23.5°) with observed days"
+    else:
+        jobs.append(("fig9", lambda: fig9_tropical_sites(ev, out, tuple(fig9_sites))))
     if maps is not None:
         jobs += [("fig5", lambda: fig5_annual_maps(maps, out)), ("fig6", lambda: fig6_monthly_maps(maps, out)),
                  ("fig7", lambda: fig7_correlation_maps(maps, out))]
@@ -414,6 +692,20 @@ def write_figures(ev: xr.Dataset, tables: pd.DataFrame, out: str | Path, maps: x
         else:
             skipped[name] = (f"no one-against-many run trained on {words} "
                              f"(fluxscale one-against-many {ev.attrs.get('root', 'DIR')})")
+    if static is not None:
+        jobs.append(("figA1", lambda: figA1_regions(static, out)))
+    else:
+        skipped["figA1"] = "no grid given"
+    if static is None or "cell_pft" not in static:
+        skipped.update({k: "no PFT map (grid.zarr has no pft)" for k in ("figB3", "figB4")})
+    elif "pixel_cell" not in static:
+        skipped.update({k: "no bridges.zarr" for k in ("figB3", "figB4")})
+    else:
+        jobs += [("figB3", lambda: figB3_pft_bridges(static, out)), ("figB4", lambda: figB4_pft_by_region(static, out))]
+    if "site_pft" in ev:
+        jobs.append(("figC2", lambda: figC2_sites_by_pft(ev, out)))
+    else:
+        skipped["figC2"] = "no PFT map (grid.zarr has no pft)"
     for name, job in jobs:
         done[name] = job()
     return done, skipped

@@ -38,7 +38,7 @@ def twin_is_current(data_dir: str | Path, cfg) -> bool:
     """True when ``data_dir`` holds a complete twin written with exactly ``cfg``."""
     man = read_manifest(data_dir)
     # the manifest holds the config as JSON (tuples became lists): compare like with like
-    return bool(man) and man.get("kind") == "twin" and man.get("config") == json.loads(json.dumps(cfg.to_dict()))
+    return bool(man) and man.get("kind") == "twin" and same_config(man.get("config"), json.loads(json.dumps(cfg.to_dict())))
 
 
 def _hash(obj: Any) -> str:
@@ -94,6 +94,17 @@ def _data_key(root: Path) -> str:
     return _hash({k: man.get(k) for k in ("kind", "created", "config")})
 
 
+def same_config(old, new) -> bool:
+    """Whether a manifest's recorded config ``old`` (JSON) is ``new``'s, where a setting
+    that ``old`` lacks counts as the same when ``new`` leaves it empty (None, "", [], {}
+    or false): a setting added by a later fluxscale version, at its off default, does not
+    make a dataset made before it look foreign."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(same_config(old[k], new[k]) if k in old else new[k] in (None, "", [], {}, False)
+                   for k in new) and set(old) <= set(new)
+    return old == new
+
+
 def _config_difference(old: dict, new: dict, limit: int = 4) -> str:
     """``key: old → new`` for the settings that differ (the first ``limit``)."""
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -119,7 +130,7 @@ def check_replaces_nothing(root: Path, cfg: RunConfig, overwrite: bool, twin_ove
         from .config import load_ingest_config
 
         want = config_dict(load_ingest_config(cfg.ingest, out=str(root.resolve())))
-        if man.get("kind") == "ingest" and man.get("config") == want:
+        if man.get("kind") == "ingest" and same_config(man.get("config"), want):
             return []
         what = "a twin" if man.get("kind") == "twin" else \
             f"an ingest with another config ({_config_difference(man.get('config') or {}, want)})"
@@ -182,7 +193,7 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
         man = read_manifest(root) or {}
         if cfg.ingest:
             icfg = load_ingest_config(cfg.ingest, out=str(root.resolve()))
-            if cfg.reuse and man.get("kind") == "ingest" and man.get("config") == config_dict(icfg):
+            if cfg.reuse and man.get("kind") == "ingest" and same_config(man.get("config"), config_dict(icfg)):
                 say(f"ingest: reusing the complete ingest of {cfg.ingest} in {root}")
                 skipped.append("data")
             else:

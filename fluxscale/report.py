@@ -5,8 +5,9 @@
 * ``summary.json`` (per model and region, every figure of merit; see
   :func:`fluxscale.evaluate.summary_dict`), ``metrics.csv`` (the long table),
   ``<table>_vs_<reference>.csv`` and ``tables.md``;
-* ``fig*.png`` (:mod:`fluxscale.figures`);
-* ``report.html``: the tables, the figures (embedded as base64 PNG) and the run's
+* ``fig*.png`` (:mod:`fluxscale.figures`), and the tables some are drawn from (``fig*.csv``);
+* ``report.html``: the tables, the figures (embedded as base64 PNG, each with its caption,
+  :data:`fluxscale.figures.CAPTIONS`) and the run's
   provenance (config, versions, seeds, store paths, timings per stage). It loads nothing
   from the network.
 
@@ -147,7 +148,8 @@ def _headline(df: pd.DataFrame) -> dict[str, str]:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px;
 text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
-pre{background:#f7f7f7;padding:0.8em;overflow-x:auto;font-size:12px}h2{border-bottom:1px solid #ddd}"""
+pre{background:#f7f7f7;padding:0.8em;overflow-x:auto;font-size:12px}h2{border-bottom:1px solid #ddd}
+.caption{font-size:13px;color:#444;max-width:1000px}"""
 
 
 def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, str], prov: dict[str, Any],
@@ -175,9 +177,13 @@ def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, s
                 parts.append(f"<p>against <b>{e(ref)}</b></p>")
             parts.append(wide.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–", border=0))
     parts.append("<h2>Figures</h2>")
+    from .figures import CAPTIONS
+
     for name, path in figures.items():
         data = base64.b64encode(Path(path).read_bytes()).decode()
         parts.append(f"<h3>{e(name)}</h3><img alt='{e(name)}' src='data:image/png;base64,{data}'>")
+        if name in CAPTIONS:
+            parts.append(f"<p class='caption'>{e(CAPTIONS[name])}</p>")
     if skipped:
         parts.append("<p>Not drawn: " + "; ".join(f"{e(k)} ({e(v)})" for k, v in skipped.items()) + "</p>")
     parts.append("<h2>Provenance</h2><pre>" + e(json.dumps(prov, indent=1, default=str)) + "</pre></body></html>")
@@ -195,7 +201,7 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     client : distributed.Client, optional
         Runs the regional integrals of the cube.
     """
-    from .figures import evaluation_maps, write_figures
+    from .figures import evaluation_maps, static_data, write_figures
 
     cfg = cfg or EvalConfig()
     root = Path(root)
@@ -209,7 +215,7 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     df = evaluation_tables(ev)
     write_tables(df, tmp, ev)
     maps = evaluation_maps(root, _resolve(root, cfg.cube)) if cfg.maps else None
-    figs, skipped = write_figures(ev, df, tmp, maps)
+    figs, skipped = write_figures(ev, df, tmp, maps, static_data(root), cfg.fig9_sites)
     prov = _provenance(root, ev)
     head = _headline(df)
     head.update(_tower_bias(root, df))

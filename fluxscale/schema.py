@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from .drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, STATIC_DRIVERS
 
-__all__ = ["VarSpec", "StoreSchema", "SCHEMAS", "STORE_NAMES", "NEE_UNITS", "normalise_units", "var_attrs", "time_coord"]
+__all__ = ["VarSpec", "StoreSchema", "SCHEMAS", "STORE_NAMES", "NEE_UNITS", "normalise_units", "var_attrs", "time_coord",
+           "IGBP_CLASSES", "NO_PFT"]
 
 NEE_UNITS = "gC m-2 d-1"
 SCHEMA_VERSION = 1
@@ -110,12 +111,31 @@ def _sites() -> dict[str, VarSpec]:
                        long_name="observed daily net ecosystem exchange (negative = uptake)"),
         "NEE_QC": VarSpec(("site", "time"), "f", "1", (0, 1), allow_nan=True, eager=False,
                           long_name="fraction of good half-hourly data in the day"),
+        "igbp": VarSpec(("site",), _STR, optional=True, long_name="IGBP vegetation class of the tower"),
     }
     for n in DRIVER_NAMES:
         v[n] = VarSpec(("site", "time"), "f", DRIVER_UNITS[n], _DRIVER_RANGES[n], eager=False,
                        long_name=_DRIVER_LONG[n] + " at the tower")
     return v
 
+
+IGBP_CLASSES: tuple[tuple[int, str, str], ...] = (
+    (1, "ENF", "evergreen needleleaf forest"), (2, "EBF", "evergreen broadleaf forest"),
+    (3, "DNF", "deciduous needleleaf forest"), (4, "DBF", "deciduous broadleaf forest"), (5, "MF", "mixed forest"),
+    (6, "CSH", "closed shrubland"), (7, "OSH", "open shrubland"), (8, "WSA", "woody savanna"), (9, "SAV", "savanna"),
+    (10, "GRA", "grassland"), (11, "WET", "permanent wetland"), (12, "CRO", "cropland"), (13, "URB", "urban and built-up"),
+    (14, "CVM", "cropland/natural vegetation mosaic"), (15, "SNO", "permanent snow and ice"), (16, "BSV", "barren"),
+    (17, "WAT", "water bodies"),
+)
+"""The 17 IGBP classes as ``(id, abbreviation, name)``, ids as in MODIS MCD12Q1 ``LC_Type1``
+(Friedl et al. 2010; the paper's PFTs): the class ids of ``grid.zarr``'s ``pft`` and the towers' ``igbp``."""
+NO_PFT = -1
+"""``pft`` of a cell that is not a land cell of the grid, or a land cell with no class in the source.
+
+The PFT map lives in ``grid.zarr`` (``pft`` (lat, lon) and the class table on ``pft_class``),
+beside the region map it resembles: static, per cell of the model grid, rewritten whenever
+the grid is (so never left over from another dataset), and a directory without it (an old
+one, or an ingest without a ``pft`` file) stays valid: the figures that need it say so."""
 
 _GRIDDED_MONTHLY = ("time", "lat", "lon")
 _PGC_MONTH = "PgC month-1"
@@ -135,7 +155,14 @@ SCHEMAS: dict[str, StoreSchema] = {
         "cell_ilon": VarSpec(("cell",), "iu", None, (0, 10**5)),
         "cell_lat": VarSpec(("cell",), "f", "degrees_north", (-90, 90)),
         "cell_lon": VarSpec(("cell",), "f", "degrees_east", (-180, 180)),
-    }, "global grid, land mask, regions and the gathered land cells"),
+        # plant functional types (optional: the twin, or ingest with a ``pft`` file; Figs. B3, B4, C2)
+        "pft": VarSpec(("lat", "lon"), "iu", None, (NO_PFT, 17), optional=True,
+                       long_name="majority IGBP class of the cell (-1: not a land cell, or no class)"),
+        "pft_class": VarSpec(("pft_class",), "iu", None, (1, 17), optional=True,
+                             long_name="IGBP class id (MODIS LC_Type1)"),
+        "pft_name": VarSpec(("pft_class",), _STR, optional=True, long_name="IGBP class abbreviation"),
+        "pft_long_name": VarSpec(("pft_class",), _STR, optional=True, long_name="IGBP class name"),
+    }, "global grid, land mask, regions, plant functional types (optional) and the gathered land cells"),
     "drivers": StoreSchema("drivers", _drivers(), "the 10 drivers of Table A2 on land cells"),
     "sites": StoreSchema("sites", _sites(), "eddy-covariance towers: NEE with QC and the drivers at the tower"),
     "inversions": StoreSchema("inversions", {

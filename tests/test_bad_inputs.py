@@ -4,7 +4,6 @@ later run would take for complete."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 

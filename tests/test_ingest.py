@@ -309,7 +309,7 @@ def test_cli_twin_files_then_ingest(tmp_path, tiny_twin):
     assert f"fluxscale ingest {toml}" in r.output
     r = runner.invoke(app, ["ingest", str(toml), "--out", str(tmp_path / "ds"), "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert "files read: 64" in r.output and "40 towers" in r.output
+    assert "files read: 65" in r.output and "40 towers" in r.output
     got = open_store(store_path(tmp_path / "ds", "prior"), "prior").NEE.values
     np.testing.assert_array_equal(got, open_store(store_path(tiny_twin, "prior"), "prior").NEE.values)
     r = runner.invoke(app, ["info", str(tmp_path / "ds")])

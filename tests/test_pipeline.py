@@ -109,3 +109,18 @@ def test_a_run_never_replaces_a_dataset_made_with_other_settings_unless_told(ran
     assert "removing what was made from it" in out and "models" in out and "report" in out
     assert not (copy / "models").exists() and not (copy / "report").exists() and not (copy / "nee.zarr").exists()
     assert json.loads((copy / "fluxscale.json").read_text())["config"]["n_sites"] == 37
+
+
+def test_a_setting_added_later_at_its_off_default_keeps_a_dataset_current():
+    """A manifest written before a setting existed matches a config that leaves the setting
+    empty (the ingest config gained sites.metadata, pft …); any other difference does not."""
+    from fluxscale.pipeline import same_config
+
+    old = {"out": "d", "sites": {"table": "s.csv", "fluxnet": ["*.csv"]}, "start_year": 2001}
+    new = {"out": "d", "sites": {"table": "s.csv", "fluxnet": ["*.csv"], "metadata": None}, "start_year": 2001,
+           "pft": None, "pft_variable": ""}
+    assert same_config(old, new)
+    assert not same_config(old, {**new, "pft": "pft.nc"})
+    assert not same_config(old, {**new, "sites": {**new["sites"], "metadata": ["BIF*.csv"]}})
+    assert not same_config(old, {**new, "start_year": 2002})
+    assert not same_config({**old, "gone": 1}, new)  # a setting the new config no longer has

@@ -36,7 +36,10 @@ from ..errors import InputError
 from ..grid import coarsen_grid, gather_cells, make_grid
 from ..schema import REQUIRED_STORES, time_coord, var_attrs
 from ..stores import _cross_checks, begin_dataset, cell_codecs, commit_store, open_store, partial_path, store_path, write_store
-from .fluxnet import fluxnet_site_id, read_fluxnet_daily, read_site_table
+from .fluxnet import read_fluxnet_daily, read_site_table
+from .sitemeta import read_site_metadata
+from .towernames import RESOLUTION_WORDS, TowerName, parse_tower_name
+from . import gcb, xbase
 from .gridded import (LAT_NAMES, ReadLog, decode_time, expand_files, open_netcdf, read_daily_driver, read_monthly_flux,
                       read_seasonal_driver, read_static_driver)
 
@@ -92,46 +95,80 @@ def _monthly_store(name: str, var: str, da: xr.DataArray, grid: xr.Dataset, titl
 
 
 def _member_names(path: Path, member_dim: str, n: int) -> list[str] | None:
+    """The members' names of a GCB-style file (``ensemble_member_name``, a char array);
+    None when the file does not name them."""
     ds = open_netcdf(path)
     with ds:
-        for cand in ("ensemble_member_name", "system", "model", "member_name"):
-            if cand in ds.variables and ds[cand].dims and ds[cand].dims[0] == member_dim:
-                vals = ds[cand].values
-                if vals.ndim == 2:  # char array
-                    vals = np.array([b"".join(r).decode() if r.dtype.kind == "S" else "".join(r) for r in vals])
-                return [v.decode().strip() if isinstance(v, bytes) else str(v).strip() for v in vals]
-    return None
+        names = gcb.member_names(ds, member_dim)
+    if names is not None and len(names) != n:
+        raise InputError(path, "variable 'ensemble_member_name'", f"{len(names)} names for {n} members")
+    return names
 
 
 def _read_inversions(cfg: IngestConfig, inv_weight: xr.DataArray, log: ReadLog) -> xr.DataArray:
+    """The chosen inversion systems ``(system, time, lat, lon)`` gC m-2 d-1 per m² of land
+    on the inversions' grid, lazy; members chosen with :func:`gcb.choose_members` and
+    checked for NaN on land in the record (:func:`gcb.nan_report`): an all-NaN member is
+    refused when named in ``[inversions] systems`` and skipped (logged) when chosen by
+    default; partial gaps are logged with their first month and cell."""
     gi = cfg.inversions
     var, basis, species = _src(cfg, "inversions", gi)
     kw = dict(start=cfg.start, end=cfg.end, target_weight=inv_weight, species=gi.species, default_species=species,
               basis=basis, units=gi.units, log=log)
     if gi.files and isinstance(gi.files[0], tuple):  # {system = glob}: one product per system
-        parts = [read_monthly_flux(_files(cfg, g, f"{s} inversion files"), var, **kw).expand_dims(system=np.array([s], dtype=object))
-                 for s, g in gi.files]
-        return xr.concat(parts, dim="system")
-    files = _files(cfg, gi.files, "inversion files")
-    da = read_monthly_flux(files, var, member_dim=gi.member_dim, **kw)
-    n = da.sizes[gi.member_dim]
-    names = _member_names(files[0], gi.member_dim, n)
-    if names is None:
-        if len(gi.systems) != n:
-            raise InputError(files[0], f"variable {var!r}", f"{n} ensemble members and no 'ensemble_member_name' "
-                                                            f"variable: name them with [inversions] systems = [...]")
-        names, keep = list(gi.systems), list(gi.systems)
+        source, parts = {}, []
+        for s, g in gi.files:
+            fs = _files(cfg, g, f"{s} inversion files")
+            _check_inversion_variable(fs, var)
+            source[s] = (fs[0], s)
+            parts.append(read_monthly_flux(fs, var, **kw).expand_dims(system=np.array([s], dtype=object)))
+        da, explicit = xr.concat(parts, dim="system"), True
     else:
-        keep = list(gi.systems) or names
-        unknown = [s for s in keep if s not in names]
-        if unknown:
-            raise InputError(files[0], "variable 'ensemble_member_name'",
-                             f"no member(s) {', '.join(unknown)} (the file has {', '.join(names)})")
-        skipped = [s for s in names if s not in keep]
-        if skipped:
-            log.skipped += [(f"{files[0].name}: member {s}", "not in [inversions] systems") for s in skipped]
-    da = da.rename({gi.member_dim: "system"}).assign_coords(system=("system", np.array(names, dtype=object)))
-    return da.sel(system=keep)
+        files = _files(cfg, gi.files, "inversion files")
+        _check_inversion_variable(files, var)
+        da = read_monthly_flux(files, var, member_dim=gi.member_dim, **kw)
+        n = da.sizes[gi.member_dim]
+        names = _member_names(files[0], gi.member_dim, n)
+        if names is None:
+            if len(gi.systems) != n:
+                raise InputError(files[0], f"variable {var!r}", f"{n} ensemble members and no 'ensemble_member_name' "
+                                                                f"variable: name them with [inversions] systems = [...]")
+            choice = gcb.Choice(list(range(n)), list(gi.systems), list(gi.systems), explicit=True)
+        else:
+            choice = gcb.choose_members(names, gi.systems, files[0])
+        log.notes += choice.notes
+        log.skipped += choice.skipped
+        da = da.isel({gi.member_dim: choice.index}).rename({gi.member_dim: "system"})
+        da = da.assign_coords(system=("system", np.array(choice.names, dtype=object)))
+        source = {s: (files[0], fn) for s, fn in zip(choice.names, choice.file_names)}
+        explicit = choice.explicit
+    period = f"{cfg.start_year}..{cfg.end_year}"
+    keep = []
+    for gaps in gcb.nan_report(da, np.asarray(inv_weight.values) > 0):
+        path, file_name = source[gaps.member]
+        if gaps.all_nan:
+            if explicit:
+                raise InputError(path, f"variable {var!r}", f"member {file_name!r} is all NaN on land in the record "
+                                                            f"period {period}: leave it out of [inversions] systems")
+            log.skipped.append((f"{path.name}: member {file_name}", f"all NaN on land in {period} (not used)"))
+            continue
+        keep.append(gaps.member)
+        if gaps.n_months_with_nan:
+            lat, lon = gaps.first_cell
+            log.notes.append(f"{path.name}: member {file_name!r} ({var}) has NaN on land cells in "
+                             f"{gaps.n_months_with_nan} of {gaps.n_months} months of {period}; first "
+                             f"{gaps.first_month:%Y-%m} at cell ({lat:g}, {lon:g})")
+    if not keep:
+        raise InputError(next(iter(source.values()))[0], f"variable {var!r}",
+                         f"no chosen member has values on land in {period}")
+    return da.sel(system=keep) if len(keep) < da.sizes["system"] else da
+
+
+def _check_inversion_variable(files: list[Path], var: str) -> None:
+    for f in files:
+        ds = open_netcdf(f)
+        with ds:
+            gcb.check_variable(ds, f, var)
 
 
 def _native_resolution(cfg: IngestConfig) -> float:
@@ -141,9 +178,8 @@ def _native_resolution(cfg: IngestConfig) -> float:
     var = _src(cfg, "inversions", gi)[0]
     ds = open_netcdf(first)
     with ds:
-        da = ds[var] if var in ds.data_vars else None
-        if da is None:
-            raise InputError(first, f"variable {var!r}", f"missing (the file has {', '.join(map(str, ds.data_vars))})")
+        gcb.check_variable(ds, first, var)
+        da = ds[var]
         lat = next((d for d in LAT_NAMES if d in da.dims), None)
         if lat is None:
             raise InputError(first, f"variable {var!r}", f"needs latitude and longitude dimensions, has {da.dims}")
@@ -234,32 +270,84 @@ def _site_drivers_file(cfg: IngestConfig, sites: list[str], time: pd.DatetimeInd
     return out
 
 
-def _sites_dataset(cfg: IngestConfig, grid: xr.Dataset, drivers_path: Path, log: ReadLog) -> xr.Dataset:
-    sc = cfg.sites
-    table_path = cfg.path(sc.table)
-    table = read_site_table(table_path)
-    log.read.append(str(table_path))
+def _tower_files(cfg: IngestConfig, log: ReadLog) -> dict[str, Path]:
+    """The file to read for each site: the finest usable one its globs catch (HH, then HR,
+    then DD; FULLSET before SUBSET; :attr:`TowerName.rank`). The others, and files that are
+    not a daily NEE record (ERA5, AUX, metadata, WW/MM/YY), are logged as skipped."""
+    by_site: dict[str, list[tuple[TowerName, Path]]] = {}
+    for f in _files(cfg, cfg.sites.fluxnet, "FLUXNET tower files"):
+        name = parse_tower_name(f)
+        if name.problem:
+            log.skipped.append((str(f), f"not a tower's daily NEE record: {name.problem}"))
+            continue
+        by_site.setdefault(name.site, []).append((name, f))
     files: dict[str, Path] = {}
-    for f in _files(cfg, sc.fluxnet, "FLUXNET daily files"):
-        site, fset = fluxnet_site_id(f)
-        if site in files:
-            prev = files[site]
-            keep_new = fset == "FULLSET" and fluxnet_site_id(prev)[1] != "FULLSET"
-            drop = prev if keep_new else f
-            log.skipped.append((str(drop), f"a second daily file of {site} ({'kept ' + (f if keep_new else prev).name})"))
-            if not keep_new:
-                continue
-        files[site] = f
-    for site in sorted(set(files) - set(table.index)):
-        log.skipped.append((str(files[site]), f"site {site} is not in the site table {table_path.name}"))
+    for site, cands in by_site.items():
+        cands.sort(key=lambda c: (c[0].rank, c[1].name))
+        best, path = cands[0]
+        files[site] = path
+        for n, f in cands[1:]:
+            log.skipped.append((str(f), f"a second file of {site} (kept {path.name}: {RESOLUTION_WORDS[best.resolution]} "
+                                        f"{best.kind} before {RESOLUTION_WORDS[n.resolution]} {n.kind})"))
+    return files
+
+
+def _site_metadata(cfg: IngestConfig, log: ReadLog) -> pd.DataFrame:
+    """Coordinates and IGBP class from the [sites] metadata files (BIF, SITEINFO)."""
+    paths = []
+    for f in _files(cfg, cfg.sites.metadata, "site metadata files") if cfg.sites.metadata else []:
+        try:
+            kind = parse_tower_name(f).kind
+        except InputError:  # any other name: judged by its content
+            kind = None
+        if kind is not None and kind not in ("BIF", "SITEINFO"):
+            log.skipped.append((str(f), f"not site metadata ({kind}): BIF or SITEINFO files give the coordinates"))
+            continue
+        paths.append(f)
+    log.read += [str(p) for p in paths]
+    return read_site_metadata(paths)
+
+
+def _sites_dataset(cfg: IngestConfig, grid: xr.Dataset, drivers_path: Path, log: ReadLog) -> xr.Dataset:
+    """The ``sites.zarr`` Dataset: each tower's daily record (any tower layout, HH/HR
+    aggregated to days), its coordinates (site table, else BIF/SITEINFO metadata), fold
+    (table, else sorted ids round-robin into 10 folds), IGBP class and drivers."""
+    sc = cfg.sites
+    files = _tower_files(cfg, log)
+    meta = _site_metadata(cfg, log)
+    if sc.table:
+        table_path = cfg.path(sc.table)
+        where = table_path.name
+        table = read_site_table(table_path, coords_required=not sc.metadata)
+        log.read.append(str(table_path))
+        for site in sorted(set(files) - set(table.index)):
+            log.skipped.append((str(files[site]), f"site {site} is not in the site table {table_path.name}"))
+        sites = table.copy()
+        m = meta.reindex(sites.index)
+        for k in ("lat", "lon"):
+            sites[k] = sites[k].where(np.isfinite(sites[k]), m[k])
+        sites["igbp"] = [t or (mi if isinstance(mi, str) else "") for t, mi in zip(sites.igbp, m.igbp)]
+        sites["label"] = [f"{table_path.name} line {ln}: site {s}" for s, ln in zip(sites.index, sites.line)]
+    else:
+        table_path = None
+        where = "the metadata files"
+        for site in sorted(set(files) - set(meta.index)):
+            log.skipped.append((str(files[site]), f"site {site} has no coordinates in the [sites] metadata files"))
+        sites = meta.sort_index()
+        sites["label"] = [f"{src} site {s}" for s, src in zip(sites.index, sites.source)]
     time = pd.date_range(cfg.start, cfg.end, freq="D")
     lookup = _cell_lookup(grid)
-    cells = lookup(table.lat.to_numpy(), table.lon.to_numpy())
+    located = np.isfinite(sites.lat.to_numpy()) & np.isfinite(sites.lon.to_numpy())
+    cells = np.where(located, lookup(np.nan_to_num(sites.lat.to_numpy()), np.nan_to_num(sites.lon.to_numpy())), -1)
     kept, recs, kept_cells = [], [], []
     below = 0
-    for (site, row), cell in zip(table.iterrows(), cells):
+    for (site, row), cell, loc in zip(sites.iterrows(), cells, located):
         if site not in files:
-            log.skipped.append((f"{table_path.name} line {row.line}: site {site}", "no FLUXNET daily file"))
+            log.skipped.append((row["label"], "no FLUXNET daily file (no tower file of this site)"))
+            continue
+        if not loc:
+            log.skipped.append((str(files[site]), f"site {site} has no coordinates: not in the site table's lat/lon "
+                                                  "nor in the [sites] metadata files"))
             continue
         if cell < 0:
             log.skipped.append((f"site {site}", f"({row.lat:g}, {row.lon:g}) is not on a land cell of the grid"))
@@ -278,9 +366,12 @@ def _sites_dataset(cfg: IngestConfig, grid: xr.Dataset, drivers_path: Path, log:
         recs.append(rec)
         kept_cells.append(int(cell))
     if not kept:
-        raise InputError(table_path, None, "no usable site: every tower was skipped (see the reasons above)")
+        raise InputError(table_path or where, None, "no usable site: every tower was skipped (see the reasons above)")
     if below:
         log.notes.append(f"sites: {below} tower-days with NEE below QC {sc.qc_min:g} dropped")
+    sub = [r.attrs["resolution"] for r in recs if r.attrs.get("resolution") in ("HH", "HR")]
+    if sub:
+        log.notes.append(f"sites: {len(sub)} towers' half-hourly/hourly records aggregated to days (ONEFlux DD rules)")
     cells_k = np.asarray(kept_cells, dtype=np.int64)
     if sc.drivers:
         drv = _site_drivers_file(cfg, kept, time, log)
@@ -296,21 +387,30 @@ def _sites_dataset(cfg: IngestConfig, grid: xr.Dataset, drivers_path: Path, log:
                     drv["Tair"][i, ok] = ta[ok]
                     n_tower += int(ok.sum())
             log.notes.append(f"sites: Tair from the towers' TA_F on {n_tower} tower-days, the grid's elsewhere")
-    sel = table.loc[kept]
+    sel = sites.loc[kept]
+    if table_path is None:  # no table: sorted ids dealt round-robin into the 10 folds
+        fold = np.arange(len(kept)) % 10
+        log.notes.append(f"sites: no site table; folds assigned round-robin over the {len(kept)} sorted site ids")
+    else:
+        fold = sel.fold.to_numpy()
     data = {
         "NEE": (("site", "time"), np.stack([r.NEE.values for r in recs]).astype(np.float32), var_attrs("sites", "NEE")),
         "NEE_QC": (("site", "time"), np.stack([r.NEE_QC.values for r in recs]).astype(np.float32),
                    var_attrs("sites", "NEE_QC")),
         **{n: (("site", "time"), v.astype(np.float32), var_attrs("sites", n)) for n, v in drv.items()},
-        "lat": (("site",), sel.lat.to_numpy(), var_attrs("sites", "lat")),
-        "lon": (("site",), sel.lon.to_numpy(), var_attrs("sites", "lon")),
-        "fold": (("site",), sel.fold.to_numpy().astype(np.int8), {"long_name": "cross-validation fold (0-9)"}),
+        "lat": (("site",), sel.lat.to_numpy(dtype=np.float64), var_attrs("sites", "lat")),
+        "lon": (("site",), sel.lon.to_numpy(dtype=np.float64), var_attrs("sites", "lon")),
+        "fold": (("site",), fold.astype(np.int8), {"long_name": "cross-validation fold (0-9)"}),
         "cell": (("site",), cells_k.astype(np.int32), {"long_name": "land-cell index of the tower's grid cell"}),
     }
+    igbp = np.array([str(v) for v in sel.igbp], dtype=object)
+    if any(igbp):
+        data["igbp"] = (("site",), igbp, {"long_name": "IGBP vegetation class of the tower"})
+    layouts = sorted({f"{r.attrs['product']} {r.attrs['resolution']}" for r in recs})
     return xr.Dataset(data, coords={
         "site": ("site", np.array(kept, dtype=object), {"long_name": "tower id", "cf_role": "timeseries_id"}),
         "time": time_coord("time", time, "day")},
-        attrs={"title": "fluxscale ingest: eddy-covariance towers (FLUXNET2015 daily)",
+        attrs={"title": f"fluxscale ingest: eddy-covariance towers ({', '.join(layouts)})",
                "nee_variable": sc.nee_variable, "qc_min": float(sc.qc_min)})
 
 
@@ -390,6 +490,10 @@ def ingest(cfg: IngestConfig, *, client=None, show_progress: bool = False,
     try:
         t = _time.perf_counter()
         grid = make_grid(cfg.resolution_deg, cfg.path(cfg.region_mask) if cfg.region_mask else None)
+        if cfg.pft:  # optional: the majority IGBP class of every cell, kept in the grid (fluxscale.ingest.pft)
+            from .pft import read_pft
+
+            grid = grid.assign(read_pft(cfg.path(cfg.pft), grid, cfg.pft_variable, log).data_vars)
         write_store(grid, paths["grid"], "grid", commit=False)
         inv_res = cfg.inversion_resolution_deg or _native_resolution(cfg)
         factor = inv_res / cfg.resolution_deg
@@ -411,9 +515,17 @@ def ingest(cfg: IngestConfig, *, client=None, show_progress: bool = False,
                 da, g, store_var = _read_inversions(cfg, w_inv, log), inv_grid, "land_flux"
             else:
                 g = grid if name == "prior" else inv_grid
-                da = read_monthly_flux(_files(cfg, gi.files, f"{name} files"), var, start=cfg.start, end=cfg.end,
-                                       target_weight=w_model if name == "prior" else w_inv, species=gi.species,
-                                       default_species=species, basis=basis, units=gi.units, log=log)
+                files = _files(cfg, gi.files, f"{name} files")
+                if name == "prior" and any(xbase.is_zarr(f) for f in files):  # a FLUXCOM-X-BASE cube
+                    if len(files) != 1:
+                        raise InputError(files[0], f"variable {var!r}", f"the prior as a Zarr cube comes in one store, "
+                                                                        f"{len(files)} paths match")
+                    da = xbase.read_xbase_nee(files[0], var, start=cfg.start, end=cfg.end, target_weight=w_model,
+                                              basis=gi.basis, units=gi.units, species=gi.species, log=log)
+                else:
+                    da = read_monthly_flux(files, var, start=cfg.start, end=cfg.end,
+                                           target_weight=w_model if name == "prior" else w_inv, species=gi.species,
+                                           default_species=species, basis=basis, units=gi.units, log=log)
                 store_var = "NEE" if name == "prior" else "co2fire"
             ds, enc = _monthly_store(name, store_var, da, g, f"fluxscale ingest: {title}")
             _compute_store(ds, paths[name], name, enc, client, show_progress)

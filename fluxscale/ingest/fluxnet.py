@@ -1,20 +1,28 @@
-"""Eddy-covariance towers: FLUXNET2015 daily CSV files and the site table.
+"""Eddy-covariance towers: the tower CSV files (any of the layouts read) and the site table.
 
-FLUXNET2015 FULLSET and SUBSET daily files (``FLX_<SITE>_FLUXNET2015_<SET>_DD_<Y0>-<Y1>_<v>-<r>.csv``)
-hold one row per day: ``TIMESTAMP`` as ``YYYYMMDD``, ``NEE_VUT_REF`` (gC m-2 d-1) with
-``NEE_VUT_REF_QC`` (fraction of measured or good-quality gap-filled half hours), the
-gap-filled meteorology (``TA_F`` degC, ``SW_IN_F`` W m-2, …) and −9999 for missing
-values. CSV files carry no units; they are FLUXNET2015's documented units
-(:data:`FLUXNET_UNITS`).
+:func:`read_fluxnet_daily` returns a tower's daily record whatever the file's layout
+(:mod:`fluxscale.ingest.towernames`): daily (DD) files are read as they are; half-hourly
+(HH) and hourly (HR) files are aggregated to days as ONEFlux makes its DD files
+(:mod:`fluxscale.ingest.subdaily`). Weekly, monthly and yearly files, ERA5 and auxiliary
+files are refused.
+
+Daily files (``FLX_<SITE>_FLUXNET2015_<SET>_DD_<Y1>-<Y2>_<v>-<r>.csv`` and the same layout
+from AmeriFlux-FLUXNET and FLUXNET 2025) hold one row per day: ``TIMESTAMP`` as
+``YYYYMMDD``, ``NEE_VUT_REF`` (gC m-2 d-1) with ``NEE_VUT_REF_QC`` (fraction of measured or
+good-quality gap-filled half hours), the gap-filled meteorology (``TA_F`` degC, ``SW_IN_F``
+W m-2, ``VPD_F`` hPa, ``P_F`` mm d-1 …) and −9999 for missing values. CSV files carry no
+units; they are FLUXNET's documented units (:data:`FLUXNET_UNITS`).
 
 The site table is a CSV with one row per tower: an id column (``site``, ``SITE_ID`` or
 ``id``), latitude (``lat``, ``LOCATION_LAT`` or ``latitude``), longitude (``lon``,
-``LOCATION_LONG`` or ``longitude``) and the cross-validation ``fold`` (0–9).
+``LOCATION_LONG`` or ``longitude``), the cross-validation ``fold`` (0–9) and optionally the
+IGBP class (``IGBP`` or ``igbp``). With ``coords_required=False`` (coordinates from BIF or
+SITEINFO files, :mod:`fluxscale.ingest.sitemeta`) the latitude and longitude columns may be
+left out.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +31,14 @@ import xarray as xr
 
 from ..errors import InputError
 from ..schema import NEE_UNITS
+from .csvtable import MISSING
+from .csvtable import line_of as _line
+from .csvtable import numeric as _numeric
+from .csvtable import read_table as _read_table
+from .subdaily import read_subdaily
+from .towernames import TowerName, parse_tower_name
 
 __all__ = ["FLUXNET_UNITS", "MISSING", "read_fluxnet_daily", "read_site_table", "fluxnet_site_id"]
-
-MISSING = -9999.0
-"""FLUXNET's missing-value code."""
 
 FLUXNET_UNITS: dict[str, str] = {
     "NEE_VUT_REF": NEE_UNITS, "NEE_VUT_USTAR50": NEE_UNITS, "NEE_VUT_MEAN": NEE_UNITS, "NEE_CUT_REF": NEE_UNITS,
@@ -37,100 +48,61 @@ FLUXNET_UNITS: dict[str, str] = {
     "NETRAD": "W m-2", "PPFD_IN": "umol m-2 s-1", "CO2_F_MDS": "umolCO2 mol-1", "TS_F_MDS_1": "degC",
     "SWC_F_MDS_1": "%", "LE_F_MDS": "W m-2", "H_F_MDS": "W m-2", "G_F_MDS": "W m-2",
 }
-"""Units of the FLUXNET2015 daily (DD) variables that are read (others are ignored)."""
-
-_FILE = re.compile(r"^FLX_(?P<site>[A-Za-z0-9]+-[A-Za-z0-9]+)_FLUXNET2015_(?P<set>[A-Z]+)_DD_.*\.csv$")
+"""Daily units of the FLUXNET variables that are read (others are ignored); in HH/HR files the
+fluxes (those in gC m-2 d-1 here) are µmol CO2 m-2 s-1 and P_F is mm per record."""
 
 
 def fluxnet_site_id(path: str | Path) -> tuple[str, str]:
-    """``(site id, "FULLSET"|"SUBSET")`` from a FLUXNET2015 daily file name."""
-    m = _FILE.match(Path(path).name)
-    if m is None:
-        raise InputError(path, None, "not a FLUXNET2015 daily file name (FLX_<SITE>_FLUXNET2015_<SET>_DD_*.csv)")
-    return m.group("site"), m.group("set")
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    """A CSV as a DataFrame of stripped strings; ``df.attrs["line"]`` holds each row's
-    physical line number in the file (blank lines skipped), for the error messages.
-
-    Parsed with the ``csv`` module rather than pandas: pandas pads a truncated row with
-    empty strings and renumbers rows after blank lines, and both must be reported."""
-    import csv
-
-    if not path.exists():
-        raise InputError(path, None, "file not found")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, skipinitialspace=True)
-            header, rows, lines = None, [], []
-            for row in reader:
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if header is None:
-                    header = [c.strip() for c in row]
-                    continue
-                if len(row) != len(header):
-                    what = "truncated row" if len(row) < len(header) else "too many fields"
-                    raise InputError(path, f"line {reader.line_num}", f"{what}: {len(row)} fields, the header has {len(header)}")
-                rows.append([c.strip() for c in row])
-                lines.append(reader.line_num)
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise InputError(path, None, f"not a readable CSV table ({type(e).__name__}: {e})") from None
-    if header is None:
-        raise InputError(path, None, "empty file (no header)")
-    if len(set(header)) != len(header):
-        dup = sorted({h for h in header if header.count(h) > 1})
-        raise InputError(path, "header", f"duplicated column(s) {', '.join(dup)}")
-    df = pd.DataFrame(rows, columns=header, dtype=object).astype(str) if rows else pd.DataFrame(columns=header, dtype=str)
-    df.attrs["line"] = np.asarray(lines, dtype=np.int64)
-    return df
-
-
-def _line(df: pd.DataFrame, i: int) -> int:
-    return int(df.attrs["line"][i])
-
-
-def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
-    raw = df[col].str.strip()
-    vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, copy=True)
-    bad = np.isnan(vals) & (raw != "").to_numpy() & ~raw.str.lower().isin(["nan", "na"]).to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise InputError(path, f"line {_line(df, i)}, column {col}", f"non-numeric value {df[col].iloc[i]!r}")
-    vals[vals == MISSING] = np.nan
-    return vals
+    """``(site id, set)`` of a tower file from its name (set: FULLSET, SUBSET, FLUXMET, L2, …);
+    see :func:`~.towernames.parse_tower_name` for the full reading."""
+    n = parse_tower_name(path)
+    return n.site, n.kind
 
 
 def read_fluxnet_daily(path: str | Path, *, nee_variable: str = "NEE_VUT_REF", qc_min: float = 0.0) -> xr.Dataset:
-    """Read one FLUXNET2015 daily (DD) CSV file.
+    """Read one tower file as the tower's daily record, whatever its layout and time step.
 
     Parameters
     ----------
     path : path
-        ``FLX_<SITE>_FLUXNET2015_<FULLSET|SUBSET>_DD_*.csv``.
+        A daily (DD), half-hourly (HH) or hourly (HR) tower-flux file of FLUXNET2015,
+        AmeriFlux-FLUXNET, FLUXNET 2025 (FLUXMET) or ICOS ETC L2, recognised by its name
+        (:data:`~.towernames.KNOWN_PATTERNS`). HH/HR records are aggregated to days as in the
+        DD product (:mod:`~.subdaily`).
     nee_variable : str
         The NEE column (default ``NEE_VUT_REF``); its ``<name>_QC`` column is required.
     qc_min : float
-        Days whose QC (fraction of good half-hourly data, 0–1) is below this lose their
-        NEE (set to NaN); 0 keeps every day with a value.
+        Days whose QC (fraction of measured or good gap-filled records, 0–1) is below this
+        lose their NEE (set to NaN); 0 keeps every day with a value.
 
     Returns
     -------
     xarray.Dataset
         Dimension ``time`` (days, ascending). ``NEE`` (gC m-2 d-1, negative = uptake)
         and ``NEE_QC`` (1); every column of :data:`FLUXNET_UNITS` present in the file,
-        with its ``units``; −9999 is NaN. Attributes ``site``, ``fluxnet_set``,
-        ``n_days_below_qc``.
+        in its daily units; −9999 is NaN. Attributes ``site``, ``fluxnet_set``,
+        ``product``, ``resolution`` (of the file), ``n_days_below_qc``, ``qc_min``, ``source``.
 
     Raises
     ------
     InputError
-        Naming the file and the line or column: a wrong header, a truncated row, a
-        non-numeric cell, a malformed or duplicated date, a QC outside 0–1.
+        Naming the file and the line or column: an unknown file name (listing the known
+        layouts), a weekly/monthly/yearly, ERA5 or auxiliary file, a wrong header, a
+        truncated row, a non-numeric cell, a malformed, duplicated or (HH/HR) broken
+        time sequence, a QC outside 0–1 (DD) or 0–3 (HH/HR).
     """
     path = Path(path)
-    site, fset = fluxnet_site_id(path)
+    name = parse_tower_name(path)
+    if name.problem:
+        raise InputError(path, None, f"not a tower's daily NEE record: {name.problem}")
+    if name.resolution == "DD":
+        return _read_dd(path, name, nee_variable=nee_variable, qc_min=qc_min)
+    return read_subdaily(path, name, units=FLUXNET_UNITS, nee_variable=nee_variable, qc_min=qc_min)
+
+
+def _read_dd(path: Path, name: TowerName, *, nee_variable: str, qc_min: float) -> xr.Dataset:
+    """A daily (DD) file (see :func:`read_fluxnet_daily`)."""
+    site, fset = name.site, name.kind
     df = _read_table(path)
     qc_col = f"{nee_variable}_QC"
     missing = [c for c in ("TIMESTAMP", nee_variable, qc_col) if c not in df.columns]
@@ -170,7 +142,7 @@ def read_fluxnet_daily(path: str | Path, *, nee_variable: str = "NEE_VUT_REF", q
         if col in df.columns and col != nee_variable:
             data[col] = ("time", _numeric(df, col, path)[order].astype(np.float32), {"units": units})
     return xr.Dataset(data, coords={"time": ("time", time.to_numpy()[order])},
-                      attrs={"site": site, "fluxnet_set": fset, "source": str(path),
+                      attrs={"site": site, "fluxnet_set": fset, "product": name.product, "resolution": "DD", "source": str(path),
                              "n_days_below_qc": int(below.sum()), "qc_min": float(qc_min)})
 
 
@@ -179,9 +151,13 @@ _LAT = ("lat", "LOCATION_LAT", "latitude")
 _LON = ("lon", "LOCATION_LONG", "LOCATION_LON", "longitude")
 
 
-def read_site_table(path: str | Path) -> pd.DataFrame:
+def read_site_table(path: str | Path, *, coords_required: bool = True) -> pd.DataFrame:
     """Read the site table: a DataFrame indexed by site id with ``lat``, ``lon`` (degrees,
-    lon in −180…180), ``fold`` (0–9) and ``line`` (its line in the file).
+    lon in −180…180), ``fold`` (0–9), ``igbp`` (str, '' when not given) and ``line`` (its
+    line in the file).
+
+    With ``coords_required=False`` the table may have no latitude and longitude columns
+    (then ``lat`` and ``lon`` are NaN: the coordinates come from BIF/SITEINFO files).
 
     Raises
     ------
@@ -194,15 +170,22 @@ def read_site_table(path: str | Path) -> pd.DataFrame:
     cols = {}
     for key, names in (("site", _ID), ("lat", _LAT), ("lon", _LON), ("fold", ("fold", "FOLD"))):
         hit = next((c for c in names if c in df.columns), None)
+        if hit is None and key in ("lat", "lon") and not coords_required:
+            continue
         if hit is None:
             raise InputError(path, "header", f"no {key} column (one of {', '.join(names)}; found {', '.join(df.columns)})")
         cols[key] = hit
+    if ("lat" in cols) != ("lon" in cols):
+        have, lack = ("lat", "lon") if "lat" in cols else ("lon", "lat")
+        raise InputError(path, "header", f"a {have} column without a {lack} column")
     if df.empty:
         raise InputError(path, None, "no sites")
     ids = df[cols["site"]].str.strip()
-    lat, lon, fold = (_numeric(df, cols[k], path) for k in ("lat", "lon", "fold"))
+    fold = _numeric(df, cols["fold"], path)
+    nan = np.full(len(df), np.nan)
+    lat, lon = (_numeric(df, cols[k], path) if k in cols else nan for k in ("lat", "lon"))
     for k, v in (("lat", lat), ("lon", lon), ("fold", fold)):
-        if np.isnan(v).any():
+        if k in cols and np.isnan(v).any():
             i = int(np.argmax(np.isnan(v)))
             raise InputError(path, f"line {_line(df, i)}, column {cols[k]}", f"site {ids.iloc[i]} has no {k}")
     off = (np.abs(lat) > 90) | (lon < -180) | (lon > 360)
@@ -219,5 +202,7 @@ def read_site_table(path: str | Path) -> pd.DataFrame:
         i = int(np.argmax(dup))
         raise InputError(path, f"line {_line(df, i)}", f"duplicated site id {ids.iloc[i]}")
     lon = (lon + 180.0) % 360.0 - 180.0
-    return pd.DataFrame({"lat": lat, "lon": lon, "fold": fold.astype(np.int8), "line": df.attrs["line"]},
+    igbp_col = next((c for c in ("IGBP", "igbp") if c in df.columns), None)
+    igbp = df[igbp_col].str.strip().to_numpy(dtype=object) if igbp_col else np.full(len(df), "", dtype=object)
+    return pd.DataFrame({"lat": lat, "lon": lon, "fold": fold.astype(np.int8), "igbp": igbp, "line": df.attrs["line"]},
                         index=pd.Index(ids.to_numpy(), name="site"))

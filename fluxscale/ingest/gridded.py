@@ -17,7 +17,12 @@ Every reader returns a lazy (Dask) ``xarray.DataArray`` whose axes are normalise
   (fluxes) or area-weighted means (drivers); other grids refused.
 
 Chunks: one Dask chunk per file, or per ``time_chunk`` steps of it (full ``lat``/``lon``),
-so a task holds at most ``time_chunk × nlat × nlon`` values of the source grid.
+so a task holds at most ``time_chunk × nlat × nlon`` values of the source grid; a member
+dimension (GCB's ``ensemble_member``) is split into one chunk per member.
+
+GCB inversion members (names, choice, NaN checks) are in :mod:`fluxscale.ingest.gcb`;
+FLUXCOM-X-BASE Zarr cubes (the prior) in :mod:`fluxscale.ingest.xbase`, which reuses the
+normalisation and the area-conserving aggregation here.
 """
 
 from __future__ import annotations
@@ -308,7 +313,10 @@ def _regrid_flux(da: xr.DataArray, res: float, target_res: float, basis: str, ta
     w_src = _land_weight(res, basis, path, name)
     if k == 1 and basis == "land":
         return da.where(target_weight > 0)
-    amount = da * w_src.values
+    if basis == "cell":  # cell areas vary with latitude only: a (lat,) factor keeps a 0.05° graph small
+        amount = da * xr.DataArray(w_src.values[:, 0], dims="lat")
+    else:
+        amount = da * w_src.values
     if k > 1:
         defined = amount.notnull().coarsen(lat=k, lon=k).sum() > 0
         amount = amount.fillna(0.0).coarsen(lat=k, lon=k).sum().where(defined)
@@ -391,6 +399,8 @@ def read_monthly_flux(files: Sequence[Path], variable: str, *, start: str, end: 
             raise InputError(path, where, f"unexpected dimensions {extra} (expected {member_dim or ''} time lat lon)")
         if member_dim and member_dim not in da.dims:
             raise InputError(path, where, f"has no {member_dim!r} dimension (dims {tuple(da.dims)})")
+        if member_dim:  # one member per task (a GCB file is ~1 GB; members are chosen after reading)
+            da = da.chunk({member_dim: 1})
         try:
             factor = flux_factor(_units(da, path, variable, units), species, default_species=default_species)
         except UnitError as e:

@@ -2,7 +2,7 @@
 
 Plan (pure, see :func:`cell_block_plan` / :func:`month_block_plan`):
 
-1. ``grid.zarr`` (in memory, small);
+1. ``grid.zarr`` with the PFT map (in memory, small; :mod:`.vegetation`);
 2. one task per cell chunk: simulate drivers and truth for those cells over the whole
    record, write their region of ``drivers.zarr`` and ``truth.zarr`` (aligned to the
    stored chunks: a task owns whole chunks), return regional monthly integrals;
@@ -43,6 +43,7 @@ from .atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, 
 from .climate import cell_climate, enso_index
 from .fluxes import climatological_gpp, simulate_cells, sink_shape
 from .sites import make_sites
+from .vegetation import pft_variables, tower_igbp
 
 __all__ = ["make_twin", "write_twin", "cell_block_plan", "month_block_plan", "calibrate_sink"]
 
@@ -231,6 +232,7 @@ def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: 
     grid = make_grid(cfg.resolution_deg, region_mask)
     factor = int(round(cfg.inversion_resolution_deg / cfg.resolution_deg))
     inv = coarsen_grid(grid, factor)
+    grid = grid.assign(pft_variables(cfg.seed, grid).data_vars)  # the majority IGBP class per cell
     write_store(grid, paths["grid"], "grid", commit=False)
     time = pd.date_range(f"{cfg.start_year}-01-01", f"{cfg.end_year}-12-31", freq="D")
     months = pd.date_range(time[0], time[-1], freq="MS")
@@ -266,6 +268,8 @@ def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: 
     # --- towers ---------------------------------------------------------------------
     t = _time.perf_counter()
     sites = make_sites(cfg, grid, time, enso, sink_scale)
+    cell_pft = grid.pft.values[grid.cell_ilat.values, grid.cell_ilon.values]
+    sites["igbp"] = ("site", tower_igbp(cfg.seed, cell_pft, sites.cell.values), var_attrs("sites", "igbp"))
     write_store(sites, paths["sites"], "sites", commit=False)
     timings["sites"] = _time.perf_counter() - t
 
