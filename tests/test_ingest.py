@@ -313,7 +313,7 @@ def test_cli_twin_files_then_ingest(tmp_path, tiny_twin):
     got = open_store(store_path(tmp_path / "ds", "prior"), "prior").NEE.values
     np.testing.assert_array_equal(got, open_store(store_path(tiny_twin, "prior"), "prior").NEE.values)
     r = runner.invoke(app, ["info", str(tmp_path / "ds")])
-    assert r.exit_code == 0 and f"ingest of {tmp_path / 'f'}: 64 files read, 0 skipped" in r.output, r.output
+    assert r.exit_code == 0 and f"ingest of {tmp_path / 'f'}: 65 files read, 0 skipped" in r.output, r.output
     # the twin's truth is kept next to the stores the ingest config writes
     assert (tmp_path / "f" / "stores" / "truth.zarr").is_dir()
     r = runner.invoke(app, ["ingest", str(tmp_path / "nope.toml")])
