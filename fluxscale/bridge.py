@@ -37,7 +37,7 @@ from .config import BridgeConfig
 from .errors import StoreError
 from .grid import gather_cells
 from .lasso import cv_r2, fit_bridge, predict_bridge
-from .parallel import run_tasks
+from .parallel import progress_bar, run_tasks
 from .regions import REGION_ABBREVS, REGIONS
 from .stores import open_store, open_stores, store_path, write_store
 
@@ -123,6 +123,11 @@ def _final_task(region: int, *, series: dict, targets: dict, labels: dict, inclu
             "r2_cv": cv_r2(x[cand].T, y, fit.alpha, folds) if fit.pixels.size else float("nan")}
 
 
+def _pairs(x: np.ndarray) -> int:
+    """Cell pairs of a region's DTW matrix (its upper triangle with the diagonal)."""
+    return x.shape[0] * (x.shape[0] + 1) // 2
+
+
 # --- the stage ---------------------------------------------------------------------------
 
 def build_bridges(root: str | Path, cfg: BridgeConfig = BridgeConfig(), *, client=None, show_progress: bool = True,
@@ -153,14 +158,16 @@ def build_bridges(root: str | Path, cfg: BridgeConfig = BridgeConfig(), *, clien
 
     t = _time.perf_counter()
     dtw_paths = {}
-    for r in regions:
-        if series[r].shape[0] <= cfg.max_exact_cells:
+    exact_r = [r for r in regions if series[r].shape[0] <= cfg.max_exact_cells]
+    # one bar over every region, counted in cell pairs (a region's cost), not 18 bars
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task("bridge: DTW cell pairs", total=sum(_pairs(series[r]) for r in exact_r))
+        for r in exact_r:
             path = dtw_dir(root) / f"{REGION_ABBREVS[r]}.zarr"
-            # a bar only where there are several tiles: 18 one-tile bars would be noise
             distance_matrix_tiled(series[r], path, window=cfg.dtw_window, tile=cfg.dtw_tile, client=client,
-                                  show_progress=show_progress and series[r].shape[0] > cfg.dtw_tile,
-                                  label=f"bridge: DTW {REGION_ABBREVS[r]}")
+                                  show_progress=False, label=f"bridge: DTW {REGION_ABBREVS[r]}")
             dtw_paths[r] = str(path)
+            progress.update(task, advance=_pairs(series[r]))
     timings["dtw"] = _time.perf_counter() - t
     say(f"bridge: DTW matrices of {len(dtw_paths)} regions in {dtw_dir(root)} ({timings['dtw']:.1f} s)")
     t = _time.perf_counter()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -80,6 +79,37 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
 SchedulerOpt = Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: a LocalCluster).")]
 
 
+_NEEDS = {"integrals": (0,), "bridge": (0,), "train": (0, 1, 2), "infer": (0, 3), "evaluate": (0, 1, 4)}
+"""Which links of :func:`_require`'s chain (0 dataset, 1 integrals, 2 bridges, 3 members,
+4 cube) each stage command reads."""
+
+
+def _require(cfg: RunConfig, command: str) -> None:
+    """Before any cluster starts: refuse (ConfigError, one line, exit 2) a data directory
+    that lacks what ``command`` reads, naming the first missing output and the command
+    that makes it."""
+    from .inference import cube_path
+    from .model import models_dir
+    from .stores import store_path
+
+    d = Path(cfg.data_dir)
+    cube = Path(cfg.evaluate.cube) if Path(cfg.evaluate.cube).is_absolute() else d / cfg.evaluate.cube
+    if command == "infer":
+        cube = cube_path(d, cfg.infer)
+    chain = [(store_path(d, "grid"), "store not found", f"make the dataset first with `fluxscale twin --out {d}` "
+              f"(a synthetic twin) or `fluxscale ingest INGEST.toml --out {d}` (real files)"),
+             (store_path(d, "integrals"), "not found", f"run `fluxscale integrals {d}` first"),
+             (store_path(d, "bridges"), "not found", f"run `fluxscale bridge {d}` first"),
+             (models_dir(d, cfg.infer.model_set if command == "infer" else "") / "members.json", "not found",
+              f"train the ensembles first with `fluxscale train {d}`"),
+             (cube, "not found", f"run `fluxscale infer {d}` first (the NEE cube)")]
+    if not d.is_dir():
+        chain[0] = (d, "dataset directory not found", chain[0][2])
+    for path, missing, hint in (chain[k] for k in _NEEDS[command]):
+        if not path.exists():
+            raise ConfigError(f"fluxscale {command}: {path}: {missing}; {hint}")
+
+
 def _stage_config(data_dir: Path | None, config: Path | None, **cluster) -> RunConfig:
     """The run config of a command: the config file (or defaults), with the command line's
     data directory and the ClusterConfig fields it gives (None = not given) on top."""
@@ -152,14 +182,16 @@ def twin(
 @app.command()
 @_handle_errors
 def info(path: Annotated[Path, typer.Argument(help="A dataset directory or one .zarr store.")]):
-    """Summarise a dataset directory or one store: variables, dims, sizes, time span, regions."""
-    from .summary import summarize_dataset, summarize_store
+    """Summarise a dataset directory or one store: variables, dims, sizes, time span, regions
+    (and the bridges' table when there are bridges)."""
+    from .pipeline import inventory
+    from .summary import summarize_store
 
     # markup=False: "[grid]" and the like are store names, not rich style tags
     if path.suffix == ".zarr":
         console.print(summarize_store(path), highlight=False, markup=False)
     else:
-        console.print(summarize_dataset(path), highlight=False, markup=False)
+        console.print(inventory(path), highlight=False, markup=False)
 
 
 @app.command()
@@ -237,11 +269,15 @@ def run(
     reuse: Annotated[bool, typer.Option(help="Reuse a complete twin (or ingest) of the same config in DATA_DIR.")] = True,
     ingest_config: Annotated[Optional[Path], typer.Option("--ingest", help="An ingest TOML: run on these real files "
                                                           "(ingested into DATA_DIR) instead of a twin.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress: counts and ETA per stage, a live bar on a terminal, "
+                                           "a plain line every 15 s (FLUXSCALE_PROGRESS_INTERVAL) in a log "
+                                           "file.")] = True,
     connect_timeout: TimeoutOpt = 10.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a complete dataset in DATA_DIR that was made "
                                             "with other settings (and remove its models, cube and report); "
                                             "without it such a directory is refused.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print the store inventory at the end "
+                                          "(as `fluxscale info DATA_DIR`).")] = False,
 ):
     """The whole pipeline on a Dask cluster: twin (or ingest) → validation → integrals → DTW,
     clusters, bridges → training (EC, EC-ATM) → inference (the NEE cube) → evaluation (the
@@ -263,14 +299,15 @@ def run(
     if ingest_config is not None:
         cfg = dataclasses.replace(cfg, ingest=str(ingest_config))
     report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset, until=until,
-                          overwrite=overwrite)
-    console.print(report["summary"], highlight=False)
-    if report.get("skipped"):
-        console.print(f"skipped (unchanged): {', '.join(report['skipped'])}", highlight=False)
-    console.print(f"[bold green]done[/] in {report['timings_s']['total']:.1f} s; stage timings: "
-                  + json.dumps(report["timings_s"]))
-    if "report" in report:
-        console.print(f"report: {report['report']}", highlight=False)
+                          overwrite=overwrite, verbose=verbose)
+    if verbose:
+        console.print(report["inventory"], highlight=False, markup=False)
+    console.print(f"[bold green]done[/] in {report['timings_s']['total']:.1f} s"
+                  + (f"; skipped (unchanged): {', '.join(report['skipped'])}" if report.get("skipped") else ""),
+                  highlight=False)
+    console.print(report["summary"], highlight=False, markup=False)
+    if not verbose:
+        console.print(f"store inventory: fluxscale info {cfg.data_dir}", highlight=False, markup=False)
 
 
 DataDirArg = Annotated[Optional[Path], typer.Argument(help="Dataset directory (default: the config's data_dir).")]
@@ -290,15 +327,15 @@ def integrals(
     fire and truth → DATA_DIR/integrals.zarr."""
     from .cluster import cluster_client
     from .integrals import compute_integrals
+    from .parallel import working
 
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         connect_timeout_s=connect_timeout if scheduler else None)
+    _require(cfg, "integrals")
     t0 = time.perf_counter()
     with cluster_client(cfg.cluster) as client:
-        if progress:
-            with console.status("integrals: streaming the prior, inversions and fire through the regional-sum kernel"):
-                path = compute_integrals(cfg.data_dir, client=client)
-        else:
+        with working("integrals: streaming the prior, inversions and fire through the regional-sum kernel",
+                     progress, console):
             path = compute_integrals(cfg.data_dir, client=client)
     from .summary import integrals_table
     from .stores import open_store
@@ -325,16 +362,18 @@ def bridge(
     from .bridge import build_bridges
     from .cluster import cluster_client
     from .integrals import compute_integrals
+    from .parallel import working
     from .stores import open_store, store_path
     from .summary import bridge_table
 
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         connect_timeout_s=connect_timeout if scheduler else None)
     cfg = dataclasses.replace(cfg, bridge=cfg.bridge.replace(**_parse_knobs(set_, cfg.bridge, "bridge setting")))
+    _require(cfg, "bridge")
     t0 = time.perf_counter()
     with cluster_client(cfg.cluster) as client:
         if not store_path(cfg.data_dir, "integrals").exists():
-            with console.status("integrals: not found, computing them first"):
+            with working("integrals: not found, computing them first", progress, console):
                 compute_integrals(cfg.data_dir, client=client)
         path = build_bridges(cfg.data_dir, cfg.bridge, client=client, show_progress=progress,
                              say=lambda m: console.print(m, highlight=False))
@@ -401,6 +440,7 @@ def train(
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
     cfg = dataclasses.replace(cfg, train=cfg.train.replace(**_parse_knobs(set_, cfg.train, "train setting")))
+    _require(cfg, "train")
     t0 = time.perf_counter()
     with optional_client(None if local else cfg.cluster) as client:
         summary = train_ensemble(cfg.data_dir, cfg.train, client=client, show_progress=progress,
@@ -434,6 +474,7 @@ def infer(
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
     cfg = dataclasses.replace(cfg, infer=cfg.infer.replace(**_parse_knobs(set_, cfg.infer, "infer setting")))
+    _require(cfg, "infer")
     with optional_client(None if local else cfg.cluster) as client:
         if client is not None:
             console.print(describe_client(client), highlight=False)
@@ -528,6 +569,7 @@ def evaluate(
                         connect_timeout_s=connect_timeout if scheduler else None)
     cfg = dataclasses.replace(cfg, evaluate=cfg.evaluate.replace(**_parse_knobs(set_, cfg.evaluate,
                                                                                   "evaluate setting")))
+    _require(cfg, "evaluate")
     with optional_client(cfg.cluster if (scheduler or workers) else None) as client:
         if client is not None:
             console.print(describe_client(client), highlight=False)
@@ -577,6 +619,13 @@ def cluster(
                                                      "wins over the YAML), e.g. cores=8 account=proj.")] = None,
     ssh_host: Annotated[Optional[list[str]], typer.Option(help="ssh: a host (repeatable; the first runs the "
                                                           "scheduler).")] = None,
+    ssh_port: Annotated[Optional[int], typer.Option(help="ssh: the sshd port.")] = None,
+    ssh_user: Annotated[Optional[str], typer.Option(help="ssh: the login name.")] = None,
+    ssh_key: Annotated[Optional[Path], typer.Option(help="ssh: the client's private key file.")] = None,
+    ssh_known_hosts: Annotated[Optional[Path], typer.Option(help="ssh: a known_hosts file with the hosts' "
+                                                            "keys.")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address the scheduler, workers and dashboard bind to "
+                                                "(default 127.0.0.1; slurm/pbs: or set interface).")] = None,
     image: Annotated[Optional[str], typer.Option(help="kubernetes: the fluxscale image.")] = None,
     namespace: Annotated[Optional[str], typer.Option(help="kubernetes: the namespace.")] = None,
     gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="Workers declare GPU=1 (one worker per "
@@ -607,7 +656,9 @@ def cluster(
              "threads_per_worker": threads_per_worker, "memory_limit": memory_limit, "wait_workers": wait_workers,
              "wait_timeout_s": wait_timeout, "connect_timeout_s": connect_timeout,
              "jobqueue_config": str(jobqueue_config) if jobqueue_config else None,
-             "ssh_hosts": tuple(ssh_host) if ssh_host else None, "k8s_image": image, "k8s_namespace": namespace,
+             "ssh_hosts": tuple(ssh_host) if ssh_host else None, "ssh_port": ssh_port, "ssh_user": ssh_user,
+             "ssh_key_file": str(ssh_key) if ssh_key else None,
+             "ssh_known_hosts": str(ssh_known_hosts) if ssh_known_hosts else None, "host": host, "k8s_image": image, "k8s_namespace": namespace,
              "gpu": gpu, "tls_ca_file": str(tls_ca_file) if tls_ca_file else None,
              "tls_cert_file": str(tls_cert) if tls_cert else None, "tls_key_file": str(tls_key) if tls_key else None}
     given = {k: v for k, v in given.items() if v is not None}
@@ -676,12 +727,11 @@ def _dry_run(cc: ClusterConfig, stage: str, args: list[str]) -> str:
     """What ``fluxscale cluster`` would start, as text (job script, manifests, settings)."""
     import yaml
 
-    from .cluster import jobqueue_cluster, kube_cluster_spec, kube_job_spec, ssh_cluster_kwargs, worker_args
+    from .cluster import jobqueue_job_script, kube_cluster_spec, kube_job_spec, ssh_cluster_kwargs, worker_args
 
     kind = cc.resolved_kind
     if kind in ("slurm", "pbs"):
-        with jobqueue_cluster(cc, kind) as jq:
-            return jq.job_script()
+        return jobqueue_job_script(cc, kind)  # starts no scheduler
     if kind == "kubernetes":
         command = ["fluxscale", "cluster", "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--wait-workers",
                    str(cc.n_workers), "--performance-report", f"/data/performance-{stage}.html", stage, *args]

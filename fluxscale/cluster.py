@@ -9,7 +9,17 @@ client, waits for the workers and closes everything on exit. Every command that 
 The launchers are the field's own: ``distributed.LocalCluster`` and ``SSHCluster``,
 dask-jobqueue's ``SLURMCluster``/``PBSCluster`` and dask-kubernetes' operator
 ``KubeCluster``. What is ours is only the mapping from the config, the worker preload
-(:mod:`fluxscale.preload`), the ``GPU`` resource and TLS (:mod:`fluxscale.security`).
+(:mod:`fluxscale.preload`), the ``GPU`` resource and TLS (:mod:`fluxscale.security`), and:
+
+* loopback by default: the scheduler, its dashboard (a free port), the workers and their
+  HTTP servers bind ``[cluster] host`` (127.0.0.1) unless the config names another host or,
+  for SLURM/PBS, an ``interface`` (Dask's own defaults are every interface);
+* jobs that fail fast and say why: a SLURM job larger than any node of its partition is
+  refused before submission, a refused submission stops the launcher with the submit
+  command's message, a job SLURM can never start with its id and pending reason;
+* elastic jobqueue clusters: a worker job that ends under a stage is resubmitted
+  (:class:`JobKeeper`); with :func:`fluxscale.parallel.run_tasks` holding shared inputs
+  as recomputable tasks, no stage depends on data that dies with a worker.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +41,9 @@ if TYPE_CHECKING:
     import distributed
 
 __all__ = ["cluster_client", "optional_client", "describe_client", "security", "worker_args",
-           "jobqueue_cluster", "kube_cluster_spec", "kube_job_spec", "ssh_cluster_kwargs", "wait_for_workers",
-           "strip_network_references"]
+           "jobqueue_cluster", "jobqueue_job_script", "with_host", "kube_cluster_spec", "kube_job_spec",
+           "ssh_cluster_kwargs", "ssh_connect_options", "wait_for_workers", "wait_for_jobs", "slurm_job_states",
+           "JobKeeper", "strip_network_references"]
 
 PRELOAD = "fluxscale.preload"
 """The worker preload module: torch and numba threads = the worker's threads."""
@@ -69,6 +82,25 @@ def worker_args(cfg: ClusterConfig) -> list[str]:
     """Extra ``dask worker`` arguments of a config: the preload and the GPU resource."""
     out = ["--preload", PRELOAD] if cfg.preload else []
     return out + (["--resources", "GPU=1"] if cfg.gpu else [])
+
+
+def with_host(address: str | None, host: str) -> str | None:
+    """A dashboard address bound to ``host`` when it names only a port.
+
+    Dask binds a dashboard address without a host (``":0"``, ``":8787"``, ``"8787"``) to
+    every interface (0.0.0.0); fluxscale binds it to the interface the scheduler listens
+    on instead. An address with a host is kept; None (no dashboard) stays None."""
+    if address is None:
+        return None
+    a = str(address).strip()
+    if a.startswith(":"):
+        port = a[1:]
+    elif a.isdigit():
+        port = a
+    else:
+        return a
+    h = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"{h}:{port or 0}"
 
 
 def wait_for_workers(client: "distributed.Client", n: int, timeout: float, where: str) -> None:
@@ -128,33 +160,266 @@ def _jobqueue_yaml(cfg: ClusterConfig) -> dict:
     return data
 
 
-@contextlib.contextmanager
-def jobqueue_cluster(cfg: ClusterConfig, kind: str | None = None):
-    """A dask-jobqueue ``SLURMCluster`` or ``PBSCluster`` (not yet scaled): the YAML merged
-    into ``dask.config``, then the config's ``jobqueue`` keyword arguments on top, plus the
-    preload and GPU resource in ``worker_extra_args``."""
-    kind = kind or cfg.resolved_kind
+def _interface_ip(interface: str) -> str:
+    """The IPv4 address of a network interface (``ib0``), as Dask resolves it."""
+    from distributed.utils import get_ip_interface
+
+    try:
+        return get_ip_interface(interface)
+    except ValueError as e:
+        raise ConfigError(f"cluster config interface={interface!r}: {e}") from None
+
+
+def _jobqueue_kwargs(cfg: ClusterConfig, kind: str) -> dict[str, Any]:
+    """The jobqueue cluster's keyword arguments (inside :func:`_merged_dask_config`).
+
+    On top of the config's: the preload and GPU resource; workers without their own
+    dashboard (``--no-dashboard``: nothing of ours needs it); with no ``interface`` (YAML or
+    keyword) and no scheduler ``host``, the scheduler and the workers bind ``cfg.host``
+    (127.0.0.1: one node; name the network with ``interface``, e.g. ``ib0``, for several);
+    the scheduler's dashboard on a free port of the scheduler's own address (dask-jobqueue's
+    default is every interface, port 8787); TLS when configured."""
+    import dask
+
+    kwargs = dict(cfg.jobqueue)
+    from_yaml = dask.config.get(f"jobqueue.{kind}.worker-extra-args", None) or []
+    extra = list(kwargs.get("worker_extra_args", from_yaml)) + worker_args(cfg)
+    interface = kwargs.get("interface") or dask.config.get(f"jobqueue.{kind}.interface", None)
+    sopts = dict(kwargs.get("scheduler_options") or dask.config.get(f"jobqueue.{kind}.scheduler-options", None) or {})
+    if not interface and not sopts.get("host") and not sopts.get("interface"):
+        sopts["host"] = cfg.host
+        if not {"--host", "--listen-address", "--interface"} & set(extra):
+            extra += ["--host", cfg.host]
+        if "--dashboard-address" not in extra:  # a worker serves /health and /metrics even without a dashboard
+            extra += ["--dashboard-address", with_host(":0", cfg.host)]
+    if "dashboard_address" not in sopts:
+        bind = sopts.get("host") or _interface_ip(sopts.get("interface") or interface)
+        sopts["dashboard_address"] = with_host(cfg.dashboard_address, bind)
+        sopts.setdefault("dashboard", cfg.dashboard_address is not None)
+    if not {"--dashboard", "--no-dashboard"} & set(extra):
+        extra.append("--no-dashboard")
+    kwargs["worker_extra_args"] = extra
+    kwargs["scheduler_options"] = sopts
+    sec = security(cfg)
+    if sec is not None:
+        kwargs.setdefault("security", sec)
+        kwargs.setdefault("protocol", "tls://")
+    return kwargs
+
+
+def _jobqueue_class(kind: str):
     try:
         import dask_jobqueue
     except ImportError:
         raise FluxscaleError(f"cluster kind {kind!r} needs dask-jobqueue: pip install 'fluxscale[jobqueue]'") from None
-    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
-    kwargs = dict(cfg.jobqueue)
-    with _merged_dask_config(_jobqueue_yaml(cfg)):
-        import dask
+    return {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
 
-        from_yaml = dask.config.get(f"jobqueue.{kind}.worker-extra-args", None) or []
-        kwargs["worker_extra_args"] = list(kwargs.get("worker_extra_args", from_yaml)) + worker_args(cfg)
-        sec = security(cfg)
-        if sec is not None:
-            kwargs.setdefault("security", sec)
-            kwargs.setdefault("protocol", "tls://")
+
+@contextlib.contextmanager
+def jobqueue_cluster(cfg: ClusterConfig, kind: str | None = None, job_cls=None):
+    """A dask-jobqueue ``SLURMCluster`` or ``PBSCluster`` (not yet scaled): the YAML merged
+    into ``dask.config``, then the config's ``jobqueue`` keyword arguments on top, plus what
+    :func:`_jobqueue_kwargs` adds (preload, GPU, loopback binding, dashboard)."""
+    kind = kind or cfg.resolved_kind
+    cls = _jobqueue_class(kind)
+    with _merged_dask_config(_jobqueue_yaml(cfg)):
+        kwargs = _jobqueue_kwargs(cfg, kind)
+        if job_cls is not None:
+            kwargs["job_cls"] = job_cls
         try:
             cluster = cls(**kwargs)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{kind} cluster settings: {e}") from None
         with cluster:
             yield cluster
+
+
+_CLUSTER_ONLY_KEYS = frozenset({"n_workers", "job_cls", "loop", "security", "shared_temp_directory", "silence_logs",
+                                "name", "asynchronous", "dashboard_address", "host", "scheduler_options",
+                                "scheduler_cls", "interface", "protocol", "config_name"})
+
+
+def jobqueue_job_script(cfg: ClusterConfig, kind: str | None = None) -> str:
+    """The worker job script that :func:`jobqueue_cluster` would submit, built without
+    starting a scheduler (``--dry-run``): the scheduler address in it is the host the
+    scheduler would bind, with ``<port>`` for the port it would get."""
+    kind = kind or cfg.resolved_kind
+    cls = _jobqueue_class(kind)
+    with _merged_dask_config(_jobqueue_yaml(cfg)):
+        import dask
+
+        kwargs = _jobqueue_kwargs(cfg, kind)
+        sopts = kwargs["scheduler_options"]
+        interface = kwargs.get("interface") or dask.config.get(f"jobqueue.{kind}.interface", None)
+        host = sopts.get("host") or _interface_ip(sopts.get("interface") or interface)
+        protocol = kwargs.get("protocol") or "tcp://"
+        job_kwargs = {k: v for k, v in kwargs.items() if k not in _CLUSTER_ONLY_KEYS}
+        job_kwargs.update(config_name=kwargs.get("config_name") or cls.job_cls.default_config_name(),
+                          interface=interface, protocol=kwargs.get("protocol"), security=kwargs.get("security"))
+        try:
+            job = cls.job_cls(f"{protocol}{host}:<port>", name="dummy-name", **job_kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{kind} cluster settings: {e}") from None
+        return job.job_script()
+
+
+def _submit_message(e: BaseException) -> str:
+    """The submit command's own words from dask-jobqueue's error (its stderr lines)."""
+    text = str(e)
+    if "stderr:" in text:
+        text = text.split("stderr:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines) or type(e).__name__
+
+
+def _recording_job_cls(base, failures: list[str]):
+    """A subclass of a dask-jobqueue job class whose refused submissions are recorded in
+    ``failures`` (the launcher then stops at once, quoting them) instead of surfacing as
+    tracebacks in the event loop while the launcher waits for workers in vain."""
+    from distributed.core import Status
+
+    class RecordingJob(base):
+        async def start(self):
+            try:
+                await super().start()
+            except Exception as e:  # noqa: BLE001  (RuntimeError from sbatch/qsub, ValueError: no job id)
+                failures.append(_submit_message(e))
+                self.job_id = None
+                self.status = Status.running  # SpecCluster asserts it; the launcher stops right after
+
+    RecordingJob.__name__ = RecordingJob.__qualname__ = base.__name__
+    return RecordingJob
+
+
+def _mb(text: str) -> float:
+    """A SLURM memory size (``32G``, ``2048M``, ``2048``: MB) in MB."""
+    num, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTP]?)", text.strip().upper()).groups()
+    return float(num) * {"K": 2**-10, "": 1, "M": 1, "G": 2**10, "T": 2**20, "P": 2**30}[unit]
+
+
+def _check_job_fits(cluster) -> None:
+    """Refuse, before anything is submitted, a SLURM worker job larger than every node of
+    its partition (``sinfo``: CPUs and memory per node), with the numbers side by side."""
+    header = cluster.job_header
+    cpus = re.search(r"^#SBATCH --cpus-per-task=(\d+)", header, re.M)
+    mem = re.search(r"^#SBATCH --mem=(\S+)", header, re.M)
+    part = re.search(r"^#SBATCH -p (\S+)", header, re.M)
+    try:
+        res = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%c|%m"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return  # sbatch will say
+    rows = [ln.split("|") for ln in res.stdout.splitlines() if ln.count("|") == 2]
+    default = next((r[0].rstrip("*") for r in rows if r[0].endswith("*")), None)
+    name = part.group(1) if part else default
+    nodes = [(int(c), _mb(m)) for p_, c, m in rows if p_.rstrip("*") == name and c.isdigit()
+             and re.fullmatch(r"\d+(\.\d+)?[KMGTP]?", m.strip().upper())]
+    if res.returncode != 0 or not nodes:
+        return
+    want_c = int(cpus.group(1)) if cpus else 1
+    want_m = _mb(mem.group(1)) if mem else 0.0
+    if not any(want_c <= c and want_m <= m for c, m in nodes):
+        big_c, big_m = max(c for c, _ in nodes), max(m for _, m in nodes)
+        raise FluxscaleError(f"slurm cluster: a worker job asks for {want_c} CPUs and {want_m:.0f} MB, but the nodes "
+                             f"of partition {name} have at most {big_c} CPUs and {big_m:.0f} MB; lower cores/memory "
+                             f"(--job cores=N --job memory=XGiB, or the jobqueue YAML) or pick a partition "
+                             f"(--job queue=NAME)")
+
+
+# SLURM pending reasons that no amount of waiting changes (squeue -o %r)
+_NEVER_REASONS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
+                  "InvalidAccount", "InvalidQOS", "AccountNotAllowed", "QOSNotAllowed", "DependencyNeverSatisfied",
+                  "JobHeldAdmin", "PartitionDown", "PartitionInactive", "MaxCpuPerAccount", "QOSMaxCpuPerJobLimit",
+                  "QOSMaxMemoryPerJob", "QOSMaxNodePerJobLimit", "AssocMaxCpuPerJobLimit", "AssocMaxMemPerJob",
+                  "AssocMaxNodesPerJobLimit", "AssocMaxWallDurationPerJobLimit", "QOSMaxWallDurationPerJobLimit")
+
+
+def slurm_job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``{job id: (state, reason)}`` from ``squeue`` (jobs SLURM no longer lists are absent)."""
+    if not job_ids:
+        return {}
+    try:
+        res = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    out = {}
+    for ln in res.stdout.splitlines():
+        parts = ln.split("|")
+        if len(parts) == 3:
+            out[parts[0]] = (parts[1], parts[2])
+    return out
+
+
+def _job_ids(cluster) -> list[str]:
+    return [str(j.job_id) for j in list(getattr(cluster, "workers", {}).values()) if getattr(j, "job_id", None)]
+
+
+def wait_for_jobs(client: "distributed.Client", cluster, n: int, timeout: float, kind: str) -> None:
+    """Wait for ``n`` workers of a jobqueue cluster, failing at once when a submission was
+    refused (quoting the submit command) or a SLURM job pends for a reason that cannot
+    change (naming the job and the reason); after ``timeout`` seconds the message names
+    the jobs and SLURM's pending reasons."""
+    failures = getattr(cluster, "_fluxscale_failures", [])
+    submit = getattr(cluster.job_cls, "submit_command", kind)
+    end = time.monotonic() + timeout
+    next_poll = 0.0
+    got = 0
+    while True:
+        if failures:
+            raise FluxscaleError(f"{kind} cluster: {submit} refused the worker job: {failures[0]}")
+        got = len(client.scheduler_info(n_workers=-1)["workers"])
+        if got >= n:
+            return
+        now = time.monotonic()
+        if kind == "slurm" and now >= next_poll:
+            next_poll = now + 2.0
+            for jid, (state, reason) in slurm_job_states(_job_ids(cluster)).items():
+                if state == "PENDING" and reason in _NEVER_REASONS:
+                    raise FluxscaleError(f"slurm cluster: worker job {jid} can never start: SLURM keeps it pending "
+                                         f"with reason {reason} (squeue -j {jid} -o %r); check cores, memory, "
+                                         f"walltime, partition and account of the jobqueue settings")
+        if now >= end:
+            break
+        time.sleep(0.5)
+    ids = _job_ids(cluster)
+    if kind == "slurm":
+        states = slurm_job_states(ids)
+        jobs = ", ".join(f"{j} {states[j][0]}" + (f" ({states[j][1]})" if states[j][1] not in ("None", "") else "")
+                         if j in states else f"{j} gone" for j in ids)
+    else:
+        jobs = ", ".join(ids)
+    raise FluxscaleError(f"{kind} cluster: got {got} of {n} workers within {timeout:g} s; jobs: {jobs or 'none'}; "
+                         f"raise --wait-timeout, or check the workers' logs (log-directory)")
+
+
+class JobKeeper:
+    """Keeps a jobqueue cluster at its requested size while in use: every ``interval``
+    seconds it asks the cluster to correct its state, so a job that ended (``scancel``,
+    a node lost, walltime) and that the cluster has dropped after
+    ``distributed.deploy.lost-worker-timeout`` is replaced by a new submission."""
+
+    def __init__(self, cluster, interval: float = 2.0):
+        import threading
+
+        self.cluster, self.interval = cluster, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fluxscale-job-keeper", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if len(self.cluster.workers) < len(self.cluster.worker_spec):
+                    self.cluster.loop.add_callback(self.cluster._correct_state)
+            except Exception:  # noqa: BLE001  (the cluster closing under us)
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def kube_cluster_spec(cfg: ClusterConfig, data_claim: str | None = "fluxscale-data", mount: str = "/data") -> dict:
@@ -199,17 +464,42 @@ def kube_job_spec(cfg: ClusterConfig, command: list[str], data_claim: str | None
             "spec": {"job": {"spec": pod}, "cluster": {"spec": cluster["spec"]}}}
 
 
+def ssh_connect_options(cfg: ClusterConfig) -> dict[str, Any]:
+    """asyncssh ``connect`` options from the ``[cluster]`` section: ``ssh_port``,
+    ``ssh_user``, ``ssh_key_file`` (the client key) and ``ssh_known_hosts`` (a
+    known_hosts file; asyncssh's default is ``~/.ssh/known_hosts``)."""
+    out: dict[str, Any] = {}
+    if cfg.ssh_port is not None:
+        out["port"] = int(cfg.ssh_port)
+    if cfg.ssh_user:
+        out["username"] = cfg.ssh_user
+    if cfg.ssh_key_file:
+        if not Path(cfg.ssh_key_file).expanduser().is_file():
+            raise ConfigError(f"cluster config ssh_key_file: {cfg.ssh_key_file} not found")
+        out["client_keys"] = [str(Path(cfg.ssh_key_file).expanduser())]
+    if cfg.ssh_known_hosts:
+        if not Path(cfg.ssh_known_hosts).expanduser().is_file():
+            raise ConfigError(f"cluster config ssh_known_hosts: {cfg.ssh_known_hosts} not found")
+        out["known_hosts"] = str(Path(cfg.ssh_known_hosts).expanduser())
+    return out
+
+
 def ssh_cluster_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
-    """Keyword arguments of ``distributed.SSHCluster`` for the config."""
+    """Keyword arguments of ``distributed.SSHCluster`` for the config: the scheduler, the
+    workers and the dashboard bind ``cfg.host`` (127.0.0.1 unless configured), the
+    connection options from :func:`ssh_connect_options`."""
     worker_options: dict[str, Any] = {"n_workers": cfg.n_workers, "nthreads": cfg.threads_per_worker,
                                       "memory_limit": cfg.memory_limit}
     if cfg.preload:
         worker_options["preload"] = [PRELOAD]
     if cfg.gpu:
         worker_options["resources"] = {"GPU": 1}
-    kwargs = {"hosts": list(cfg.ssh_hosts), "connect_options": {},
+    worker_options["host"] = cfg.host  # the workers' and nannies' comm ports (Dask's default: every interface)
+    kwargs = {"hosts": list(cfg.ssh_hosts), "connect_options": ssh_connect_options(cfg),
               "worker_options": worker_options,
-              "scheduler_options": {"port": 0, "dashboard_address": cfg.dashboard_address or ":0"}}
+              "scheduler_options": {"port": 0, "host": cfg.host,
+                                    "dashboard": cfg.dashboard_address is not None,
+                                    "dashboard_address": with_host(cfg.dashboard_address or ":0", cfg.host)}}
     sec = security(cfg)
     if sec is not None:
         kwargs["security"] = sec
@@ -233,7 +523,7 @@ def _started(cfg: ClusterConfig, kind: str):
         with _children_ignore_sigint():
             cluster = LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
                                    memory_limit=cfg.memory_limit, host=cfg.host,
-                                   dashboard_address=cfg.dashboard_address, **kw)
+                                   dashboard_address=with_host(cfg.dashboard_address, cfg.host), **kw)
         with cluster:
             try:
                 yield cluster
@@ -245,13 +535,23 @@ def _started(cfg: ClusterConfig, kind: str):
     elif kind in ("slurm", "pbs"):
         import shutil
 
-        with jobqueue_cluster(cfg, kind) as cluster:
-            submit = getattr(cluster.job_cls, "submit_command", None)
-            if submit and shutil.which(submit.split()[0]) is None:
-                raise FluxscaleError(f"{kind} cluster: {submit} not found here; run the scheduler script on a "
-                                     f"node that can submit jobs (a login node)")
+        import dask
+
+        failures: list[str] = []
+        base = _jobqueue_class(kind).job_cls
+        submit = getattr(base, "submit_command", None)
+        if submit and shutil.which(submit.split()[0]) is None:
+            raise FluxscaleError(f"{kind} cluster: {submit} not found here; run the scheduler script on a "
+                                 f"node that can submit jobs (a login node)")
+        # a lost worker's job is dropped after this long and a new one submitted (JobKeeper)
+        with dask.config.set({"distributed.deploy.lost-worker-timeout": "5s"}), \
+                jobqueue_cluster(cfg, kind, job_cls=_recording_job_cls(base, failures)) as cluster:
+            if kind == "slurm":
+                _check_job_fits(cluster)
+            cluster._fluxscale_failures = failures
             cluster.scale(jobs=cfg.n_workers)
-            yield cluster
+            with JobKeeper(cluster):
+                yield cluster
     elif kind == "kubernetes":
         spec = kube_cluster_spec(cfg, data_claim=None)
         from dask_kubernetes.operator import KubeCluster
@@ -265,12 +565,27 @@ def _started(cfg: ClusterConfig, kind: str):
     elif kind == "ssh":
         from distributed import SSHCluster
 
+        kwargs = ssh_cluster_kwargs(cfg)  # a missing key or known_hosts file: ConfigError first
+        ssh_log = logging.getLogger("distributed.deploy.ssh")  # every line the remote processes print
+        level = ssh_log.level
+        ssh_log.setLevel(logging.WARNING)
         try:
-            cluster = SSHCluster(**ssh_cluster_kwargs(cfg))
-        except Exception as e:  # noqa: BLE001  (asyncssh/OSError on an unreachable host)
-            raise FluxscaleError(f"cannot start the SSH cluster on {', '.join(cfg.ssh_hosts)}: {e}") from None
-        with cluster:
-            yield cluster
+            with _DropRecords("distributed.deploy.spec", "Cluster closed without starting up"):
+                try:
+                    cluster = SSHCluster(**kwargs)
+                except Exception as e:  # noqa: BLE001  (asyncssh/OSError on an unreachable host)
+                    why = str(e).removeprefix("Cluster failed to start: ").strip().replace("\n", " ")
+                    hint = ""
+                    if "not trusted" in why:
+                        port = kwargs["connect_options"].get("port", 22)
+                        hint = (f"; add its key to the known_hosts file (ssh-keyscan -p {port} HOST >> FILE) and "
+                                f"name the file with ssh_known_hosts / --ssh-known-hosts")
+                    raise FluxscaleError(f"cannot start the SSH cluster on {', '.join(cfg.ssh_hosts)}: "
+                                         f"{why or type(e).__name__}{hint}") from None
+            with cluster:
+                yield cluster
+        finally:
+            ssh_log.setLevel(level)
     else:  # pragma: no cover  (ClusterConfig validates kind)
         raise ConfigError(f"cluster kind {kind!r}")
 
@@ -389,8 +704,11 @@ def cluster_client(cfg: ClusterConfig) -> Iterator["distributed.Client"]:
         return
     t0 = time.perf_counter()
     with _started(cfg, kind) as cluster, Client(cluster, **kw) as client:
-        wait_for_workers(client, _expected_workers(cfg, kind, cluster), max(1.0, cfg.wait_timeout_s - (time.perf_counter() - t0)),
-                         f"{kind} cluster")
+        left = max(1.0, cfg.wait_timeout_s - (time.perf_counter() - t0))
+        if kind in ("slurm", "pbs"):
+            wait_for_jobs(client, cluster, _expected_workers(cfg, kind, cluster), left, kind)
+        else:
+            wait_for_workers(client, _expected_workers(cfg, kind, cluster), left, f"{kind} cluster")
         yield client
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["KNOB_RANGES", "draw_world", "TwinConfig", "EvalConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset", "load_config",
+__all__ = ["KNOB_RANGES", "draw_world", "TwinConfig", "EvalConfig", "BridgeConfig", "ClusterConfig", "RunConfig", "PRESETS", "twin_preset", "preset_name", "load_config",
            "TrainConfig", "InferConfig", "GriddedInput", "SitesInput", "GcbInput", "IngestConfig", "load_ingest_config"]
 
 
@@ -201,6 +201,33 @@ def twin_preset(name: str, **knobs: Any) -> TwinConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return TwinConfig().replace(**{**PRESETS[name], **knobs})
+
+
+def preset_name(cfg: "TwinConfig | dict[str, Any] | None") -> str | None:
+    """The preset a twin config was made from, for labels: ``small`` when ``cfg`` is that
+    preset (any seed), ``small with n_sites=37`` when some knobs differ (the preset of the
+    same grid and years, up to three differences named, then ``…``), ``custom`` when no
+    preset has its grid and years; None without a config. ``cfg``: a TwinConfig or the
+    ``config`` of a dataset manifest."""
+    import json
+
+    if cfg is None:
+        return None
+    have = json.loads(json.dumps(cfg.to_dict() if isinstance(cfg, TwinConfig) else dict(cfg), default=str))
+    best = None
+    for name in PRESETS:
+        want = json.loads(json.dumps(twin_preset(name, seed=have.get("seed", 0)).to_dict(), default=str))
+        if any(have.get(k) != want.get(k) for k in ("resolution_deg", "start_year", "end_year")):
+            continue
+        diff = [k for k in want if k in have and have[k] != want[k]]
+        if best is None or len(diff) < len(best[1]):
+            best = (name, diff)
+    if best is None:
+        return "custom"
+    name, diff = best
+    if not diff:
+        return name
+    return f"{name} with " + ", ".join(f"{k}={have[k]}" for k in diff[:3]) + (", …" if len(diff) > 3 else "")
 
 
 @dataclass(frozen=True)
@@ -538,7 +565,8 @@ class ClusterConfig:
     threads_per_worker: int = 1
     memory_limit: str = "6GiB"
     host: str = "127.0.0.1"
-    """Interface the local scheduler and workers bind to; not exposed unless changed."""
+    """Address the scheduler, the workers and the dashboard bind to (local, ssh; slurm/pbs
+    without an ``interface``); not exposed unless changed."""
     dashboard_address: str | None = ":0"
     connect_timeout_s: float = 10.0
     """How long to try reaching ``scheduler_address`` before failing, seconds."""
@@ -559,6 +587,14 @@ class ClusterConfig:
     """slurm/pbs: keyword arguments of the jobqueue cluster class; they win over the YAML."""
     ssh_hosts: tuple[str, ...] = ()
     """ssh: hosts; the first runs the scheduler, the rest one worker group each."""
+    ssh_port: int | None = None
+    """ssh: the sshd port (default 22)."""
+    ssh_user: str | None = None
+    """ssh: the login name (default: this user's)."""
+    ssh_key_file: str | None = None
+    """ssh: the client's private key file (default: asyncssh's, ~/.ssh/id_*)."""
+    ssh_known_hosts: str | None = None
+    """ssh: a known_hosts file with the hosts' keys (default ~/.ssh/known_hosts)."""
     k8s_image: str = "fluxscale:latest"
     k8s_namespace: str | None = None
     k8s_name: str = "fluxscale"

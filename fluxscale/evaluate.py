@@ -548,11 +548,27 @@ def pivot_tables(df: pd.DataFrame, table: str) -> dict[str, pd.DataFrame]:
                                sort=False)
         wide.columns = [f"{m} {k}" for m, k in wide.columns]
         wide.index.name = "region"
-        out[ref] = wide.reindex(list(sub.region.unique()))
+        wide = wide.reindex(list(sub.region.unique()))
+        for c in wide.columns:
+            if c.endswith(f" {COUNT_METRIC}"):  # counts as integers (202846, not 202846.000)
+                wide[c] = wide[c].round().astype("Int64")
+        out[ref] = wide
     return out
 
 
+COUNT_METRIC = "n"
+"""The metric that is a count (days at the towers): written and shown as an integer."""
+
+
+def table_file_name(table: str, reference: str) -> str:
+    """The file stem of a wide table: ``<table>_vs_<reference>`` with spaces as underscores
+    (``bridge_vs_full_integral``); ``<table>`` for a table without a reference."""
+    return table if reference == "-" else f"{table}_vs_{reference}".replace(" ", "_")
+
+
 def _fmt(v: Any) -> str:
+    if v is pd.NA:
+        return "–"
     if isinstance(v, (float, np.floating)):
         return "–" if not np.isfinite(v) else f"{v:.3f}"
     return str(v)
@@ -674,7 +690,7 @@ def write_tables(df: pd.DataFrame, out: str | Path, ev: xr.Dataset | None = None
             continue
         md += [f"## {title}", ""]
         for ref, wide in pivot_tables(df, t).items():
-            name = t if ref == "-" else f"{t}_vs_{ref}"
+            name = table_file_name(t, ref)
             wide.to_csv(out / f"{name}.csv")
             paths[name] = out / f"{name}.csv"
             md += ([] if ref == "-" else [f"against {ref}:", ""]) + [markdown_table(wide), ""]

@@ -24,7 +24,7 @@ from .evaluate import annual_complete
 from .integrals import GLOBAL
 from .stores import open_store, store_path
 
-__all__ = ["evaluation_maps", "static_data", "write_figures", "CAPTIONS"]
+__all__ = ["evaluation_maps", "static_data", "write_figures", "CAPTIONS", "TITLES", "coastline", "add_coastline"]
 
 COLORS = {"EC-ATM": "tab:blue", "EC": "tab:green", "prior": "gold", "inversions": "tab:red", "truth": "black",
           "GCB": "dimgray"}
@@ -43,8 +43,8 @@ def _plt():
 def _save(fig, out: Path, name: str) -> Path:
     from matplotlib.ticker import MaxNLocator
 
-    for ax in fig.axes:  # years are integers
-        if ax.get_xlabel() == "year" or "annual" in ax.get_title():
+    for ax in fig.axes:  # years are integers (not on maps: their x axis is longitude)
+        if (ax.get_xlabel() == "year" or "annual" in ax.get_title()) and ax.get_aspect() == "auto":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     p = out / f"{name}.png"
     fig.savefig(p, dpi=110, bbox_inches="tight")
@@ -75,8 +75,9 @@ def fig2_global_annual(ev: xr.Dataset, out: Path) -> Path:
         mu, sd = m.mean("member"), m.std("member")
         a.plot(years, mu, color=COLORS.get(str(ens)), lw=2, label=f"{ens} (mean of {m.sizes['member']})")
         a.fill_between(years, mu - sd, mu + sd, color=COLORS.get(str(ens)), alpha=0.25)
-    for s in sysa.system.values:
-        a.plot(years, sysa.sel(system=s), color=COLORS["inversions"], ls=":", lw=1)
+    for k, s in enumerate(sysa.system.values):
+        a.plot(years, sysa.sel(system=s), color=COLORS["inversions"], ls=":", lw=1,
+               label=f"inversion systems (each of {sysa.sizes['system']})" if k == 0 else None)
     a.plot(years, ann.sel(source="inversions"), color=COLORS["inversions"], lw=2, label=_label("inversions"))
     a.plot(years, gcb, color=COLORS["GCB"], lw=2, label="GCB residual land sink")
     a.fill_between(years, gcb - gsig, gcb + gsig, color=COLORS["GCB"], alpha=0.2)
@@ -84,7 +85,6 @@ def fig2_global_annual(ev: xr.Dataset, out: Path) -> Path:
     if "truth" in ann.source:
         a.plot(years, ann.sel(source="truth"), color="black", lw=1.5, ls="--", label=_label("truth"))
     a.set(title="(A) global annual NEE", ylabel=PGC_YEAR, xlabel="year")
-    a.legend(fontsize=8, ncol=2)
     srcs = [str(s) for s in ann.source.values]
     b = ax[0, 1]
     means = [float(ann.sel(source=s).mean()) for s in srcs] + [float(gcb.mean())]
@@ -107,7 +107,6 @@ def fig2_global_annual(ev: xr.Dataset, out: Path) -> Path:
     c.plot(years, detrended(gcb), color=COLORS["GCB"], lw=1.8, label="GCB")
     c.axhline(0, color="k", lw=0.5)
     c.set(title="(C) detrended anomalies", ylabel=PGC_YEAR, xlabel="year")
-    c.legend(fontsize=8, ncol=3)
     d = ax[1, 1]
     iav = metrics.iav(ann, "year")
     vals = [float(iav.sel(source=s)) for s in srcs] + [float(metrics.iav(gcb, "year"))]
@@ -121,8 +120,19 @@ def fig2_global_annual(ev: xr.Dataset, out: Path) -> Path:
             d.plot([i, i], [v.min(), v.max()], "k_", ms=10)
     d.set_xticks(range(len(names)), [_label(n) for n in names], rotation=60, ha="right", fontsize=8)
     d.set(title="(D) IAV (bars: range over members)", ylabel=PGC_YEAR)
-    fig.tight_layout()
+    _legend_below(fig, a)  # outside the data: panel (A)'s bands and the lines of (A) and (C), same colours
     return _save(fig, out, "fig2_global_annual")
+
+
+def _legend_below(fig, ax, ncol: int = 4, fontsize: float = 9) -> None:
+    """One legend for the whole figure, from ``ax``'s labelled artists, in a band below the
+    panels (never over the data)."""
+    handles, labels = ax.get_legend_handles_labels()
+    rows = -(-len(labels) // ncol)
+    band = min(0.04 + 0.035 * rows * fontsize / 9 * 8.5 / fig.get_figheight(), 0.3)
+    fig.tight_layout(rect=(0, band, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=fontsize, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
 
 
 def fig3_nnse(tables: pd.DataFrame, out: Path) -> Path:
@@ -141,7 +151,7 @@ def fig3_nnse(tables: pd.DataFrame, out: Path) -> Path:
     ax.set_xticks(np.arange(len(w)) + 0.4 - width / 2, w.index, rotation=45, ha="right")
     ax.set(ylim=(0, 1), ylabel="nNSE", title="Normalised Nash–Sutcliffe efficiency of monthly regional NEE "
                                               "against the inversion mean (0.5 = the reference's own mean)")
-    ax.legend()
+    _legend_outside(ax)
     return _save(fig, out, "fig3_nnse")
 
 
@@ -163,8 +173,6 @@ def _msc_panel(ax, ev: xr.Dataset, region: str, legend: bool) -> None:
     ax.set_title(region)
     ax.set_xticks([1, 4, 7, 10], ["Jan", "Apr", "Jul", "Oct"])
     ax.axhline(0, color="k", lw=0.4)
-    if legend:
-        ax.legend(fontsize=7)
 
 
 def fig4_msc(ev: xr.Dataset, out: Path, regions: tuple[str, ...] = ("BRA", "EU", GLOBAL)) -> Path:
@@ -176,7 +184,7 @@ def fig4_msc(ev: xr.Dataset, out: Path, regions: tuple[str, ...] = ("BRA", "EU",
         _msc_panel(a, ev, r, legend=i == 0)
         a.set_ylabel(PGC_MONTH if i == 0 else "")
     fig.suptitle("Mean seasonal cycle of monthly NEE (shading: ±1σ across members, inversion systems)")
-    fig.tight_layout()
+    _legend_below(fig, np.atleast_1d(ax)[0], ncol=6)
     return _save(fig, out, "fig4_msc")
 
 
@@ -193,7 +201,7 @@ def figC1_msc_all(ev: xr.Dataset, out: Path) -> Path:
         else:
             a.axis("off")
     fig.suptitle(f"Mean seasonal cycles of monthly NEE by region ({PGC_MONTH})")
-    fig.tight_layout()
+    _legend_below(fig, ax.ravel()[0], ncol=6)
     return _save(fig, out, "figC1_msc_regions")
 
 
@@ -235,10 +243,9 @@ def figC3_one_against_many(ev: xr.Dataset, out: Path, n_systems: int) -> Path:
         a.axhline(0, color="k", lw=0.4)
         if i == 0:
             a.set_ylabel(PGC_MONTH)
-            a.legend(fontsize=6)
     fig.suptitle(f"One-against-many: EC-ATM trained on {words} (solid) and the MSC of those systems (dotted), "
                  f"{PGC_MONTH}")
-    fig.tight_layout()
+    _legend_below(fig, ax.ravel()[0], ncol=4, fontsize=8)
     return _save(fig, out, f"{name}_one_against_many")
 
 
@@ -252,8 +259,10 @@ def fig8_sites(ev: xr.Dataset, tables: pd.DataFrame, out: Path) -> Path:
         sim = ev[f"site_{m}"].values.ravel()
         ok = np.isfinite(obs) & np.isfinite(sim)
         lim = np.nanpercentile(np.abs(np.r_[obs[ok], sim[ok]]), 99.5) if ok.any() else 1
-        a.hexbin(obs[ok], sim[ok], gridsize=60, bins="log", cmap="viridis", extent=(-lim, lim, -lim, lim))
-        a.plot([-lim, lim], [-lim, lim], "r-", lw=0.8)
+        hb = a.hexbin(obs[ok], sim[ok], gridsize=60, bins="log", cmap="viridis", extent=(-lim, lim, -lim, lim),
+                      mincnt=1)
+        plt.colorbar(hb, ax=a, label="tower-days per hexagon (log scale)")
+        a.plot([-lim, lim], [-lim, lim], "r-", lw=0.8, label="1:1")
         r = tables[(tables.table == "site") & (tables.model == m) & (tables.region == "ALL") &
                    (tables.reference == "towers") & (tables.metric == "RMSE")].value
         a.set(xlabel="observed NEE (gC m$^{-2}$ d$^{-1}$)", ylabel=f"{m} NEE (gC m$^{{-2}}$ d$^{{-1}}$)",
@@ -312,15 +321,51 @@ def evaluation_maps(root: str | Path, cube: str | Path | None = None) -> xr.Data
     return out
 
 
-def _map(ax, da: xr.DataArray, title: str, cmap: str, units: str, vmin=None, vmax=None, lat="lat", lon="lon"):
+def coastline() -> list[np.ndarray]:
+    """The shipped coastline (``fluxscale/data/coastline_0.5deg.npz``, made by
+    ``tools/build_coastline.py`` from the shipped 0.5° land fraction): ``(k, 2)`` lon/lat
+    polylines in degrees. Read once; nothing is downloaded."""
+    global _COAST
+    if _COAST is None:
+        from importlib import resources
+
+        ref = resources.files("fluxscale") / "data" / "coastline_0.5deg.npz"
+        with resources.as_file(ref) as path, np.load(path, allow_pickle=False) as f:
+            xy, starts = f["lonlat"].astype(np.float64) / 100.0, f["starts"]
+        _COAST = [xy[a:b] for a, b in zip(starts[:-1], starts[1:])]
+    return _COAST
+
+
+_COAST: list[np.ndarray] | None = None
+
+
+def add_coastline(ax, color: str = "0.25", lw: float = 0.5) -> None:
+    """Draw the shipped coastline on a lon/lat axis (above the data, not changing its limits)."""
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(LineCollection(coastline(), colors=color, linewidths=lw, zorder=3), autolim=False)
+
+
+def _geo_axes(ax, labels: bool = True, fontsize: float = 6) -> None:
+    """Equal-aspect lon/lat axes over the land grid (60°S–90°N) with degree ticks."""
+    ax.set(xlim=(-180, 180), ylim=(-60, 90), aspect="equal")
+    ax.set_xticks(np.arange(-120, 181, 60), [f"{abs(v)}°{'E' if v > 0 else 'W' if v < 0 else ''}"
+                                             for v in range(-120, 181, 60)] if labels else [])
+    ax.set_yticks(np.arange(-30, 91, 30), [f"{abs(v)}°{'N' if v > 0 else 'S' if v < 0 else ''}"
+                                           for v in range(-30, 91, 30)] if labels else [])
+    ax.tick_params(labelsize=fontsize, length=2)
+
+
+def _map(ax, da: xr.DataArray, title: str, cmap: str, units: str, vmin=None, vmax=None, lat="lat", lon="lon",
+         norm=None):
     plt = _plt()
     im = ax.pcolormesh(da[lon].values, da[lat].values, da.transpose(lat, lon).values, cmap=cmap, vmin=vmin,
-                       vmax=vmax, shading="auto")
+                       vmax=vmax, shading="auto", norm=norm)
+    add_coastline(ax)
+    _geo_axes(ax)
     ax.set_title(title, fontsize=9)
-    ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
     plt.colorbar(im, ax=ax, shrink=0.7, label=units)
+    return im
 
 
 def _sym(*arrays) -> float:
@@ -383,11 +428,25 @@ def fig7_correlation_maps(maps: xr.Dataset, out: Path) -> Path:
 
 
 def figB2_inclusion(maps: xr.Dataset, out: Path) -> Path:
-    """Fig. B2: how often each cell was kept by the robustness repeats of the bridges."""
+    """Fig. B2: how often each cell was kept by the robustness repeats of the bridges: land
+    cells never kept in light grey, the others coloured by their count (log scale when the
+    counts span more than a factor of 10), coastlines and degree axes."""
+    from matplotlib.colors import ListedColormap, LogNorm, Normalize
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = plt.subplots(figsize=(12, 5.6))
+    land = maps.inclusion.notnull()
+    ax.pcolormesh(maps.lon.values, maps.lat.values, land.where(land).transpose("lat", "lon").values,
+                  cmap=ListedColormap(["0.85"]), shading="auto")
     inc = maps.inclusion.where(maps.inclusion > 0)
-    _map(ax, inc, "bridge pixels: inclusion count over the robustness repeats", "magma_r", "repeats")
+    top = float(inc.max()) if inc.notnull().any() else 1.0
+    norm = LogNorm(1, max(top, 2)) if top > 10 else Normalize(0, max(top, 1))
+    n_cells = int(inc.notnull().sum())
+    _map(ax, inc, f"Fig. B2: cells kept by the bridges' robustness repeats ({n_cells} of {int(land.sum())} land "
+                  f"cells; grey: never kept)", "plasma_r", "repeats in which the cell was a contributing pixel",
+         lat="lat", lon="lon", norm=norm)
+    ax.set(xlabel="longitude", ylabel="latitude")
+    ax.tick_params(labelsize=8)
     return _save(fig, out, "figB2_bridge_inclusion")
 
 
@@ -461,6 +520,7 @@ def figA1_regions(static: xr.Dataset, out: Path) -> Path:
             j = np.argmin((static.cell_lat.values[m] - la) ** 2 + (static.cell_lon.values[m] - lo) ** 2)
             ax.text(static.cell_lon.values[m][j], static.cell_lat.values[m][j], name, fontsize=7, ha="center",
                     va="center", bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "lw": 0})
+    add_coastline(ax)
     ax.set(xlim=(-180, 180), ylim=(-60, 90), xlabel="longitude (°E)", ylabel="latitude (°N)", aspect="equal",
            title="Fig. A1: the 18 regions of Table A1 (land cells of the model grid)")
     cb = plt.colorbar(im, ax=ax, ticks=np.arange(n), shrink=0.9, pad=0.01)
@@ -625,18 +685,24 @@ CAPTIONS = {
     "fig4": "Fig. 4: mean seasonal cycle of monthly NEE (PgC month-1) in BRA, EU and GLOBAL; shading ±1σ across "
             "members and inversion systems. Sources: nee.zarr, integrals.zarr.",
     "figC1": "Fig. C1: mean seasonal cycle of monthly NEE (PgC month-1) of every region of Table A1 and GLOBAL.",
-    "fig5": "Fig. 5: per-pixel mean annual NEE and its IAV (gC m-2 yr-1) of EC-ATM, EC and the inversion mean.",
-    "fig6": "Fig. 6: January, April, July and October mean NEE (gC m-2 d-1) of EC and EC-ATM and their difference.",
-    "fig7": "Fig. 7: per-pixel Pearson R of monthly NEE with the inversion mean (on its grid) and with the prior.",
-    "fig8": "Fig. 8: modelled against observed daily NEE at every tower (gC m-2 d-1, log density). Source: sites.zarr "
-            "(QC >= qc_min), the members evaluated on the towers' drivers.",
+    "fig5": "Fig. 5: per-pixel mean annual NEE and its IAV (gC m-2 yr-1) of EC-ATM, EC and the inversion mean (on "
+            "its coarser grid); lines: the coastline of the shipped 0.5° land mask. Sources: nee.zarr, "
+            "inversions.zarr, fire.zarr.",
+    "fig6": "Fig. 6: January, April, July and October mean NEE (gC m-2 d-1) of EC and EC-ATM and their difference "
+            "(EC-ATM − EC). Source: nee.zarr.",
+    "fig7": "Fig. 7: per-pixel Pearson R of monthly NEE with the inversion mean (on its grid) and with the prior, "
+            "and R(EC-ATM) − R(EC). Sources: nee.zarr, inversions.zarr, prior.zarr.",
+    "fig8": "Fig. 8: modelled against observed daily NEE at every tower (gC m-2 d-1); colour: tower-days per "
+            "hexagon, log scale; red line 1:1. Source: sites.zarr (QC >= qc_min), the members evaluated on the towers' "
+            "drivers.",
     "fig9": "Fig. 9: EC-ATM (blue) and EC (green) against the observed daily NEE (gC m-2 d-1) at two tropical towers "
             "(EvalConfig.fig9_sites, else the two with |lat| < 23.5° and the most observed days); line 1:1. Data: "
             "fig9_sites.csv (n, RMSE, bias, R). Source: sites.zarr and the members at the towers.",
     "figA1": "Fig. A1: the 18 regions of Table A1 (RECCAP2-like) on the land cells of the model grid. Data: "
              "figA1_regions.csv (land cells, land area 10^6 km2). Source: grid.zarr.",
-    "figB2": "Fig. B2: how often each cell entered the bridges over the robustness repeats (count). Source: "
-             "bridges.zarr.",
+    "figB2": "Fig. B2: how often each land cell was a contributing pixel of the bridges over the robustness repeats "
+             "(count, log colour scale when the counts span more than a factor of 10; grey: land cells never kept; "
+             "lines: the coastline of the shipped 0.5° land mask). Source: bridges.zarr.",
     "figB3": "Fig. B3: share (%) of each majority PFT among the bridges' contributing pixels of all regions (bars) "
              "and among all land cells (black outlines). Data: figB3_pft_composition.csv. Sources: bridges.zarr, "
              "grid.zarr (pft).",
@@ -652,6 +718,17 @@ CAPTIONS = {
              "PgC month-1.",
 }
 """The caption of each figure in the report: what it shows, units, sources and data files."""
+
+TITLES = {"fig2": "global annual NEE", "fig3": "nNSE of monthly regional NEE by region",
+          "fig4": "mean seasonal cycles of BRA, EU and GLOBAL", "figC1": "mean seasonal cycles of every region",
+          "fig5": "maps of mean annual NEE and its IAV", "fig6": "maps of January, April, July and October NEE",
+          "fig7": "maps of the correlation with the inversions and the prior",
+          "fig8": "modelled against observed daily NEE at the towers", "fig9": "two tropical towers",
+          "figA1": "the 18 regions of Table A1", "figB2": "where the bridges' pixels are",
+          "figB3": "PFTs of the bridges' pixels", "figB4": "PFT composition per region",
+          "figC2": "the towers by plant functional type", "figC3": "one-against-many: one inversion system",
+          "figC4": "one-against-many: two systems", "figC5": "one-against-many: three or more systems"}
+"""A short title of each figure, the report's heading (``Fig. 2: global annual NEE``)."""
 
 
 def write_figures(ev: xr.Dataset, tables: pd.DataFrame, out: str | Path, maps: xr.Dataset | None = None,

@@ -5,10 +5,15 @@ progress follows ``as_completed`` (``dask.diagnostics.ProgressBar`` shows nothin
 a Client). Without one they run on Dask's local threaded scheduler with a progress
 callback. Task functions must be module-level (they are pickled to workers) and
 should return small results: large data is written to stores by the task itself.
+
+Progress (:func:`progress_bar`, :func:`working`) is a live rich bar on a terminal and, when
+stdout is not a terminal (a log file, a pipe), :class:`PlainProgress`: a plain line with the
+count, percentage, elapsed time and ETA every ``FLUXSCALE_PROGRESS_INTERVAL`` seconds (15).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,17 +22,164 @@ from typing import Any
 import dask
 from dask.callbacks import Callback
 
-__all__ = ["run_tasks", "progress_bar", "tune_malloc"]
+__all__ = ["run_tasks", "progress_bar", "PlainProgress", "format_duration", "working", "tune_malloc"]
 
 _MALLOC_TUNED = False
 
 
-def progress_bar(enabled: bool = True):
-    """A rich progress display (disabled → a no-op object with the same interface)."""
+def progress_bar(enabled: bool = True, plain: bool | None = None, interval: float | None = None):
+    """A progress display for a stage: a live rich bar on a terminal, :class:`PlainProgress`
+    (a plain line every ``interval`` seconds, for a log file) when stdout is not a terminal,
+    and a no-op object with the same interface when not ``enabled``.
+
+    ``plain``: force one or the other (default: the environment variable
+    ``FLUXSCALE_PROGRESS`` = ``plain`` or ``bar`` if set, else whether stdout is a terminal).
+    ``interval``: seconds between plain lines (default ``FLUXSCALE_PROGRESS_INTERVAL`` or 15).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    if enabled and (plain if plain is not None else _plain_wanted()):
+        return PlainProgress(interval)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+@contextlib.contextmanager
+def working(label: str, enabled: bool = True, console=None):
+    """A stage without countable steps (one Dask pass): a spinner with ``label`` on a
+    terminal, or ``label, M:SS elapsed`` every interval when stdout is not a terminal
+    (:class:`PlainProgress`); nothing when not ``enabled``."""
+    if not enabled:
+        yield
+    elif _plain_wanted():
+        with PlainProgress() as progress:
+            progress.add_task(label)
+            yield
+    else:
+        from rich.console import Console
+
+        with (console or Console()).status(label):
+            yield
+
+
+def _plain_wanted() -> bool:
+    import sys
+
+    mode = os.environ.get("FLUXSCALE_PROGRESS", "").strip().lower()
+    if mode in ("plain", "bar"):
+        return mode == "plain"
+    try:
+        return not sys.stdout.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return True
+
+
+def format_duration(seconds: float) -> str:
+    """``h:mm:ss`` or ``m:ss`` (rounded to whole seconds)."""
+    s = int(round(max(seconds, 0.0)))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+class PlainProgress:
+    """Progress as plain lines, readable in a log file: every ``interval`` seconds (from a
+    background thread, so a stage that advances slowly still shows it is alive) one line per
+    unfinished task, ``LABEL N/TOTAL, P%, ELAPSED elapsed, ETA M:SS``, and one line when a
+    task completes. The same interface as the parts of :class:`rich.progress.Progress` that
+    fluxscale uses (``add_task``, ``update``, ``advance``, a context manager).
+
+    ``write``: where lines go (default: ``print`` to the ``sys.stdout`` of the moment of
+    creation, flushed); ``clock``: seconds (default :func:`time.monotonic`).
+    """
+
+    def __init__(self, interval: float | None = None, write: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        import sys
+        import threading
+
+        if interval is None:
+            try:
+                interval = float(os.environ.get("FLUXSCALE_PROGRESS_INTERVAL", 15))
+            except ValueError:
+                interval = 15.0
+        self.interval = max(float(interval), 0.05)
+        stream = sys.stdout
+        self._write = write or (lambda line: print(line, file=stream, flush=True))
+        self._clock = clock
+        self._tasks: dict[int, dict[str, Any]] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # the context manager starts and stops the periodic lines
+    def __enter__(self) -> "PlainProgress":
+        import threading
+
+        self._thread = threading.Thread(target=self._loop, name="fluxscale-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0, **_: Any) -> int:
+        with self._lock:
+            tid = len(self._tasks)
+            # nothing to do (total 0): finished at once, without a line
+            self._tasks[tid] = {"description": description, "total": total, "completed": completed,
+                                "start": self._clock(), "finished": total == 0}
+            return tid
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        self.update(task_id, advance=advance)
+
+    def update(self, task_id: int, *, advance: float | None = None, completed: float | None = None,
+               total: float | None = None, description: str | None = None, **_: Any) -> None:
+        with self._lock:
+            t = self._tasks[task_id]
+            if total is not None:
+                t["total"] = total
+            if completed is not None:
+                t["completed"] = completed
+            if advance:
+                t["completed"] += advance
+            if description:
+                t["description"] = description
+            if not t["finished"] and t["total"] and t["completed"] >= t["total"]:
+                t["finished"] = True
+                self._write(self.line(task_id))
+
+    def tick(self) -> None:
+        """Write the line of every unfinished task (what the background thread does every
+        ``interval`` seconds)."""
+        with self._lock:
+            for tid, t in self._tasks.items():
+                if not t["finished"]:
+                    self._write(self.line(tid))
+
+    def line(self, task_id: int) -> str:
+        """``LABEL N/TOTAL, P%, ELAPSED elapsed, ETA M:SS`` (``done in`` once complete; no ETA
+        before the first unit is done or without a total)."""
+        with self._lock:
+            t = self._tasks[task_id]
+            n, total = t["completed"], t["total"]
+            el = self._clock() - t["start"]
+            count = f" {n:g}/{total:g}" if total else (f" {n:g}" if n else "")
+            if t["finished"]:
+                return f"{t['description']}{count}, 100%, done in {format_duration(el)}"
+            text = f"{t['description']}{count}"
+            if total:
+                text += f", {100 * n / total:.0f}%"
+            text += f", {format_duration(el)} elapsed"
+            if total and n > 0:
+                text += f", ETA {format_duration(el / n * (total - n))}"
+            return text
 
 
 class _RichCallback(Callback):
@@ -38,6 +190,11 @@ class _RichCallback(Callback):
     def _posttask(self, key, result, dsk, state, worker_id):
         if key in self._keys:
             _advance(self._progress, self._task, self._on_result, result)
+
+
+def _argument(value: Any) -> Any:
+    """The task that holds a shared argument of :func:`run_tasks` on the cluster."""
+    return value
 
 
 def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, label: str = "tasks",
@@ -62,7 +219,8 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
         Called with each result as it arrives; a returned string replaces the progress
         label (e.g. with a throughput).
     kwargs
-        Passed to every call (scattered once to the cluster when a client is used).
+        Passed to every call (sent once to the cluster when a client is used, as a task whose
+        result the scheduler recomputes if the worker holding it is lost).
     """
     items = list(items)
     with progress_bar(show_progress) as progress:
@@ -70,16 +228,18 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
         if client is not None:
             from distributed import as_completed
 
-            # Non-scalar arguments are scattered once (in a list, so that a mapping is sent whole):
-            # sent inline, a mapping argument of client.map becomes a graph node keyed by its
-            # name and shared by every task, which the scheduler rejects. hash=False gives each
-            # call its own keys: with content-hashed keys, the release of an earlier call's
-            # futures for the same object cancels this call's tasks ("lost dependencies").
+            # Non-scalar arguments go to the cluster once, as a task that returns them (sent
+            # inline, a mapping argument of client.map becomes a graph node keyed by its name and
+            # shared by every task, which the scheduler rejects). Not client.scatter: scattered
+            # data that dies with its worker cannot be recovered and fails the stage; a task's
+            # result is recomputed from its arguments, which the scheduler keeps. Each call has
+            # its own keys: the release of an earlier call's futures must not cancel this one's.
+            stamp = time.monotonic_ns()
             shared = {k: v if isinstance(v, (str, int, float, bool, type(None)))
-                      else client.scatter([v], broadcast=True, hash=False)[0] for k, v in kwargs.items()}
+                      else client.submit(_argument, v, key=f"{label}-argument-{k}-{stamp}", pure=False)
+                      for k, v in kwargs.items()}
             # zero-padded positions: the scheduler starts equal-priority tasks in key order, so
             # the items run in the order given (e.g. largest first, for balance at the end)
-            stamp = time.monotonic_ns()
             futures = client.map(func, items, pure=False, key=[f"{label}-{i:06d}-{stamp}" for i in range(len(items))],
                                  retries=retries, resources=resources, **shared)
             for fut in as_completed(futures):

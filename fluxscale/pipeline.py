@@ -16,6 +16,7 @@ bridges their DTW matrices.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from .config import RunConfig
 from .errors import FluxscaleError
 from .stores import open_store, open_stores, read_manifest, store_path
 
-__all__ = ["STAGES", "StageLog", "run_pipeline", "twin_is_current"]
+__all__ = ["STAGES", "StageLog", "inventory", "run_pipeline", "twin_is_current"]
 
 STAGES = ("data", "validate", "integrals", "bridges", "train", "infer", "evaluate")
 STAGE_FILE = "stages.json"
@@ -154,10 +155,14 @@ def check_replaces_nothing(root: Path, cfg: RunConfig, overwrite: bool, twin_ove
 
 
 def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, preset: str | None = None,
-                 until: str = "evaluate", overwrite: bool = False) -> dict[str, Any]:
+                 until: str = "evaluate", overwrite: bool = False, verbose: bool = False) -> dict[str, Any]:
     """Run the stages of ``cfg`` up to ``until`` (see the module docstring); return the
     timings (s, per stage that ran; 0 for a skipped one), which stages were skipped, the
-    report path and a dataset summary.
+    report path, the end-of-run ``summary`` (:func:`fluxscale.summary.run_summary`: science
+    checks, headline numbers, paths, stage times), whether a cluster was started
+    (``cluster_started``: not when every stage is skipped) and, with ``verbose``, the store
+    ``inventory``. Stages report progress with counts and an ETA
+    (:func:`fluxscale.parallel.progress_bar`: plain lines when stdout is not a terminal).
 
     A complete dataset in ``cfg.data_dir`` made with another config is refused unless
     ``overwrite`` (:func:`check_replaces_nothing`); replacing it removes everything made from
@@ -170,7 +175,8 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
     from .ingest.build import config_dict
     from .integrals import compute_integrals
     from .report import evaluate
-    from .summary import bridge_table, summarize_dataset
+    from .parallel import working
+    from .summary import run_summary
     from .training import models_dir, train_ensemble
     from .twin import write_twin
 
@@ -187,8 +193,18 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
     skipped: list[str] = []
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
-    with cluster_client(cfg.cluster) as client:
-        say(describe_client(client))
+    stack = contextlib.ExitStack()
+    started: list = []
+
+    def client():
+        """The run's Dask client, started at the first stage that has work to do: a rerun
+        that skips every stage starts no cluster."""
+        if not started:
+            started.append(stack.enter_context(cluster_client(cfg.cluster)))
+            say(describe_client(started[0]))
+        return started[0]
+
+    with stack:
         t = time.perf_counter()
         man = read_manifest(root) or {}
         if cfg.ingest:
@@ -197,7 +213,7 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
                 say(f"ingest: reusing the complete ingest of {cfg.ingest} in {root}")
                 skipped.append("data")
             else:
-                report = ingest(icfg, client=client, show_progress=show_progress, say=say)
+                report = ingest(icfg, client=client(), show_progress=show_progress, say=say)
                 say(report.text())
         elif man.get("kind") == "ingest":
             # never overwrite a user's ingested data with a twin
@@ -208,7 +224,7 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
                 say(f"twin: reusing the complete twin in {root}")
                 skipped.append("data")
             else:
-                write_twin(root, cfg.twin, client=client, show_progress=show_progress, preset=preset)
+                write_twin(root, cfg.twin, client=client(), show_progress=show_progress, preset=preset)
         timings["data"] = time.perf_counter() - t
         log = StageLog(root)
         upstream = _data_key(root)
@@ -232,41 +248,60 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
             log.done(name, key, config, keys[after], outputs, timings[name])
 
         def validate(_key: str) -> None:
-            if console is not None and show_progress:
-                with console.status("validate: checking every value of every store (one Dask pass)"):
-                    open_stores(root, deep=True)
-            else:
+            client()
+            with working("validate: checking every value of every store (one Dask pass)",
+                         console is not None and show_progress, console):
                 open_stores(root, deep=True)
             say(f"validate: every store of {root} matches the schema")
 
+        def integrals(_key: str) -> None:
+            with working("integrals: regional sums of the prior, inversions and fire (one Dask pass)",
+                         console is not None and show_progress, console):
+                path = compute_integrals(root, client=client())
+            say(f"integrals: {path}")
+
         stage("validate", {}, "data", [root / "fluxscale.json"], validate)
-        stage("integrals", {}, "data", [store_path(root, "integrals")],
-              lambda _k: say(f"integrals: {compute_integrals(root, client=client)}"))
+        stage("integrals", {}, "data", [store_path(root, "integrals")], integrals)
         stage("bridges", cfg.bridge.to_dict(), "integrals", [store_path(root, "bridges")],
-              lambda _k: say(f"bridges: {build_bridges(root, cfg.bridge, client=client, show_progress=show_progress, say=say)}"))
+              lambda _k: say(f"bridges: {build_bridges(root, cfg.bridge, client=client(), show_progress=show_progress, say=say)}"))
         # how the members are scheduled (group_size, retries) does not change their weights
         stage("train", {k: v for k, v in cfg.train.to_dict().items() if k not in ("group_size", "retries")},
               "bridges", [models_dir(root) / "members.json"],
-              lambda k: train_ensemble(root, cfg.train, client=client, show_progress=show_progress, say=say,
+              lambda k: train_ensemble(root, cfg.train, client=client(), show_progress=show_progress, say=say,
                                        resume_key=k))
         stage("infer", cfg.infer.to_dict(), "train", [cube_path(root, cfg.infer)],
-              lambda _k: run_infer(root, cfg.infer, client=client, show_progress=show_progress, say=say))
+              lambda _k: run_infer(root, cfg.infer, client=client(), show_progress=show_progress, say=say))
         ev_cfg = cfg.evaluate.replace(cube=cfg.infer.out)  # both relative to the data directory
         report_dir = Path(ev_cfg.out) if Path(ev_cfg.out).is_absolute() else root / ev_cfg.out
 
         def run_eval(_key: str) -> None:
             log.record_timings({**timings, "total": time.perf_counter() - t0})  # for the report's provenance
-            evaluate(root, ev_cfg, client=client, say=say)
+            with working("evaluate: tables, figures and the report", console is not None and show_progress, console):
+                evaluate(root, ev_cfg, client=client(), say=say)
 
         stage("evaluate", ev_cfg.to_dict(), "infer", [report_dir / "report.html"], run_eval)
     timings["total"] = time.perf_counter() - t0
     log.record_timings(timings)
-    stores = open_stores(root)
-    summary = summarize_dataset(root, stores)
-    if store_path(root, "bridges").exists():
-        summary += "\nbridges:\n" + bridge_table(open_store(store_path(root, "bridges"), "bridges"))
-    out.update(timings_s={k: round(v, 2) for k, v in timings.items()}, skipped=skipped, summary=summary,
-               stages=log.data["stages"])
+    out.update(timings_s={k: round(v, 2) for k, v in timings.items()}, skipped=skipped,
+               summary=run_summary(report_dir if last >= STAGES.index("evaluate") else root / ".no-report",
+                                   cube_path(root, cfg.infer) if last >= STAGES.index("infer") else None,
+                                   timings, skipped),
+               stages=log.data["stages"], cluster_started=bool(started))
+    if verbose:
+        out["inventory"] = inventory(root)
     if last >= STAGES.index("evaluate"):
         out["report"] = str(report_dir / "report.html")
     return out
+
+
+def inventory(root: str | Path) -> str:
+    """The store inventory of a dataset directory (every store's variables, the region
+    table; the bridges' table when there are bridges): ``fluxscale info DIR`` and
+    ``fluxscale run --verbose``."""
+    from .summary import bridge_table, summarize_dataset
+
+    root = Path(root)
+    text = summarize_dataset(root, open_stores(root))
+    if store_path(root, "bridges").exists():
+        text += "\nbridges:\n" + bridge_table(open_store(store_path(root, "bridges"), "bridges"))
+    return text

@@ -99,8 +99,12 @@ def _provenance(root: Path, ev) -> dict[str, Any]:
     infer_rep = root / "nee.blocks" / "report.json"
     if infer_rep.exists() and "infer" not in timings:
         timings["infer"] = json.loads(infer_rep.read_text()).get("total_seconds")
-    return {"data_dir": str(root.resolve()), "dataset": {k: man.get(k) for k in ("kind", "preset", "created",
-                                                                                  "fluxscale_version")},
+    dataset = {k: man.get(k) for k in ("kind", "preset", "created", "fluxscale_version")}
+    if dataset["kind"] == "twin" and not dataset["preset"]:  # a twin written before the preset was recorded
+        from .config import preset_name
+
+        dataset["preset"] = preset_name(man.get("config"))
+    return {"data_dir": str(root.resolve()), "dataset": dataset,
             "dataset_config": man.get("config"), "seed": (man.get("config") or {}).get("seed"),
             "cube": ev.attrs.get("cube"), "cube_config": cube.get("config"), "versions": cube.get("versions"),
             "members": {k: {kk: v.get(kk) for kk in ("member", "seed", "best_epoch", "seconds", "untrained")
@@ -149,18 +153,22 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto
 table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px;
 text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
 pre{background:#f7f7f7;padding:0.8em;overflow-x:auto;font-size:12px}h2{border-bottom:1px solid #ddd}
-.caption{font-size:13px;color:#444;max-width:1000px}"""
+.caption{font-size:13px;color:#444;max-width:1000px}figure{margin:0 0 2em}
+details summary{cursor:pointer;color:#246}"""
 
 
 def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, str], prov: dict[str, Any],
                 headline: dict[str, str], checks: list[dict[str, Any]] = ()) -> str:
     """The report as one HTML string (figures embedded; no external resources)."""
     e = html.escape
+    ds = prov.get("dataset") or {}
+    made = ", ".join(f"{k} {ds[k]}" for k in ("preset", "created", "fluxscale_version") if ds.get(k))
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>fluxscale evaluation</title>",
              f"<style>{_CSS}</style></head><body>", "<h1>fluxscale evaluation report</h1>",
              f"<p>Data: <code>{e(str(prov.get('data_dir')))}</code>; cube: <code>{e(str(prov.get('cube')))}</code>; "
-             f"dataset: {e(json.dumps(prov.get('dataset')))}</p>", "<h2>Headline</h2><ul>"]
-    parts += [f"<li>{e(k)}: {e(v)}</li>" for k, v in headline.items()]
+             f"dataset: {e(str(ds.get('kind') or '?'))}{e(' (' + made + ')' if made else '')}</p>",
+             "<h2>Headline</h2><ul>"]
+    parts += [f"<li>{e(k)}: {e(display_names(v))}</li>" for k, v in headline.items()]
     parts.append("</ul>")
     if checks:
         parts.append("<h3>Against the truth (twin)</h3><ul>")
@@ -175,19 +183,47 @@ def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, s
         for ref, wide in pivot_tables(df, t).items():
             if ref != "-":
                 parts.append(f"<p>against <b>{e(ref)}</b></p>")
+            wide = wide.rename(index=lambda r: display_names(str(r)))
+            for c in wide.columns:  # counts (Int64): integers, and "–" where missing (not <NA>)
+                if str(wide[c].dtype) == "Int64":
+                    wide[c] = wide[c].astype(object).where(wide[c].notna(), "–")
             parts.append(wide.to_html(float_format=lambda v: f"{v:.3f}", na_rep="–", border=0))
     parts.append("<h2>Figures</h2>")
-    from .figures import CAPTIONS
+    from .figures import CAPTIONS, TITLES
 
     for name, path in figures.items():
         data = base64.b64encode(Path(path).read_bytes()).decode()
-        parts.append(f"<h3>{e(name)}</h3><img alt='{e(name)}' src='data:image/png;base64,{data}'>")
-        if name in CAPTIONS:
-            parts.append(f"<p class='caption'>{e(CAPTIONS[name])}</p>")
+        caption = CAPTIONS.get(name, "")
+        title, _, rest = caption.partition(": ")
+        title = title if title.startswith("Fig.") else figure_number(name)
+        heading = title + (f": {TITLES[name]}" if name in TITLES else "")
+        parts.append(f"<figure id='{e(name)}'><h3>{e(heading)}</h3><img alt='{e(heading)}' "
+                     f"src='data:image/png;base64,{data}'>")
+        if caption:
+            parts.append(f"<figcaption class='caption'><b>{e(title)}.</b> {e(rest or caption)}</figcaption>")
+        parts.append("</figure>")
     if skipped:
         parts.append("<p>Not drawn: " + "; ".join(f"{e(k)} ({e(v)})" for k, v in skipped.items()) + "</p>")
-    parts.append("<h2>Provenance</h2><pre>" + e(json.dumps(prov, indent=1, default=str)) + "</pre></body></html>")
+    parts.append("<h2>Provenance</h2><details><summary>config, versions, seeds, store paths, members and timings "
+                 "per stage (JSON; also provenance.json)</summary><pre>" + e(json.dumps(prov, indent=1, default=str))
+                 + "</pre></details></body></html>")
     return "\n".join(parts)
+
+
+def figure_number(name: str) -> str:
+    """``fig2`` → ``Fig. 2``, ``figB2`` → ``Fig. B2``."""
+    return "Fig. " + name[3:] if name.startswith("fig") else name
+
+
+def display_names(text: str) -> str:
+    """Member names as the report writes them: ``ecatm-fold3`` → ``EC-ATM fold 3``,
+    ``ec-fold0`` → ``EC fold 0`` (the cube and the checkpoints keep the identifiers)."""
+    import re
+
+    from .evaluate import ENSEMBLE_LABELS
+
+    return re.sub(r"\b(ecatm|ec)-fold(\d+)\b", lambda m: f"{ENSEMBLE_LABELS.get(m.group(1), m.group(1))} fold "
+                  f"{m.group(2)}", text)
 
 
 def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, say=lambda m: None) -> EvalReport:

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .config import preset_name
 from .grid import cell_land_area
 from .regions import REGIONS
 from .schema import SCHEMAS
 from .stores import MANIFEST, open_store, open_stores, read_manifest, store_path
 
-__all__ = ["summarize_store", "summarize_dataset", "region_table"]
+__all__ = ["summarize_store", "summarize_dataset", "region_table", "run_summary", "stage_time_table"]
 
 
 def _du(path: Path) -> int:
@@ -73,7 +74,7 @@ def summarize_dataset(root: str | Path, stores: dict[str, xr.Dataset] | None = N
         cfg = man.get("config", {})
         made = (f"ingest of {Path(cfg.get('base', '?'))}: {man.get('ingest', {}).get('n_files_read', '?')} files read, "
                 f"{len(man.get('ingest', {}).get('skipped', []))} skipped" if man.get("kind") == "ingest"
-                else f"{man.get('kind', '?')} preset={man.get('preset')} seed={cfg.get('seed')}")
+                else f"{man.get('kind', '?')} preset={man.get('preset') or preset_name(cfg)} seed={cfg.get('seed')}")
         lines.append(f"  {made} resolution={cfg.get('resolution_deg')}° years={cfg.get('start_year')}–{cfg.get('end_year')} "
                      f"created {man.get('created')} by fluxscale {man.get('fluxscale_version')}")
     else:
@@ -117,4 +118,55 @@ def bridge_table(ds: xr.Dataset) -> str:
         lines.append(f"{r!s:8s}{int(ds.n_cells.values[i]):7d}{int(ds.n_pixels.values[i]):8d}"
                      f"{float(ds.alpha_ratio.values[i]):11.2e}{float(ds.r2_train.values[i]):10.3f}"
                      f"{float(ds.r2_cv.values[i]):8.3f}{med:>21s}  {ds.clustering.values[i]!s}")
+    return "\n".join(lines)
+
+
+def stage_time_table(timings: dict[str, float], skipped: list[str] | tuple[str, ...] = ()) -> str:
+    """Stage times as a two-row table (``m:ss``; ``skip`` for a stage skipped as unchanged,
+    ``-`` for one that did not run)."""
+    from .parallel import format_duration
+    from .pipeline import STAGES
+
+    names = [*STAGES, "total"]
+    cells = ["skip" if n in skipped else (format_duration(timings[n]) if n in timings else "-") for n in names]
+    width = [max(len(n), len(c)) for n, c in zip(names, cells)]
+    return "\n".join(["  stage  " + " ".join(n.rjust(w) for n, w in zip(names, width)),
+                      "  m:ss   " + " ".join(c.rjust(w) for c, w in zip(cells, width))])
+
+
+def run_summary(report_dir: str | Path, cube: str | Path | None = None, timings: dict[str, float] | None = None,
+                skipped: list[str] | tuple[str, ...] = ()) -> str:
+    """The end of ``fluxscale run`` in about a dozen lines, read from what the run wrote:
+    the science checks (PASS/FAIL with their values, from ``summary.json``), the headline
+    numbers (from ``metrics.csv``, as the report's headline), where the report and the cube
+    are, and the stage times (:func:`stage_time_table`). The store inventory is
+    :func:`summarize_dataset` (``fluxscale info DIR``, ``fluxscale run --verbose``)."""
+    import json
+
+    import pandas as pd
+
+    from .report import _headline, _truth_note
+
+    report_dir = Path(report_dir)
+    lines: list[str] = []
+    summ = report_dir / "summary.json"
+    if summ.exists():
+        checks = json.loads(summ.read_text()).get("science_checks", [])
+        if checks:
+            n_pass = sum(bool(c["passed"]) for c in checks)
+            lines.append(f"science checks against the twin's truth: {n_pass} of {len(checks)} pass")
+            lines += [f"  {'PASS' if c['passed'] else 'FAIL'}  {c['check']} = {c['value']:.3g} (bound {c['bound']}"
+                      f"{_truth_note(c)})" for c in checks]
+    metrics = report_dir / "metrics.csv"
+    if metrics.exists():
+        head = _headline(pd.read_csv(metrics))
+        lines.append("headline:")
+        lines += [f"  {k}: {v}" for k, v in head.items() if "members'" not in k]
+    if (report_dir / "report.html").exists():
+        lines.append(f"report: {report_dir / 'report.html'}")
+    if cube is not None and Path(cube).exists():
+        lines.append(f"cube:   {cube} (xarray.open_zarr)")
+    if timings:
+        lines.append("stage times:")
+        lines.append(stage_time_table(timings, skipped))
     return "\n".join(lines)

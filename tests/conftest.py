@@ -6,6 +6,12 @@ import pytest
 from fluxscale.twin import make_twin
 
 
+def pytest_configure(config):
+    """Markers of the tests that start daemons (deselect with -m 'not slurm and not sshd')."""
+    config.addinivalue_line("markers", "slurm: starts a real single-node SLURM (root; installs it when missing)")
+    config.addinivalue_line("markers", "sshd: starts a real sshd on 127.0.0.1 (root; installs it when missing)")
+
+
 @pytest.fixture(scope="session")
 def tiny_twin(tmp_path_factory):
     """The tiny twin (2°, 2001–2003), written once per session; tests must not modify it."""

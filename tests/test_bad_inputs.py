@@ -76,9 +76,9 @@ CASES = [
     ("tls-without-certs", lambda r, t: [], ["integrals", "DATA", "--scheduler", "tls://127.0.0.1:1"], ["a TLS scheduler needs this client's certificates"], []),
     ("no-scheduler", lambda r, t: [], ["integrals", "DATA", "--scheduler", "tcp://127.0.0.1:1", "--connect-timeout", "1"], ["cannot reach the Dask scheduler at tcp://127.0.0.1:1"], []),
     # --- missing inputs: what to run first ---------------------------------------------------------
-    ("infer-empty-dir", lambda r, t: [(t / "empty").mkdir()], ["infer", "TMP/empty", "--local"], ["grid.zarr: store not found"], ["empty/nee.zarr"]),
+    ("infer-empty-dir", lambda r, t: [(t / "empty").mkdir()], ["infer", "TMP/empty", "--local"], ["grid.zarr: store not found", "`fluxscale twin --out"], ["empty/nee.zarr"]),
     ("train-no-bridges", lambda r, t: [shutil.rmtree(r / "bridges.zarr")], ["train", "DATA", "--local"], ["bridges.zarr: not found; run `fluxscale bridge"], ["models/ec-fold0.pt.new"]),
-    ("infer-no-models", lambda r, t: [shutil.rmtree(r / "models")], ["infer", "DATA", "--local"], ["members.json: not found; train the ensembles first"], ["nee.zarr"]),
+    ("infer-no-models", lambda r, t: [shutil.rmtree(r / "models")], ["infer", "DATA", "--local"], ["members.json: not found; train the ensembles first with `fluxscale train"], ["nee.zarr"]),
     ("evaluate-no-cube", lambda r, t: [], ["evaluate", "DATA"], ["nee.zarr"], ["report/report.html"]),
     ("validate-missing-store", lambda r, t: [shutil.rmtree(r / "sites.zarr")], ["validate", "DATA"], ["sites.zarr", "store not found"], []),
     # --- values that must not pass -------------------------------------------------------------------

@@ -47,7 +47,8 @@ def test_run_on_a_local_cluster_matches_threaded_twin(tmp_path, tiny_twin):
     # the console script, as a user types it: LocalCluster with worker processes
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-m", "fluxscale", "run", "--preset", "tiny", "--data-dir", str(out),
-                        "--workers", "2", "--no-progress", "--set", "repeats=10", "--until", "bridges"], capture_output=True, text=True,
+                        "--workers", "2", "--no-progress", "--set", "repeats=10", "--until", "bridges", "--verbose"],
+                       capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "every store of" in p.stdout and "done" in p.stdout
@@ -55,7 +56,7 @@ def test_run_on_a_local_cluster_matches_threaded_twin(tmp_path, tiny_twin):
 
     bridges = open_store(out / "bridges.zarr")
     assert bridges.sizes["repeat"] == 10 and bool(bridges.met_threshold.all())
-    assert f"{'EQAF':8s}{int(bridges.n_cells.values[8]):7d}" in p.stdout
+    assert f"{'EQAF':8s}{int(bridges.n_cells.values[8]):7d}" in p.stdout  # --verbose: the inventory and bridges
     a, b = open_stores(out), open_stores(tiny_twin)  # distributed path == threaded path
     np.testing.assert_array_equal(a["truth"].NEE.values, b["truth"].NEE.values)
     np.testing.assert_array_equal(a["inversions"].land_flux.values, b["inversions"].land_flux.values)
@@ -64,6 +65,7 @@ def test_run_on_a_local_cluster_matches_threaded_twin(tmp_path, tiny_twin):
                         "--workers", "1", "--no-progress", "--set", "repeats=4", "--until", "bridges"], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0 and "reusing the complete twin" in p.stdout, p.stdout + p.stderr
+    assert "EQAF" not in p.stdout and "dims:" not in p.stdout  # without --verbose: no inventory
 
 
 def test_unreachable_scheduler_fails_fast(tmp_path):

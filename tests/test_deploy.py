@@ -45,7 +45,7 @@ class DaskProcesses:
                                        "--tls-key", str(tls["key"])]
         out = open(self.log, "w")
         self.procs.append(subprocess.Popen(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0",
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
              "--scheduler-file", str(self.file), *(["--protocol", "tls"] if tls else []), *tls_args],
             stdout=out, stderr=subprocess.STDOUT))
         t0 = time.time()
@@ -58,7 +58,8 @@ class DaskProcesses:
         for _ in range(workers):
             self.procs.append(subprocess.Popen(
                 [str(BIN / "dask"), "worker", "--scheduler-file", str(self.file), "--nthreads", str(nthreads),
-                 "--host", "127.0.0.1", "--preload", "fluxscale.preload", "--memory-limit", "4GiB", *tls_args],
+                 "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0", "--no-dashboard",
+                 "--preload", "fluxscale.preload", "--memory-limit", "4GiB", *tls_args],
                 stdout=out, stderr=subprocess.STDOUT))
 
     def close(self):
@@ -193,6 +194,51 @@ def test_local_cluster_binds_localhost_with_preload_and_gpu_resource():
         assert "1 GPUs" in describe_client(client)
 
 
+def _external_ipv4() -> str | None:
+    import psutil
+
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return a.address
+    return None
+
+
+def test_default_local_cluster_listens_on_loopback_only():
+    """Every listening socket of the default LocalCluster (scheduler, dashboard, nannies,
+    workers) is on 127.0.0.1 (psutil's table = ``ss -ltnp``), and the dashboard does not
+    answer on the machine's external address."""
+    import urllib.request
+
+    from fluxscale.cluster import cluster_client
+
+    from .netcheck import dask_listeners, public
+
+    with cluster_client(ClusterConfig(n_workers=2, memory_limit="2GiB")) as client:
+        listeners = dask_listeners()  # this process and its children
+        dash = client.dashboard_link
+        port = client.scheduler_info()["services"]["dashboard"]
+        assert "127.0.0.1" in dash
+        assert urllib.request.urlopen(dash, timeout=10).status == 200
+        ext = _external_ipv4()
+        if ext:
+            with pytest.raises(OSError):
+                urllib.request.urlopen(f"http://{ext}:{port}/status", timeout=5)
+    # scheduler + dashboard + (nanny + worker) x 2, all on loopback
+    assert len(listeners) >= 6, listeners
+    assert not public(listeners), public(listeners)
+
+
+def test_with_host():
+    from fluxscale.cluster import with_host
+
+    assert with_host(":0", "127.0.0.1") == "127.0.0.1:0"
+    assert with_host("8787", "10.0.0.5") == "10.0.0.5:8787"
+    assert with_host("0.0.0.0:8787", "127.0.0.1") == "0.0.0.0:8787"  # said explicitly: kept
+    assert with_host(":0", "::1") == "[::1]:0"
+    assert with_host(None, "127.0.0.1") is None
+
+
 def test_cluster_config_errors():
     with pytest.raises(ConfigError, match="TLS needs"):
         ClusterConfig(tls_ca_file="ca.pem")
@@ -228,6 +274,13 @@ def test_slurm_and_pbs_job_scripts(tmp_path, monkeypatch):
     assert "#SBATCH --mem=32G" in lines and "#SBATCH -t 02:00:00" in lines  # from the YAML
     worker = next(ln for ln in lines if "dask_worker" in ln)
     assert "--nthreads 4" in worker and "--preload fluxscale.preload" in worker and "--resources GPU=1" in worker
+    # loopback unless an interface is named, no worker dashboard, and no scheduler started for
+    # a dry run (the address has no port yet)
+    assert "tcp://127.0.0.1:<port>" in worker and "--host 127.0.0.1" in worker
+    assert "--no-dashboard" in worker and "--dashboard-address 127.0.0.1:0" in worker
+    lo = _dry("--kind", "slurm", "--jobqueue-config", str(jq), "--job", "interface=lo", "--dry-run", "run")
+    worker = next(ln for ln in lo.splitlines() if "dask_worker" in ln)
+    assert "--interface lo" in worker and "--host" not in worker and "tcp://127.0.0.1:<port>" in worker
     pbs = _dry("--kind", "pbs", "--jobqueue-config", str(jq), "--dry-run", "run")
     assert "#PBS -l select=1:ncpus=8:mem=32GB" in pbs and "#PBS -l walltime=02:00:00" in pbs
     assert "--preload fluxscale.preload" in pbs and "GPU=1" not in pbs
@@ -244,7 +297,9 @@ def test_slurm_and_pbs_job_scripts(tmp_path, monkeypatch):
     # the example scheduler job runs the scheduler script with that YAML
     sbatch = (REPO / "deploy" / "slurm" / "fluxscale.sbatch").read_text()
     assert subprocess.run(["bash", "-n", str(REPO / "deploy" / "slurm" / "fluxscale.sbatch")]).returncode == 0
-    assert "deploy/launch.py --kind slurm --jobqueue-config deploy/slurm/jobqueue.yaml" in sbatch
+    assert 'fluxscale cluster "${ARGS[@]}"' in sbatch and '--kind slurm --jobqueue-config "$JOBQUEUE"' in sbatch
+    assert 'JOBQUEUE="${FLUXSCALE_JOBQUEUE:-$HERE/jobqueue.yaml}"' in sbatch  # beside the script, from any directory
+    assert "export PYTHONUNBUFFERED=1" in sbatch and "trap cancel_workers EXIT" in sbatch
 
 
 def test_compose_and_dockerfile():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -232,6 +233,113 @@ def test_report_figures_and_summary(evaluated):
     assert set(summ["models"]["EC"]) == set(ev_regions()) | {"ALL", "TROPICS", "EXTRATROPICS", "PIXELS"} | members
     checks = {c["check"]: c for c in summ["science_checks"]}
     assert "global annual RMSE vs truth, EC-ATM (PgC/yr)" in checks and len(checks) >= 9
+
+
+def test_the_report_reads_like_the_paper(evaluated):
+    """Issue 23: every figure numbered with its caption, the provenance collapsed, members
+    written EC-ATM/EC outside it, no file name with a space, counts written as integers that
+    equal the long table's."""
+    from fluxscale.figures import CAPTIONS
+
+    root, rep = evaluated
+    out = root / "report"
+    html = (out / "report.html").read_text()
+    body, _, prov = html.partition("<h2>Provenance</h2><details>")
+    assert "</details>" in prov and "&quot;versions&quot;" in prov and "<pre>" not in body
+    for name in rep.figures:
+        title = CAPTIONS[name].split(": ")[0]
+        assert title.startswith("Fig. ") and f"<h3>{title}: " in body, name
+        assert f"<b>{title}.</b>" in body
+    assert "ecatm" not in body and "EC-ATM fold 0" in body and "EC fold 1" in body
+    assert "&lt;NA&gt;" not in body and "<NA>" not in body
+    assert "preset tiny" in body  # the twin's preset, not None
+    assert not [q.name for q in out.iterdir() if " " in q.name]
+    assert (out / "bridge_vs_full_integral.csv").exists()
+    df = pd.read_csv(out / "metrics.csv")
+    lines = (out / "site_vs_towers.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    row = next(ln.split(",") for ln in lines if ln.startswith("ALL,"))
+    counts = [k for k, h in enumerate(head) if h.endswith(" n")]
+    assert len(counts) >= 2
+    for k in counts:
+        model = head[k][:-2]
+        want = df[(df.table == "site") & (df.model == model) & (df.region == "ALL") & (df.reference == "towers")
+                  & (df.metric == "n")].value.iloc[0]
+        assert row[k].isdigit() and int(row[k]) == want, (head[k], row[k], want)
+        assert f"<td>{int(want)}</td>" in body
+
+
+def test_maps_have_coastlines_and_every_colour_scale_a_colourbar(evaluated, tmp_path, monkeypatch):
+    """Issue 23, on the figures themselves (kept open instead of saved): maps carry the
+    shipped coastline and a colourbar, Fig. 8's hexbins a colourbar each, Fig. 2's legend
+    lies outside every panel."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection, PolyCollection, QuadMesh
+
+    import fluxscale.figures as F
+    from fluxscale.evaluate import evaluation_data, evaluation_tables
+
+    root, _ = evaluated
+    figs = {}
+    monkeypatch.setattr(F, "_save", lambda fig, out, name: figs.setdefault(name, fig) and out / f"{name}.png")
+    ev = evaluation_data(root)
+    df = evaluation_tables(ev)
+    maps = F.evaluation_maps(root)
+    F.fig2_global_annual(ev, tmp_path)
+    F.fig8_sites(ev, df, tmp_path)
+    F.fig5_annual_maps(maps, tmp_path)
+    F.figB2_inclusion(maps, tmp_path)
+    n_coast = sum(len(x) for x in F.coastline())
+    try:
+        for name in ("fig5_annual_maps", "figB2_bridge_inclusion"):
+            # the map panels: a mesh with a colourbar (the colourbars' own axes hold meshes too)
+            panels = [a for a in figs[name].axes
+                      if any(isinstance(c, QuadMesh) and c.colorbar is not None for c in a.collections)]
+            assert len(panels) == (6 if name == "fig5_annual_maps" else 1), name
+            for a in panels:
+                coast = [c for c in a.collections if isinstance(c, LineCollection)]
+                assert coast and sum(len(s) for s in coast[0].get_segments()) == n_coast, name
+                assert a.get_xticklabels() and a.get_xticklabels()[0].get_text().endswith("W"), name
+        hexes = [c for a in figs["fig8_sites"].axes for c in a.collections if isinstance(c, PolyCollection)]
+        assert len(hexes) == 2 and all(h.colorbar is not None for h in hexes)
+        f2 = figs["fig2_global_annual"]
+        assert len(f2.legends) == 1 and not any(a.get_legend() for a in f2.axes)
+        f2.canvas.draw()
+        box = f2.legends[0].get_window_extent()
+        assert not any(box.overlaps(a.get_window_extent()) for a in f2.axes)
+        assert "EC-ATM (mean of 2)" in [t.get_text() for t in f2.legends[0].get_texts()]
+    finally:
+        for fig in figs.values():
+            plt.close(fig)
+
+
+def test_the_shipped_coastline_is_the_land_fractions_half_contour():
+    """fluxscale/data/coastline_0.5deg.npz is what tools/build_coastline.py makes from the
+    shipped land fraction: rebuilt here and compared; every vertex lies between a cell that
+    is mostly land and one that is mostly sea."""
+    import importlib.util
+
+    import fluxscale.figures as F
+    from fluxscale.grid import _base_masks
+
+    spec = importlib.util.spec_from_file_location("build_coastline", Path(__file__).parents[1] / "tools" /
+                                                  "build_coastline.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    lf, _, _ = _base_masks()
+    lat = -89.75 + 0.5 * np.arange(360)
+    lon = -179.75 + 0.5 * np.arange(720)
+    rebuilt = tool.coastline_polylines(lf, lat, lon)
+    shipped = F.coastline()
+    assert len(rebuilt) == len(shipped) > 50
+    for a, b in zip(rebuilt, shipped):
+        np.testing.assert_allclose(a, b, atol=0.006)  # stored in hundredths of a degree
+    pts = np.concatenate(shipped)
+    i = np.clip(np.round((pts[:, 1] + 89.75) / 0.5).astype(int), 0, 359)
+    j = np.round((pts[:, 0] + 179.75) / 0.5).astype(int) % 720
+    near = np.stack([lf[np.clip(i + di, 0, 359), (j + dj) % 720] for di in (-1, 0, 1) for dj in (-1, 0, 1)])
+    assert ((near.max(0) >= 0.5) & (near.min(0) < 0.5)).all()
+    assert (Path(F.__file__).parent / "data" / "coastline_0.5deg.npz").stat().st_size < 100 * 1024
 
 
 def ev_regions():

@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import __version__
-from ..config import TwinConfig, twin_preset
+from ..config import TwinConfig, preset_name, twin_preset
 from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS
 from ..grid import cell_land_area, coarsen_grid, make_grid
 from ..parallel import run_tasks
@@ -318,7 +318,7 @@ def write_twin(out: str | Path, cfg: TwinConfig, *, client=None, show_progress: 
     timings["total"] = _time.perf_counter() - t_start
     manifest = {
         "kind": "twin",
-        "preset": preset,
+        "preset": preset or preset_name(cfg),  # `fluxscale run` without --preset: the preset cfg is
         "config": cfg.to_dict(),
         "region_mask": str(region_mask) if region_mask else None,
         "fluxscale_version": __version__,
