@@ -22,7 +22,8 @@ from typing import Any
 import dask
 from dask.callbacks import Callback
 
-__all__ = ["run_tasks", "progress_bar", "PlainProgress", "format_duration", "working", "tune_malloc"]
+__all__ = ["run_tasks", "progress_bar", "PlainProgress", "format_duration", "working", "plain_progress_wanted",
+           "tune_malloc"]
 
 _MALLOC_TUNED = False
 
@@ -60,6 +61,12 @@ def working(label: str, enabled: bool = True, console=None):
 
         with (console or Console()).status(label):
             yield
+
+
+def plain_progress_wanted() -> bool:
+    """Whether progress goes as plain lines (:class:`PlainProgress`): ``FLUXSCALE_PROGRESS``
+    = ``plain``/``bar`` if set, else whether stdout is not a terminal."""
+    return _plain_wanted()
 
 
 def _plain_wanted() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 
 import numpy as np
@@ -300,16 +301,20 @@ def test_towers_without_a_site_drivers_file_take_their_cell_and_ta_f(round_trip,
     assert any("QC 0.8" in note for note in rep["notes"])
 
 
-def test_cli_twin_files_then_ingest(tmp_path, tiny_twin):
+def test_cli_twin_files_then_ingest(tmp_path, tiny_twin, monkeypatch):
     runner = CliRunner()
     r = runner.invoke(app, ["twin", "--out", str(tmp_path / "f"), "--preset", "tiny", "--format", "files",
                             "--no-progress"])
     assert r.exit_code == 0, r.output
     toml = tmp_path / "f" / "ingest.toml"
     assert f"fluxscale ingest {toml}" in r.output
-    r = runner.invoke(app, ["ingest", str(toml), "--out", str(tmp_path / "ds"), "--no-progress"])
+    # progress off a terminal: plain lines naming the store being written (CliRunner's output
+    # is no terminal), here every 0.05 s
+    monkeypatch.setenv("FLUXSCALE_PROGRESS_INTERVAL", "0.05")
+    r = runner.invoke(app, ["ingest", str(toml), "--out", str(tmp_path / "ds")])
     assert r.exit_code == 0, r.output
     assert "files read: 65" in r.output and "40 towers" in r.output
+    assert re.search(r"^ingest: drivers, \d+:\d\d elapsed$", r.output, re.M), r.output
     got = open_store(store_path(tmp_path / "ds", "prior"), "prior").NEE.values
     np.testing.assert_array_equal(got, open_store(store_path(tiny_twin, "prior"), "prior").NEE.values)
     r = runner.invoke(app, ["info", str(tmp_path / "ds")])

@@ -448,6 +448,12 @@ def _gcb_dataset(cfg: IngestConfig, log: ReadLog) -> xr.Dataset:
 
 def _compute_store(ds: xr.Dataset, path: Path, name: str, enc: dict, client, show_progress: bool) -> None:
     """Write a lazily computed store to ``path.partial`` (chunk by chunk)."""
+    from ..parallel import plain_progress_wanted, working
+
+    if show_progress and plain_progress_wanted():  # a log file: elapsed-time lines, not a live bar
+        with working(f"ingest: {name}"):
+            _compute_store(ds, path, name, enc, client, show_progress=False)
+        return
     if client is not None:
         delayed = write_store(ds, path, name, enc, commit=False, compute=False)
         fut = client.compute(delayed)
