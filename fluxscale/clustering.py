@@ -150,8 +150,9 @@ def nystrom_clusters(series: np.ndarray, n_clusters: int, seed: int, *, window: 
 
 def _as_dask(x: np.ndarray, chunk: int):
     """``x`` as a Dask array of row blocks; under a distributed client the blocks are
-    scattered first instead of being embedded in the graph (a 10 000-pixel region is
-    16 MB)."""
+    submitted first as tasks of their own instead of being embedded in the graph (a
+    10 000-pixel region is 16 MB). Not ``client.scatter``: scattered data dies with its
+    worker, a task's result the scheduler recomputes (issue 19)."""
     import dask.array as da
 
     try:
@@ -161,7 +162,9 @@ def _as_dask(x: np.ndarray, chunk: int):
     except (ImportError, ValueError):
         return da.from_array(x, chunks=(chunk, -1))
     blocks = [x[i:i + chunk] for i in range(0, x.shape[0], chunk)]
-    futures = client.scatter(blocks, hash=False)
+    from .parallel import _argument
+
+    futures = [client.submit(_argument, b, pure=False) for b in blocks]
     return da.concatenate([da.from_delayed(f, shape=b.shape, dtype=b.dtype) for f, b in zip(futures, blocks)])
 
 

@@ -350,7 +350,8 @@ def distance_matrix_tiled(X, path, *, window: int | None = None, tile: int = 102
     for ``dtype="float64"``, which sets the precision of the computation only).
     One task per upper-triangle tile (:func:`tile_plan`) computes it with the same kernels as
     :func:`distance_matrix` and writes it and its transpose, each exactly one chunk, so no two
-    tasks write one chunk. The series are scattered to the workers once. Everything is
+    tasks write one chunk. The series are shared with the workers once, as a task of their own
+    (:func:`fluxscale.parallel.run_tasks`; recomputed if a worker is lost). Everything is
     written under ``path + ".partial"`` and renamed to ``path`` when every tile is done; a
     complete store made from the same series, window and dtype is reused, not recomputed.
 

@@ -74,3 +74,19 @@ def test_nystrom_agrees_with_exact_on_a_twin_region(tiny_twin, tmp_path):
     approx, s_approx = nystrom_clusters(x, 6, seed=0, window=6, n_components=120)
     assert adjusted_rand_score(exact, approx) > 0.5
     assert s_approx == pytest.approx(s_exact, rel=0.25)  # sample median vs full median
+
+
+def test_nystrom_under_a_distributed_client_equals_the_threaded_result():
+    """Under a Client the row blocks go to the cluster as tasks of their own (recomputed if a
+    worker dies; issue 19), and the labels and scale equal those without a cluster."""
+    from distributed import Client, LocalCluster
+
+    from fluxscale.clustering import nystrom_clusters
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(300, 48)) + k * 3 for k in range(3)])
+    a, sa = nystrom_clusters(x, 3, seed=0, window=6, n_components=60)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as c, Client(c):
+        b, sb = nystrom_clusters(x, 3, seed=0, window=6, n_components=60)
+    np.testing.assert_array_equal(a, b)
+    assert sa == sb
