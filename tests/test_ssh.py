@@ -117,3 +117,58 @@ def test_ssh_failures_are_one_line(sshd, dataset, tmp_path):
         assert len(err.splitlines()) == 1 and want in err and "Traceback" not in err, (name, err)
         assert time.perf_counter() - t0 < 30, name
     assert not (dataset / "integrals.zarr").exists()
+
+
+def test_bridge_train_infer_over_ssh_equal_an_undisturbed_local_run(sshd, tiny_models, tmp_path):
+    """The other stages end to end on the SSH cluster (2 workers of one thread, the remote
+    scheduler and workers on 127.0.0.1) against a LocalCluster of the same shape: the
+    bridges agree to 1e-8 (measured: up to 1.3e-10 relative, on weights near the Lasso's
+    tolerance; its BLAS sums round in another order on the SSH workers), and from the same
+    bridges the members and the NEE cube are bit-identical."""
+    import xarray as xr
+    from distributed import Client, LocalCluster
+
+    from fluxscale.bridge import build_bridges
+    from fluxscale.cluster import cluster_client
+    from fluxscale.config import BridgeConfig, ClusterConfig, InferConfig, TrainConfig
+    from fluxscale.inference import infer
+    from fluxscale.training import train_ensemble
+
+    from .test_slurm import _same_members
+
+    bcfg = BridgeConfig(repeats=40)
+    tcfg = TrainConfig(epochs=2, steps_per_epoch=3, ec_batch=2000, threads=1, folds=(0, 1))
+    roots = {}
+    for name in ("ref", "ssh"):
+        roots[name] = tmp_path / name
+        shutil.copytree(tiny_models, roots[name], ignore=shutil.ignore_patterns("models", "nee*", "bridges.zarr", "dtw"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, memory_limit="3GiB") as lc, \
+            Client(lc) as c:
+        build_bridges(roots["ref"], bcfg, client=c, show_progress=False)
+        train_ensemble(roots["ref"], tcfg, client=c, show_progress=False)
+        infer(roots["ref"], InferConfig(), client=c, show_progress=False)
+    cfg = ClusterConfig(kind="ssh", ssh_hosts=("127.0.0.1", "127.0.0.1"), ssh_port=sshd.port, ssh_user=sshd.user,
+                        ssh_key_file=str(sshd.client_key), ssh_known_hosts=str(sshd.known_hosts), n_workers=2,
+                        threads_per_worker=1, memory_limit="3GiB", wait_timeout_s=120)
+    t0 = time.perf_counter()
+    with cluster_client(cfg) as client:
+        build_bridges(roots["ssh"], bcfg, client=client, show_progress=False)
+        t1 = time.perf_counter()
+        got, want = (xr.open_zarr(roots[n] / "bridges.zarr").load() for n in ("ssh", "ref"))
+        for v in want.data_vars:  # the Lasso's BLAS sums round in another order on the SSH workers
+            if want[v].dtype.kind == "f":
+                np.testing.assert_allclose(got[v].values, want[v].values, rtol=1e-8, atol=1e-13, err_msg=v)
+            else:
+                np.testing.assert_array_equal(got[v].values, want[v].values, err_msg=v)
+        shutil.rmtree(roots["ssh"] / "bridges.zarr")  # the same inputs for training: the weights then agree bit for bit
+        shutil.copytree(roots["ref"] / "bridges.zarr", roots["ssh"] / "bridges.zarr")
+        train_ensemble(roots["ssh"], tcfg, client=client, show_progress=False)
+        t2 = time.perf_counter()
+        infer(roots["ssh"], InferConfig(), client=client, show_progress=False)
+        t3 = time.perf_counter()
+    print(f"over SSH, 2 workers: bridge (40 repeats) {t1 - t0:.1f} s, train (4 members, 2 epochs) "
+          f"{t2 - t1:.1f} s, infer {t3 - t2:.1f} s")
+    _same_members(roots["ssh"] / "models", roots["ref"] / "models")
+    got, want = xr.open_zarr(roots["ssh"] / "nee.zarr"), xr.open_zarr(roots["ref"] / "nee.zarr")
+    for v in ("NEE", "NEE_std", "NEE_monthly", "NEE_member_monthly"):
+        np.testing.assert_array_equal(got[v].values, want[v].values, err_msg=v)
