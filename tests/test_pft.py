@@ -235,9 +235,14 @@ def test_figB3_B4_composition_is_a_count_over_the_bridge_pixels(reported):
         img = mpimg.imread(rep.figures[name])
         assert img.shape[0] > 300 and img[..., :3].std() > 0.05, name
     html = (out / "report.html").read_text()
-    for caption in ("Fig. 9: EC-ATM (blue)", "Fig. A1: the 18 regions", "Fig. B3: share (%)", "Fig. B4: per region",
-                    "Fig. C2: modelled against observed"):
-        assert caption in html
+    import html as markup
+
+    from fluxscale.figures import CAPTIONS
+
+    for name in ("fig9", "figA1", "figB3", "figB4", "figC2"):  # numbered, with the whole caption below
+        title, _, rest = CAPTIONS[name].partition(": ")
+        assert f"<b>{markup.escape(title)}.</b> {markup.escape(rest)}</figcaption>" in html, name
+    assert "Fig. 9: EC-ATM (blue)" in CAPTIONS["fig9"] and "Fig. B3: share (%)" in CAPTIONS["figB3"]
 
 
 def test_figC2_and_fig9_scores_equal_numpy(reported):
