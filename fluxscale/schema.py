@@ -269,6 +269,25 @@ def var_attrs(store: str, var: str) -> dict[str, str]:
     return a
 
 
+def pft_dataset(pft, grid, source: str):
+    """The PFT variables of ``grid.zarr`` for the writers (twin, ingest): ``pft`` (lat, lon)
+    int8 class ids (:data:`NO_PFT` where none) with its ``source``, and the class table of
+    :data:`IGBP_CLASSES` on ``pft_class`` (``pft_name``, ``pft_long_name``); on ``grid``'s
+    lat and lon."""
+    import numpy as np
+    import xarray as xr
+
+    return xr.Dataset(
+        {"pft": (("lat", "lon"), pft, {**var_attrs("grid", "pft"), "source": source}),
+         "pft_name": (("pft_class",), np.array([a for _, a, _ in IGBP_CLASSES], dtype=object),
+                      var_attrs("grid", "pft_name")),
+         "pft_long_name": (("pft_class",), np.array([n for _, _, n in IGBP_CLASSES], dtype=object),
+                           var_attrs("grid", "pft_long_name"))},
+        coords={"lat": grid.lat, "lon": grid.lon,
+                "pft_class": ("pft_class", np.array([i for i, _, _ in IGBP_CLASSES], dtype=np.int8),
+                              var_attrs("grid", "pft_class"))})
+
+
 def time_coord(dim: str, values, long_name: str) -> tuple:
     """A CF time coordinate ``(dim, values, attrs)`` for the writers of a store (encoded by
     xarray as days since the first date)."""

@@ -21,15 +21,11 @@ from fluxscale.ingest import build
 from fluxscale.ingest.gcb import PAPER_SYSTEMS, canonical_system, choose_members, member_names
 from fluxscale.ingest.gridded import ReadLog
 
+from .test_ingest_errors import _check
+
 PGC_M2_YR = 1e15 / 365.25  # gC m-2 d-1 per PgC m-2 yr-1 (the Julian year of fluxscale.units)
 
 
-def _check(excinfo, path, *words):
-    msg = str(excinfo.value)
-    assert Path(path).name in msg, msg
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
 
 
 # --- GCB inversions ---------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from fluxscale.ingest.towernames import parse_tower_name
 from fluxscale.stores import open_store, store_path, write_store
 from fluxscale.twin.files import TOWER_LAYOUTS, export_files, write_tower_files
 
+from .test_ingest_errors import _check
+
 DATA = Path(__file__).parent / "data" / "towers"
 ONEFLUX_CO2TOC = 1.03772448  # oneflux_steps/common/common.h: µmol CO2 m-2 s-1 → gC m-2 d-1
 
@@ -36,12 +38,6 @@ HH_2025 = "EUF_DE-Tha_FLUXNET_FLUXMET_HH_2023-2023_v1.3_r1.csv"
 HH_ICOS = "ICOSETC_FI-Hyy_FLUXNET_HH_L2.csv"
 
 
-def _check(excinfo, path, *words):
-    msg = str(excinfo.value)
-    assert Path(path).name in msg, msg
-    for w in words:
-        assert w in msg, f"{w!r} not in {msg!r}"
-    return msg
 
 
 # --- names ---------------------------------------------------------------------------------------

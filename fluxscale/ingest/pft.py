@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
-from ..schema import IGBP_CLASSES, NO_PFT, var_attrs
+from ..schema import IGBP_CLASSES, NO_PFT, pft_dataset
 from .gridded import LAT_NAMES, LON_NAMES, ReadLog
 
 __all__ = ["PFT_VARIABLES", "majority_pft", "class_ids", "read_pft"]
@@ -187,12 +187,4 @@ def read_pft(path: str | Path, grid: xr.Dataset, variable: str = "", log: ReadLo
         none = int((pft[land] == NO_PFT).sum())
         if none:
             log.notes.append(f"pft: {none} of {int(land.sum())} land cells have no class in {path.name}")
-    return xr.Dataset(
-        {"pft": (("lat", "lon"), pft, {**var_attrs("grid", "pft"), "source": f"{path} (variable {da.name})"}),
-         "pft_name": (("pft_class",), np.array([a for _, a, _ in IGBP_CLASSES], dtype=object),
-                      var_attrs("grid", "pft_name")),
-         "pft_long_name": (("pft_class",), np.array([n for _, _, n in IGBP_CLASSES], dtype=object),
-                           var_attrs("grid", "pft_long_name"))},
-        coords={"lat": grid.lat, "lon": grid.lon,
-                "pft_class": ("pft_class", np.array([i for i, _, _ in IGBP_CLASSES], dtype=np.int8),
-                              var_attrs("grid", "pft_class"))})
+    return pft_dataset(pft, grid, f"{path} (variable {da.name})")

@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..schema import IGBP_CLASSES, NO_PFT, var_attrs
+from ..schema import IGBP_CLASSES, NO_PFT, pft_dataset
 from .climate import cell_climate, smooth_field
 
 S_FIELD_CROP, S_FIELD_WETLAND, S_TOWER_PFT = 50, 51, 52
@@ -132,13 +132,4 @@ def pft_variables(seed: int, grid: xr.Dataset) -> xr.Dataset:
     ids = classify_pft(seed, grid.cell_lat.values, grid.cell_lon.values)
     pft = np.full((grid.sizes["lat"], grid.sizes["lon"]), NO_PFT, dtype=np.int8)
     pft[il, jl] = ids
-    return xr.Dataset(
-        {"pft": (("lat", "lon"), pft, {**var_attrs("grid", "pft"),
-                                       "source": "fluxscale.twin.vegetation.classify_pft (the twin's climate)"}),
-         "pft_name": (("pft_class",), np.array([a for _, a, _ in IGBP_CLASSES], dtype=object),
-                      var_attrs("grid", "pft_name")),
-         "pft_long_name": (("pft_class",), np.array([n for _, _, n in IGBP_CLASSES], dtype=object),
-                           var_attrs("grid", "pft_long_name"))},
-        coords={"lat": grid.lat, "lon": grid.lon,
-                "pft_class": ("pft_class", np.array([i for i, _, _ in IGBP_CLASSES], dtype=np.int8),
-                              var_attrs("grid", "pft_class"))})
+    return pft_dataset(pft, grid, "fluxscale.twin.vegetation.classify_pft (the twin's climate)")
