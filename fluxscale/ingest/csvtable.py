@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..errors import InputError
 
-__all__ = ["MISSING", "read_table", "numeric", "line_of"]
+__all__ = ["MISSING", "read_table", "numeric", "line_of", "timestamps"]
 
 MISSING = -9999.0
 """FLUXNET's missing-value code."""
@@ -73,3 +73,20 @@ def numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
         raise InputError(path, f"line {line_of(df, i)}, column {col}", f"non-numeric value {df[col].iloc[i]!r}")
     vals[vals == MISSING] = np.nan
     return vals
+
+
+_STAMP = {"%Y%m%d": ("a date YYYYMMDD", 8), "%Y%m%d%H%M": ("a time YYYYMMDDHHMM", 12)}
+
+
+def timestamps(df: pd.DataFrame, col: str, path: Path, fmt: str = "%Y%m%d%H%M") -> pd.Series:
+    """FLUXNET's ``TIMESTAMP*`` column ``col`` as datetimes: exactly the digits of ``fmt``
+    (``%Y%m%d`` for DD files, ``%Y%m%d%H%M`` for HH/HR), else an error naming the line."""
+    what, digits = _STAMP[fmt]
+    raw = df[col].str.strip()
+    ok = raw.str.fullmatch(rf"\d{{{digits}}}").to_numpy()
+    t = pd.to_datetime(raw.where(ok, None), format=fmt, errors="coerce")
+    bad = ~ok | t.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(path, f"line {line_of(df, i)}, column {col}", f"not {what}: {df[col].iloc[i]!r}")
+    return t

@@ -35,6 +35,7 @@ from .csvtable import MISSING
 from .csvtable import line_of as _line
 from .csvtable import numeric as _numeric
 from .csvtable import read_table as _read_table
+from .csvtable import timestamps
 from .subdaily import read_subdaily
 from .towernames import TowerName, parse_tower_name
 
@@ -111,13 +112,7 @@ def _read_dd(path: Path, name: TowerName, *, nee_variable: str, qc_min: float) -
                                          f"(found: {', '.join(df.columns[:12])}{' …' if df.shape[1] > 12 else ''})")
     if df.empty:
         raise InputError(path, None, "no data rows")
-    ts = df["TIMESTAMP"].str.strip()
-    ok = ts.str.fullmatch(r"\d{8}").to_numpy()
-    time = pd.to_datetime(ts.where(ok, None), format="%Y%m%d", errors="coerce")
-    bad = ~ok | time.isna().to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise InputError(path, f"line {_line(df, i)}, column TIMESTAMP", f"not a date YYYYMMDD: {df['TIMESTAMP'].iloc[i]!r}")
+    time = timestamps(df, "TIMESTAMP", path, "%Y%m%d")
     dup = time.duplicated().to_numpy()
     if dup.any():
         i = int(np.argmax(dup))

@@ -29,7 +29,7 @@ import xarray as xr
 
 from ..errors import InputError
 from ..schema import NEE_UNITS
-from .csvtable import line_of, numeric, read_table
+from .csvtable import line_of, numeric, read_table, timestamps
 from .towernames import RESOLUTION_WORDS, TowerName
 
 __all__ = ["CO2TOC", "aggregate_daily", "read_subdaily"]
@@ -70,17 +70,6 @@ def aggregate_daily(values: np.ndarray, first_slot: int, per_day: int, how: str 
 
 def _a(res: str) -> str:
     return ("an " if res == "HR" else "a ") + RESOLUTION_WORDS[res]
-
-
-def _stamps(df: pd.DataFrame, col: str, path: Path) -> pd.DatetimeIndex:
-    raw = df[col].str.strip()
-    ok = raw.str.fullmatch(r"\d{12}").to_numpy()
-    t = pd.to_datetime(raw.where(ok, None), format="%Y%m%d%H%M", errors="coerce")
-    bad = ~ok | t.isna().to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise InputError(path, f"line {line_of(df, i)}, column {col}", f"not a time YYYYMMDDHHMM: {df[col].iloc[i]!r}")
-    return pd.DatetimeIndex(t)
 
 
 def _check_sequence(df: pd.DataFrame, start: pd.DatetimeIndex, end: pd.DatetimeIndex, res: str, path: Path) -> None:
@@ -163,7 +152,7 @@ def read_subdaily(path: str | Path, name: TowerName, *, units: dict[str, str], n
                                          f"(found: {', '.join(df.columns[:12])}{' …' if df.shape[1] > 12 else ''})")
     if df.empty:
         raise InputError(path, None, "no data rows")
-    start, end = _stamps(df, "TIMESTAMP_START", path), _stamps(df, "TIMESTAMP_END", path)
+    start, end = (pd.DatetimeIndex(timestamps(df, c, path)) for c in ("TIMESTAMP_START", "TIMESTAMP_END"))
     _check_sequence(df, start, end, res, path)
     per_day = 1440 // STEP_MINUTES[res]
     first_slot = int((start[0] - start[0].normalize()) // pd.Timedelta(minutes=STEP_MINUTES[res]))
