@@ -5,6 +5,6 @@ Importing fluxscale imports neither torch nor the twin; heavy modules load on us
 
 __version__ = "0.1.0"
 
-from .errors import ConfigError, FluxscaleError, InputError, StoreError  # noqa: E402
+from .errors import ConfigError, FluxscaleError, FluxscaleWarning, InputError, StoreError  # noqa: E402
 
-__all__ = ["__version__", "FluxscaleError", "StoreError", "ConfigError", "InputError"]
+__all__ = ["__version__", "FluxscaleError", "StoreError", "ConfigError", "InputError", "FluxscaleWarning"]

@@ -22,6 +22,19 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def _boundary() -> None:
+    # Runs before every command (also under deploy/launch.py): third-party libraries'
+    # warnings stay off the user's terminal (fluxscale.warnfilter says which, and why);
+    # FLUXSCALE_WARNINGS=all shows them all.
+    import os
+
+    if os.environ.get("FLUXSCALE_WARNINGS", "").lower() != "all":
+        from .warnfilter import install
+
+        install()
+
+
 def _this_command() -> str:
     """The command line being run, to repeat to the user (``the same command`` when this is
     not the ``fluxscale`` entry point, e.g. under a test runner)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FluxscaleError", "StoreError", "ConfigError", "InputError"]
+__all__ = ["FluxscaleError", "StoreError", "ConfigError", "InputError", "FluxscaleWarning"]
 
 
 class FluxscaleError(Exception):
@@ -60,3 +60,8 @@ class InputError(FluxscaleError):
         self.where = where
         self.problem = problem
         super().__init__(f"{self.path}: {where}: {problem}" if where else f"{self.path}: {problem}")
+
+
+class FluxscaleWarning(UserWarning):
+    """A warning fluxscale itself gives; it always reaches the user of a command, whatever
+    :mod:`fluxscale.warnfilter` hides of third-party libraries' warnings."""

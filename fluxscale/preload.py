@@ -5,6 +5,9 @@ thread count (``--nthreads``), so that a worker of 4 threads on a 64-core node u
 cores, not 64 per task. fluxscale's tasks then choose their threads per task inside that
 (one torch thread per Dask thread in inference; the member's threads in training).
 
+Third-party libraries' warnings are filtered as in the ``fluxscale`` commands
+(:mod:`fluxscale.warnfilter`; the worker's ``FLUXSCALE_WARNINGS=all`` shows them).
+
 Environment variables are set before the libraries are imported where possible;
 ``torch.set_num_threads`` applies to the whole process.
 """
@@ -16,6 +19,13 @@ import os
 import sys
 
 logger = logging.getLogger("fluxscale.preload")
+
+if os.environ.get("FLUXSCALE_WARNINGS", "").lower() != "all":
+    # Before any task imports a library: third-party warnings stay out of the workers'
+    # output, which a LocalCluster's workers print on the user's terminal (fluxscale.warnfilter).
+    from fluxscale.warnfilter import install as _install_warning_filters
+
+    _install_warning_filters()
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
