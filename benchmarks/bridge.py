@@ -1,12 +1,12 @@
 """Bridge models: Lasso fits per second, and robustness repeats per second on Dask.
 
 Setup (not timed): a twin of the size, its integrals, the prior's monthly NEE on land cells
-and the regions' integrals (:func:`fluxscale.bridge.bridge_inputs`). Candidate sets are
+and the regions' integrals (:func:`fluxscale.bridges.build.bridge_inputs`). Candidate sets are
 random draws of ``n_candidates`` (100) cells of a region, as in the repeats.
 
 Timed, medians of ``repeats`` runs:
 
-* **Lasso fits**: :func:`fluxscale.lasso.fit_bridge` (a warm-started ``lasso_path`` over
+* **Lasso fits**: :func:`fluxscale.bridges.lasso.fit_bridge` (a warm-started ``lasso_path`` over
   the geometric alpha path, in chunks of 8 alphas, stopping at the first alpha whose
   training R² reaches 0.95) against what a user of scikit-learn would write: a cold
   ``Lasso(alpha).fit`` per alpha down the same path until R² ≥ 0.95. Agreement: the share of
@@ -58,12 +58,12 @@ def _sklearn_loop(x: np.ndarray, y: np.ndarray, r2_threshold=0.95, n_alphas=60, 
 def bench_bridge(size: str, workdir: str, repeats: int) -> dict:
     from distributed import Client, LocalCluster
 
-    from fluxscale.bridge import _repeat_task, bridge_inputs
+    from fluxscale.bridges.build import _repeat_task, bridge_inputs
     from fluxscale.config import BridgeConfig
-    from fluxscale.integrals import compute_integrals
-    from fluxscale.lasso import fit_bridge
+    from fluxscale.bridges.integrals import compute_integrals
+    from fluxscale.bridges.lasso import fit_bridge
     from fluxscale.parallel import run_tasks
-    from fluxscale.regions import REGION_ABBREVS
+    from fluxscale.dataset.regions import REGION_ABBREVS
     from fluxscale.twin import make_twin
 
     root = Path(workdir) / f"bridge-{size}"
@@ -107,7 +107,7 @@ def bench_bridge(size: str, workdir: str, repeats: int) -> dict:
     for n in (1, 2):
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                           host="127.0.0.1") as lc, Client(lc) as c:
-            c.run(lambda: __import__("fluxscale.bridge"))  # warm every worker: imports, then one task each
+            c.run(lambda: __import__("fluxscale.bridges.build"))  # warm every worker: imports, then one task each
             run_tasks(_repeat_task, batches[:n], client=c, show_progress=False, **kw)
             ctx = perf_report(f"bridge-repeats-{size}") if n == 2 else contextlib.nullcontext()
             with ctx:

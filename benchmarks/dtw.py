@@ -1,7 +1,7 @@
 """Benchmark: the DTW distance matrix against dtaidistance and tslearn on the same series.
 
 Throughput is counted in DTW cell updates per second: pairs × the cells of the band of one
-pair (exact count, :func:`fluxscale.dtw.count_band_cells`). The series are monthly
+pair (exact count, :func:`fluxscale.bridges.dtw.count_band_cells`). The series are monthly
 NEE-like (seasonal cycle of amplitude 1–5 plus noise), float64 for the peers. The peers use
 every core: dtaidistance's ``distance_matrix_fast`` (C, OpenMP) and tslearn's ``cdist_dtw``
 (``n_jobs=-1``). tslearn is timed on the first ``tslearn_series`` series only (it is slow);
@@ -42,7 +42,7 @@ def _case(X: np.ndarray, window, repeats: int, tslearn_series: int) -> dict:
     from dtaidistance import dtw as dtai
     from tslearn.metrics import cdist_dtw
 
-    from fluxscale.dtw import count_band_cells, distance_matrix
+    from fluxscale.bridges.dtw import count_band_cells, distance_matrix
 
     n, length = X.shape
     per_pair = count_band_cells(length, length, window)
@@ -86,7 +86,7 @@ def _tiled(X: np.ndarray, window, repeats: int, tile: int, name: str = "dtw") ->
     (the 2-worker run inside a performance report), and the in-memory matrix."""
     from distributed import Client, LocalCluster
 
-    from fluxscale.dtw import distance_matrix, distance_matrix_tiled
+    from fluxscale.bridges.dtw import distance_matrix, distance_matrix_tiled
 
     from .common import perf_report
 

@@ -32,12 +32,12 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from fluxscale.bridge import build_bridges
+    from fluxscale.bridges.build import build_bridges
     from fluxscale.config import BridgeConfig, InferConfig, TrainConfig
-    from fluxscale.inference import infer
-    from fluxscale.integrals import compute_integrals
-    from fluxscale.model import NEENet, load_member
-    from fluxscale.training import load_training_data, train_ensemble, train_group
+    from fluxscale.infer.inference import infer
+    from fluxscale.bridges.integrals import compute_integrals
+    from fluxscale.learn.model import NEENet, load_member
+    from fluxscale.learn.training import load_training_data, train_ensemble, train_group
     from fluxscale.twin import make_twin
 
     if args.device == "cuda" and not torch.cuda.is_available():

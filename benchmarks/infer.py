@@ -5,11 +5,11 @@ Setup (not timed): a twin of the size and 10 EC + 10 EC-ATM members. The members
 freshly initialised networks (``init_model(seed)`` with the drivers' standardisation), not
 trained ones: the forward's cost does not depend on the weights, and training 20 members
 at full size would take hours. They are written as real checkpoints with a
-``members.json``, so ``fluxscale.inference.infer`` runs exactly as after ``fluxscale train``.
+``members.json``, so ``fluxscale.infer.inference.infer`` runs exactly as after ``fluxscale train``.
 
 Timed:
 
-* **ceiling**: :func:`fluxscale.model.forward_members` on random float32 drivers already
+* **ceiling**: :func:`fluxscale.learn.model.forward_members` on random float32 drivers already
   in memory (2²⁰ samples, 2²² at full size, × 20 members), one torch thread per Python
   thread on every core, at several batch sizes, measured before and after the end-to-end
   runs; the fastest batch's higher median is the ceiling;
@@ -39,9 +39,9 @@ def write_untrained_members(root: Path, per_variant: int = 10) -> None:
     """``per_variant`` EC and EC-ATM members from ``init_model`` (standardised on the drivers)."""
     import torch
 
-    from fluxscale.drivers import assemble_driver_block
-    from fluxscale.model import init_model
-    from fluxscale.stores import open_store, store_path
+    from fluxscale.dataset.drivers import assemble_driver_block
+    from fluxscale.learn.model import init_model
+    from fluxscale.dataset.stores import open_store, store_path
 
     drivers = open_store(store_path(root, "drivers"), "drivers")
     x = assemble_driver_block(drivers, time=slice(0, 365), cell=slice(0, None, 25)).reshape(-1, 10)
@@ -65,7 +65,7 @@ def _ceiling(weights: list, threads: int, repeats: int, n: int = 1 << 20) -> dic
     import numpy as np
     import torch
 
-    from fluxscale.model import forward_members
+    from fluxscale.learn.model import forward_members
 
     torch.set_num_threads(1)
     x = np.random.default_rng(0).normal(size=(threads, n // threads, 10)).astype(np.float32)
@@ -107,7 +107,7 @@ def bench_infer(size: str, workdir: str, repeats: int) -> dict:
     from distributed import Client, LocalCluster
 
     from fluxscale.config import InferConfig
-    from fluxscale.inference import infer, list_members, member_weights
+    from fluxscale.infer.inference import infer, list_members, member_weights
     from fluxscale.twin import make_twin
 
     root = Path(workdir) / f"infer-{size}"

@@ -49,7 +49,7 @@ class TorchMember:
     def predict(self, X):
         import torch
 
-        from fluxscale.training import load_member
+        from fluxscale.learn.training import load_member
 
         model, _ = load_member(self.path)
         with torch.no_grad():
@@ -60,8 +60,8 @@ def _map_blocks_member(drivers_path: str, member_path: str, out: str) -> None:
     import torch
     import xarray as xr
 
-    from fluxscale.drivers import assemble_driver_block
-    from fluxscale.training import load_member
+    from fluxscale.dataset.drivers import assemble_driver_block
+    from fluxscale.learn.training import load_member
 
     ds = xr.open_zarr(drivers_path).drop_vars(["cell_lat", "cell_lon"]).unify_chunks()
 
@@ -82,7 +82,7 @@ def _ppf_member(drivers_path: str, member_path: str, out: str) -> None:
     import xarray as xr
     from dask_ml.wrappers import ParallelPostFit
 
-    from fluxscale.drivers import DRIVER_NAMES
+    from fluxscale.dataset.drivers import DRIVER_NAMES
 
     ds = xr.open_zarr(drivers_path)
     doy = ds.time.dt.dayofyear - 1
@@ -103,8 +103,8 @@ def bench_infer_naive(size: str, workdir: str, repeats: int) -> dict:
     from distributed import Client, LocalCluster
 
     from fluxscale.config import InferConfig
-    from fluxscale.inference import infer, list_members
-    from fluxscale.stores import store_path
+    from fluxscale.infer.inference import infer, list_members
+    from fluxscale.dataset.stores import store_path
     from fluxscale.twin import make_twin
 
     from .infer import write_untrained_members
@@ -134,7 +134,7 @@ def bench_infer_naive(size: str, workdir: str, repeats: int) -> dict:
     # agreement on a sample of cells: the two naive outputs, and fluxscale's gridded members
     import xarray as xr
 
-    from fluxscale.stores import open_store
+    from fluxscale.dataset.stores import open_store
 
     grid = open_store(store_path(root, "grid"), "grid").load()
     cells = np.random.default_rng(0).choice(grid.sizes["cell"], 50, replace=False)

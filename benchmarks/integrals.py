@@ -1,6 +1,6 @@
 """Benchmark: regional integrals of a daily gridded NEE cube.
 
-fluxscale's :func:`~fluxscale.integrals.integrate_regions` (flox map-reduce over the region
+fluxscale's :func:`~fluxscale.bridges.integrals.integrate_regions` (flox map-reduce over the region
 mask) against what a user would write with plain xarray (``groupby`` over the region mask
 with flox switched off, then a monthly resample), and against the raw Zarr read of the same
 field (Dask sum of the array: the I/O ceiling). All three run on Dask's threaded scheduler
@@ -24,7 +24,7 @@ def _write_cube(path: str, res: float, years: int):
     import dask.array as da
     import xarray as xr
 
-    from fluxscale.grid import make_grid
+    from fluxscale.dataset.grid import make_grid
 
     grid = make_grid(res)
     time_ = pd.date_range("2001-01-01", f"{2000 + years}-12-31", freq="D")
@@ -54,7 +54,7 @@ def bench_integrals(size: str, workdir: str, repeats: int) -> dict:
     import dask.array as da
     import xarray as xr
 
-    from fluxscale.integrals import integrate_regions
+    from fluxscale.bridges.integrals import integrate_regions
 
     res, years = SIZES[size]
     path = f"{workdir}/cube-{size}.zarr"
@@ -108,8 +108,8 @@ def bench_integrals(size: str, workdir: str, repeats: int) -> dict:
 _STREAM = """
 import json, resource, sys, time
 import dask, xarray as xr
-from fluxscale.grid import make_grid
-from fluxscale.integrals import integrate_regions
+from fluxscale.dataset.grid import make_grid
+from fluxscale.bridges.integrals import integrate_regions
 nee = xr.open_zarr(sys.argv[1], consolidated=False, zarr_format=3).NEE
 grid = make_grid(float(sys.argv[2]))
 t = time.perf_counter()

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
-from fluxscale.grid import make_grid
-from fluxscale.integrals import _region_sums, _weights
-from fluxscale.regions import REGIONS
+from fluxscale.dataset.grid import make_grid
+from fluxscale.bridges.integrals import _region_sums, _weights
+from fluxscale.dataset.regions import REGIONS
 
 
 def old(x, w, reg):

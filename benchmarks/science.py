@@ -120,10 +120,10 @@ def to_markdown(res: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    from fluxscale.cli import _parse_run_sets
+    from fluxscale.run.cli import _parse_run_sets
     from fluxscale.config import (BridgeConfig, ClusterConfig, EvalConfig, RunConfig, TrainConfig, draw_world,
                                   twin_preset, PRESETS)
-    from fluxscale.pipeline import run_pipeline
+    from fluxscale.run.pipeline import run_pipeline
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.science", description=__doc__.split("\n\n")[0])
     ap.add_argument("--worlds", type=int, default=10)

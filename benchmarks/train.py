@@ -5,14 +5,14 @@ Setup (not timed): a twin of the size, its integrals and bridges (10 repeats), t
 training data. Timed, median of ``repeats`` runs of ``steps`` optimiser steps each, one
 torch thread, ``members`` members (folds 0…members−1):
 
-* **group, EC** (``fluxscale.training._Group.step``): the members' stacked networks, each
+* **group, EC** (``fluxscale.learn.training._Group.step``): the members' stacked networks, each
   member its own batch of 10 000 tower-days (Table B1), MSE, the hand-written chunked
   backward, one masked Adam step over the stack;
 * **peer, EC**: a bare PyTorch loop over the same tower tensors (index, forward, MSE,
   autograd backward, ``torch.optim.Adam``) with the same network and batch, member after
   member: what any MLP training pays;
-* **group, EC-ATM** and **per member, EC-ATM** (``fluxscale.training._Member.step``, plain
-  autograd and ``torch.optim.Adam`` on one :class:`~fluxscale.model.NEENet`, the reference
+* **group, EC-ATM** and **per member, EC-ATM** (``fluxscale.learn.training._Member.step``, plain
+  autograd and ``torch.optim.Adam`` on one :class:`~fluxscale.learn.model.NEENet`, the reference
   the tests compare the group with): the EC batch plus one training year of the sampled
   atmospheric term (the default), Eq. 14.
 
@@ -31,11 +31,11 @@ def bench_train(size: str, workdir: str, repeats: int, steps: int = 10, members:
     import numpy as np
     import torch
 
-    from fluxscale.bridge import build_bridges
+    from fluxscale.bridges.build import build_bridges
     from fluxscale.config import BridgeConfig, TrainConfig
-    from fluxscale.integrals import compute_integrals
-    from fluxscale.model import init_model
-    from fluxscale.training import _Group, _Member, load_training_data
+    from fluxscale.bridges.integrals import compute_integrals
+    from fluxscale.learn.model import init_model
+    from fluxscale.learn.training import _Group, _Member, load_training_data
     from fluxscale.twin import make_twin
 
     root = Path(workdir) / f"train-{size}"

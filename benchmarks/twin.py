@@ -28,7 +28,7 @@ _RAW = textwrap.dedent("""
     import json, resource, sys, time
     import dask.array as da, xarray as xr
     from fluxscale.config import twin_preset
-    from fluxscale.grid import make_grid
+    from fluxscale.dataset.grid import make_grid
     import pandas as pd
     cfg = twin_preset(sys.argv[2])
     n = make_grid(cfg.resolution_deg).sizes["cell"]

@@ -17,7 +17,7 @@ and ``python deploy/launch.py --help``). Examples::
 
 import sys
 
-from fluxscale.cli import app
+from fluxscale.run.cli import app
 
 if __name__ == "__main__":
     sys.exit(app(["cluster", *sys.argv[1:]], prog_name="deploy/launch.py"))

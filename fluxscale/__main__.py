@@ -1,4 +1,4 @@
-from .cli import main
+from fluxscale.run.cli import main
 
 # Guarded: LocalCluster worker processes are spawned and re-import the main module.
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ class _RichCallback(Callback):
             _advance(self._progress, self._task, self._on_result, result)
 
 
-def _argument(value: Any) -> Any:
+def shared_argument(value: Any) -> Any:
     """The task that holds a shared argument of :func:`run_tasks` on the cluster."""
     return value
 
@@ -243,7 +243,7 @@ def run_tasks(func: Callable[..., Any], items: Sequence[Any], *, client=None, la
             # its own keys: the release of an earlier call's futures must not cancel this one's.
             stamp = time.monotonic_ns()
             shared = {k: v if isinstance(v, (str, int, float, bool, type(None)))
-                      else client.submit(_argument, v, key=f"{label}-argument-{k}-{stamp}", pure=False)
+                      else client.submit(shared_argument, v, key=f"{label}-argument-{k}-{stamp}", pure=False)
                       for k, v in kwargs.items()}
             # zero-padded positions: the scheduler starts equal-priority tasks in key order, so
             # the items run in the order given (e.g. largest first, for balance at the end)

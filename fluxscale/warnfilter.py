@@ -15,8 +15,8 @@ by category and by the module a warning is attributed to:
 
 fluxscale's own warnings (:class:`fluxscale.errors.FluxscaleWarning`, and any other warning
 issued from a fluxscale module) stay visible, in front of every filter here. The filters are
-installed at the command line's boundary (:func:`fluxscale.cli` callback) and in every worker
-process fluxscale starts (:mod:`fluxscale.preload`); a library user who imports fluxscale
+installed at the command line's boundary (:func:`fluxscale.run.cli` callback) and in every worker
+process fluxscale starts (:mod:`fluxscale.cluster.preload`); a library user who imports fluxscale
 keeps the filters they set. ``FLUXSCALE_WARNINGS=all`` (read by the command line only) shows
 everything, for a developer chasing a dependency's drift; the test suite sees every warning.
 """
@@ -49,7 +49,7 @@ def install() -> None:
     them. Idempotent: installing twice adds nothing. Also in front of ``-W`` options and
     ``PYTHONWARNINGS``, so ``-W error::DeprecationWarning`` cannot turn a library's
     deprecation into a crash of a fluxscale command."""
-    from .errors import FluxscaleWarning
+    from fluxscale.errors import FluxscaleWarning
 
     if installed():
         return
@@ -60,7 +60,7 @@ def install() -> None:
 
 def installed() -> bool:
     """Whether :func:`install` has run in this process (its filters are in force)."""
-    from .errors import FluxscaleWarning
+    from fluxscale.errors import FluxscaleWarning
 
     ours = {(c, m) for c, m in FILTERS}
     have = {(f[2], f[3].pattern if f[3] is not None else "") for f in warnings.filters if f[0] == "ignore"}

@@ -44,10 +44,10 @@ def tiny_models(tiny_twin, tmp_path_factory):
     EC-ATM of folds 0 and 1); tests must copy it before writing into it."""
     import shutil
 
-    from fluxscale.bridge import build_bridges
+    from fluxscale.bridges.build import build_bridges
     from fluxscale.config import BridgeConfig, TrainConfig
-    from fluxscale.integrals import compute_integrals
-    from fluxscale.training import train_ensemble
+    from fluxscale.bridges.integrals import compute_integrals
+    from fluxscale.learn.training import train_ensemble
 
     root = tmp_path_factory.mktemp("models") / "data"
     shutil.copytree(tiny_twin, root)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fluxscale.grid import make_grid
+from fluxscale.dataset.grid import make_grid
 
 
 def _run(out, *only) -> tuple[dict, str]:

@@ -34,7 +34,7 @@ import xarray as xr
 
 from fluxscale.config import BridgeConfig, ClusterConfig, EvalConfig, RunConfig, TrainConfig, twin_preset
 from fluxscale.evaluate import consistency_checks, table_value
-from fluxscale.pipeline import run_pipeline
+from fluxscale.run.pipeline import run_pipeline
 
 # Reduced size: the tiny grid (2°) with 120 towers and 6 years; 5 folds per ensemble at the
 # default 30 epochs.

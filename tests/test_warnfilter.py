@@ -71,7 +71,7 @@ def test_the_ssh_path_imports_quietly_under_strict_settings(tmp_path):
     """The command line's boundary installs the filters before the SSH path imports asyncssh
     and cryptography (which warn at import with cryptography >= 47 and asyncssh 2.24)."""
     pytest.importorskip("asyncssh")
-    code = ("from fluxscale.cli import _boundary; _boundary()\n"
+    code = ("from fluxscale.run.cli import _boundary; _boundary()\n"
             "import asyncssh, distributed.deploy.ssh, cryptography.hazmat.primitives.asymmetric.dsa\n"
             "from fluxscale.cluster import ssh_connect_options\n"
             "from fluxscale.config import ClusterConfig\n"
@@ -87,12 +87,12 @@ def _warn_on_worker() -> list[str]:
         warnings.warn_explicit("lib deprecated", DeprecationWarning, "lib.py", 1, module="somelib.sub")
         warnings.warn_explicit("lib advice", UserWarning, "lib.py", 2, module="distributed.client")
         warnings.warn_explicit("lib nan", RuntimeWarning, "lib.py", 3, module="numpy.lib")
-        warnings.warn_explicit("ours", FluxscaleWarning, "ours.py", 4, module="fluxscale.training")
+        warnings.warn_explicit("ours", FluxscaleWarning, "ours.py", 4, module="fluxscale.learn.training")
     return [str(w.message) for w in seen]
 
 
 def test_worker_processes_filter_as_the_command_does():
-    """A LocalCluster started by fluxscale (its workers run fluxscale.preload) ignores the
+    """A LocalCluster started by fluxscale (its workers run fluxscale.cluster.preload) ignores the
     dependencies' warnings in the worker processes and keeps fluxscale's; this process,
     under pytest, sees them all (the filters are the command's, not the library's)."""
     from fluxscale.cluster import cluster_client

@@ -16,7 +16,7 @@ dropped. Run from the repository root::
 
     python tools/build_coastline.py [--min-points 6]
 
-:func:`fluxscale.figures.coastline` reads the file.
+:func:`fluxscale.evaluate.figures.coastline` reads the file.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from fluxscale.regions import REGIONS  # noqa: E402
+from fluxscale.dataset.regions import REGIONS  # noqa: E402
 
 DATA_DIR = REPO_ROOT / "fluxscale" / "data"
 CSV_PATH = DATA_DIR / "country_regions.csv"

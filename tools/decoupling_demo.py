@@ -6,9 +6,9 @@ loss on all months at epochs 0, 1, 5, 10, 15 for both variants.
 import shutil
 from fluxscale.config import TrainConfig, BridgeConfig
 from fluxscale.twin import make_twin
-from fluxscale.integrals import compute_integrals
-from fluxscale.bridge import build_bridges
-from fluxscale.training import load_training_data, train_member
+from fluxscale.bridges.integrals import compute_integrals
+from fluxscale.bridges.build import build_bridges
+from fluxscale.learn.training import load_training_data, train_member
 root = "/tmp/fluxscale-decoupling-demo"
 shutil.rmtree(root, ignore_errors=True)
 make_twin(root, preset="tiny", show_progress=False)

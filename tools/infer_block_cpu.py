@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import fluxscale.inference as inf
+import fluxscale.infer.inference as inf
 import fluxscale.parallel as par
 from fluxscale.config import InferConfig
 

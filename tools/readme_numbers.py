@@ -41,15 +41,15 @@ def render_block(root: str | Path, command: str = "fluxscale run --out DIR") -> 
     import pandas as pd
 
     from fluxscale.config import preset_name
-    from fluxscale.report import _headline
-    from fluxscale.summary import stage_time_table
+    from fluxscale.evaluate.report import headline_numbers
+    from fluxscale.run.summary import stage_time_table
 
     root = Path(root)
     man = json.loads((root / "fluxscale.json").read_text())
     stages = json.loads((root / "stages.json").read_text())
     rep = root / "report"
     checks = json.loads((rep / "summary.json").read_text())["science_checks"]
-    head = _headline(pd.read_csv(rep / "metrics.csv"))
+    head = headline_numbers(pd.read_csv(rep / "metrics.csv"))
     timings = stages.get("timings_s", {})
     finished = max((s.get("finished", "") for s in stages["stages"].values()), default="")
     seed = (man.get("config") or {}).get("seed")

@@ -20,7 +20,7 @@ import sys
 import time
 
 from fluxscale.config import BridgeConfig, ClusterConfig, EvalConfig, RunConfig, TrainConfig, twin_preset
-from fluxscale.pipeline import run_pipeline
+from fluxscale.run.pipeline import run_pipeline
 
 
 def main(argv: list[str]) -> None:

@@ -9,7 +9,7 @@
 * :func:`read_monthly_flux`, :func:`read_daily_driver`, :func:`read_seasonal_driver`,
   :func:`read_static_driver`: gridded NetCDF (FLUXCOM, GCB inversions, GFAS fire,
   drivers) normalised in grid, time and units (:mod:`fluxscale.ingest.gridded`); the
-  region mask is read by :func:`fluxscale.grid.read_region_mask`;
+  region mask is read by :func:`fluxscale.dataset.grid.read_region_mask`;
 * :func:`read_xbase_nee`: a FLUXCOM-X-BASE NEE Zarr cube (hourly, daily or monthly) as
   the prior's monthly means on the model grid (:mod:`fluxscale.ingest.xbase`);
 * :func:`choose_members`, :func:`member_names`: GCB inversion members by name, the paper's
@@ -19,13 +19,13 @@
 The config layout is in ``docs/ingest.md`` and :func:`fluxscale.config.load_ingest_config`.
 """
 
-from .build import IngestReport, ingest
-from .fluxnet import read_fluxnet_daily, read_site_table
-from .sitemeta import read_site_metadata
-from .towernames import parse_tower_name
-from .gcb import PAPER_SYSTEMS, choose_members, member_names
-from .gridded import read_daily_driver, read_monthly_flux, read_seasonal_driver, read_static_driver
-from .xbase import read_xbase_nee
+from fluxscale.ingest.build import IngestReport, ingest
+from fluxscale.ingest.fluxnet import read_fluxnet_daily, read_site_table
+from fluxscale.ingest.sitemeta import read_site_metadata
+from fluxscale.ingest.towernames import parse_tower_name
+from fluxscale.ingest.gcb import PAPER_SYSTEMS, choose_members, member_names
+from fluxscale.ingest.gridded import read_daily_driver, read_monthly_flux, read_seasonal_driver, read_static_driver
+from fluxscale.ingest.xbase import read_xbase_nee
 
 __all__ = ["ingest", "IngestReport", "read_fluxnet_daily", "read_site_table", "read_site_metadata",
            "parse_tower_name", "read_monthly_flux",

@@ -29,18 +29,19 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import __version__
-from ..config import GriddedInput, IngestConfig
-from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, assemble_driver_block
-from ..errors import InputError
-from ..grid import coarsen_grid, gather_cells, make_grid
-from ..schema import REQUIRED_STORES, time_coord, var_attrs
-from ..stores import _cross_checks, begin_dataset, cell_codecs, commit_store, open_store, partial_path, store_path, write_store
-from .fluxnet import read_fluxnet_daily, read_site_table
-from .sitemeta import read_site_metadata
-from .towernames import RESOLUTION_WORDS, TowerName, parse_tower_name
-from . import gcb, xbase
-from .gridded import (LAT_NAMES, ReadLog, decode_time, expand_files, open_netcdf, read_daily_driver, read_monthly_flux,
+from fluxscale import __version__
+from fluxscale.config.settings import GriddedInput, IngestConfig
+from fluxscale.dataset.drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, assemble_driver_block
+from fluxscale.errors import InputError
+from fluxscale.dataset.grid import coarsen_grid, gather_cells, make_grid
+from fluxscale.dataset.schema import REQUIRED_STORES, time_coord, var_attrs
+from fluxscale.dataset.stores import cross_checks, begin_dataset, cell_codecs, commit_store, open_store, partial_path, store_path, write_store
+from fluxscale.ingest.fluxnet import read_fluxnet_daily, read_site_table
+from fluxscale.ingest.sitemeta import read_site_metadata
+from fluxscale.ingest.towernames import RESOLUTION_WORDS, TowerName, parse_tower_name
+from fluxscale.ingest import gcb
+from fluxscale.ingest import xbase
+from fluxscale.ingest.gridded import (LAT_NAMES, ReadLog, decode_time, expand_files, open_netcdf, read_daily_driver, read_monthly_flux,
                       read_seasonal_driver, read_static_driver)
 
 __all__ = ["ingest", "IngestReport", "config_dict"]
@@ -246,7 +247,7 @@ def _site_drivers_file(cfg: IngestConfig, sites: list[str], time: pd.DatetimeInd
             raise InputError(path, "variable 'site'", f"no drivers for site(s) {', '.join(missing[:10])}")
         idx = np.array([names.index(s) for s in sites], dtype=np.int64)
         out = {}
-        from .gridded import _convert
+        from fluxscale.ingest.gridded import convert_units
 
         for n in DRIVER_NAMES:
             if n not in ds.data_vars:
@@ -260,7 +261,7 @@ def _site_drivers_file(cfg: IngestConfig, sites: list[str], time: pd.DatetimeInd
             if len(gap):
                 raise InputError(path, f"variable {n!r}", f"no drivers for {gap[0].date()} ({len(gap)} days of the "
                                                           f"record {time[0].date()}..{time[-1].date()} missing)")
-            da = _convert(da, path, n, None, DRIVER_UNITS[n]).isel(site=idx).sel(time=time)
+            da = convert_units(da, path, n, None, DRIVER_UNITS[n]).isel(site=idx).sel(time=time)
             vals = np.asarray(da.values, dtype=np.float32)
             if np.isnan(vals).any():
                 s, t = np.argwhere(np.isnan(vals))[0]
@@ -417,7 +418,7 @@ def _sites_dataset(cfg: IngestConfig, grid: xr.Dataset, drivers_path: Path, log:
 def _gcb_dataset(cfg: IngestConfig, log: ReadLog) -> xr.Dataset:
     g = cfg.gcb
     path = cfg.path(g.file)
-    from .fluxnet import _line, _numeric, _read_table
+    from fluxscale.ingest.csvtable import line_of as _line, numeric as _numeric, read_table as _read_table
 
     df = _read_table(path)
     log.read.append(str(path))
@@ -448,7 +449,7 @@ def _gcb_dataset(cfg: IngestConfig, log: ReadLog) -> xr.Dataset:
 
 def _compute_store(ds: xr.Dataset, path: Path, name: str, enc: dict, client, show_progress: bool) -> None:
     """Write a lazily computed store to ``path.partial`` (chunk by chunk)."""
-    from ..parallel import plain_progress_wanted, working
+    from fluxscale.parallel import plain_progress_wanted, working
 
     if show_progress and plain_progress_wanted():  # a log file: elapsed-time lines, not a live bar
         with working(f"ingest: {name}"):
@@ -497,7 +498,7 @@ def ingest(cfg: IngestConfig, *, client=None, show_progress: bool = False,
         t = _time.perf_counter()
         grid = make_grid(cfg.resolution_deg, cfg.path(cfg.region_mask) if cfg.region_mask else None)
         if cfg.pft:  # optional: the majority IGBP class of every cell, kept in the grid (fluxscale.ingest.pft)
-            from .pft import read_pft
+            from fluxscale.ingest.pft import read_pft
 
             grid = grid.assign(read_pft(cfg.path(cfg.pft), grid, cfg.pft_variable, log).data_vars)
         write_store(grid, paths["grid"], "grid", commit=False)
@@ -553,7 +554,7 @@ def ingest(cfg: IngestConfig, *, client=None, show_progress: bool = False,
 
         t = _time.perf_counter()
         opened = {n: open_store(partial_path(p), n, deep=True) for n, p in paths.items()}
-        _cross_checks(opened, out)
+        cross_checks(opened, out)
         described = {n: _describe(n, opened[n]) for n in paths}  # before the move: they read the .partial paths
         timings["validate"] = _time.perf_counter() - t
     except BaseException:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from fluxscale.errors import InputError
 
 __all__ = ["MISSING", "read_table", "numeric", "line_of", "timestamps"]
 

@@ -29,15 +29,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..errors import InputError
-from ..schema import NEE_UNITS
-from .csvtable import MISSING
-from .csvtable import line_of as _line
-from .csvtable import numeric as _numeric
-from .csvtable import read_table as _read_table
-from .csvtable import timestamps
-from .subdaily import read_subdaily
-from .towernames import TowerName, parse_tower_name
+from fluxscale.errors import InputError
+from fluxscale.dataset.schema import NEE_UNITS
+from fluxscale.ingest.csvtable import MISSING
+from fluxscale.ingest.csvtable import line_of as _line
+from fluxscale.ingest.csvtable import numeric as _numeric
+from fluxscale.ingest.csvtable import read_table as _read_table
+from fluxscale.ingest.csvtable import timestamps
+from fluxscale.ingest.subdaily import read_subdaily
+from fluxscale.ingest.towernames import TowerName, parse_tower_name
 
 __all__ = ["FLUXNET_UNITS", "MISSING", "read_fluxnet_daily", "read_site_table", "fluxnet_site_id"]
 

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..errors import InputError
+from fluxscale.errors import InputError
 
 __all__ = ["PAPER_SYSTEMS", "DROPPED_VARIABLES", "member_names", "canonical_system", "choose_members",
            "check_variable", "nan_report", "Choice"]

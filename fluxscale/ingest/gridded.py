@@ -11,7 +11,7 @@ Every reader returns a lazy (Dask) ``xarray.DataArray`` whose axes are normalise
   product is wanted (whole months only); files are concatenated in time order,
   refused when they overlap, and the record period must be covered without gaps
   (a ``noleap`` daily record gets 29 February as a copy of the 28th, reported);
-* units converted with :mod:`fluxscale.units` (carbon fluxes to gC m-2 d-1 per m² of
+* units converted with :mod:`fluxscale.dataset.units` (carbon fluxes to gC m-2 d-1 per m² of
   land, drivers to Table A2's units), unknown units refused;
 * grids finer than the target by an integer ratio aggregated by area-conserving sums
   (fluxes) or area-weighted means (drivers); other grids refused.
@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..errors import InputError
-from ..grid import cell_areas, default_masks, grid_centres
-from ..units import UnitError, flux_factor, linear_conversion
+from fluxscale.errors import InputError
+from fluxscale.dataset.grid import cell_areas, default_masks, grid_centres
+from fluxscale.dataset.units import UnitError, flux_factor, linear_conversion
 
 __all__ = [
     "ReadLog",
@@ -98,7 +98,7 @@ def open_netcdf(path: str | Path, time_chunk: int | None = None) -> xr.Dataset:
     return ds
 
 
-def _variable(ds: xr.Dataset, path: Path, name: str) -> xr.DataArray:
+def variable_of(ds: xr.Dataset, path: Path, name: str) -> xr.DataArray:
     if name not in ds.data_vars:
         raise InputError(path, f"variable {name!r}", f"missing (the file has {', '.join(sorted(map(str, ds.data_vars))) or 'no variables'})")
     return ds[name]
@@ -192,7 +192,7 @@ def decode_time(da: xr.DataArray, path: Path | str, name: str, dim: str = "time"
     return da.assign_coords({dim: dates.values}), calendar
 
 
-def _to_monthly(da: xr.DataArray, path: Path, name: str, log: ReadLog) -> xr.DataArray:
+def to_monthly(da: xr.DataArray, path: Path, name: str, log: ReadLog) -> xr.DataArray:
     """Month starts for a monthly file; means of whole months for a daily one."""
     t = pd.DatetimeIndex(da.time.values)
     months = t.to_period("M")
@@ -213,7 +213,7 @@ def _to_monthly(da: xr.DataArray, path: Path, name: str, log: ReadLog) -> xr.Dat
 
 
 @dataclass(frozen=True)
-class _Period:
+class Period:
     start: pd.Timestamp
     end: pd.Timestamp  # inclusive last day
 
@@ -221,7 +221,7 @@ class _Period:
         return pd.date_range(self.start, self.end, freq=freq)
 
 
-def _stack(parts: list[tuple[Path, xr.DataArray]], name: str, freq: str, period: _Period, log: ReadLog,
+def stack_files(parts: list[tuple[Path, xr.DataArray]], name: str, freq: str, period: Period, log: ReadLog,
            calendar_noleap: bool) -> xr.DataArray:
     """Concatenate per-file pieces in time order and select the record period."""
     want = period.index(freq)
@@ -273,7 +273,7 @@ def _stack(parts: list[tuple[Path, xr.DataArray]], name: str, freq: str, period:
     return da.sel(time=want)
 
 
-def _units(da: xr.DataArray, path: Path, name: str, override: str | None) -> str:
+def units_of(da: xr.DataArray, path: Path, name: str, override: str | None) -> str:
     u = override if override is not None else da.attrs.get("units")
     if u is None:
         raise InputError(path, f"variable {name!r}", "has no units attribute (set 'units' for it in the config)")
@@ -305,7 +305,7 @@ def _factor(src: float, dst: float, path: Path, name: str) -> int:
     return k
 
 
-def _regrid_flux(da: xr.DataArray, res: float, target_res: float, basis: str, target_weight: xr.DataArray,
+def regrid_flux(da: xr.DataArray, res: float, target_res: float, basis: str, target_weight: xr.DataArray,
                  path: Path, name: str) -> xr.DataArray:
     """Flux density per m² of ``basis`` on ``res`` → per m² of land on ``target_res``;
     the integral Σ value × weight is kept; NaN where ``target_weight`` is 0."""
@@ -344,7 +344,7 @@ def _read_parts(files: Iterable[Path], variable: str, time_chunk: int | None, lo
     parts = []
     for path in files:
         ds = open_netcdf(path, time_chunk)
-        da = _variable(ds, path, variable)
+        da = variable_of(ds, path, variable)
         da, res = normalise_space(da, path, variable)
         parts.append((path, da, res))
         log.read.append(str(path))
@@ -389,7 +389,7 @@ def read_monthly_flux(files: Sequence[Path], variable: str, *, start: str, end: 
         ``([member_dim,] time, lat, lon)`` float32 gC m-2 d-1, lazy, time = month starts.
     """
     log = log if log is not None else ReadLog()
-    period = _Period(pd.Timestamp(start), pd.Timestamp(end))
+    period = Period(pd.Timestamp(start), pd.Timestamp(end))
     target_res = float(180.0 / target_weight.sizes["lat"])
     pieces = []
     for path, da, res in _read_parts(files, variable, None, log):
@@ -402,16 +402,16 @@ def read_monthly_flux(files: Sequence[Path], variable: str, *, start: str, end: 
         if member_dim:  # one member per task (a GCB file is ~1 GB; members are chosen after reading)
             da = da.chunk({member_dim: 1})
         try:
-            factor = flux_factor(_units(da, path, variable, units), species, default_species=default_species)
+            factor = flux_factor(units_of(da, path, variable, units), species, default_species=default_species)
         except UnitError as e:
             raise InputError(path, where, str(e)) from None
         da, _ = decode_time(da, path, variable)
         if da.sizes["time"] == 0:
             raise InputError(path, where, "has no time steps (an empty year)")
-        da = _to_monthly(da, path, variable, log)
-        da = _regrid_flux(da * factor, res, target_res, basis, target_weight, path, variable)
+        da = to_monthly(da, path, variable, log)
+        da = regrid_flux(da * factor, res, target_res, basis, target_weight, path, variable)
         pieces.append((path, da))
-    out = _stack(pieces, variable, "MS", period, log, calendar_noleap=False)
+    out = stack_files(pieces, variable, "MS", period, log, calendar_noleap=False)
     out = out.astype(np.float32)
     out.attrs = {"units": "gC m-2 d-1", "source_files": len(pieces)}
     return out
@@ -428,23 +428,23 @@ def read_daily_driver(files: Sequence[Path], name: str, units: str, *, start: st
     """
     log = log if log is not None else ReadLog()
     variable = variable or name
-    period = _Period(pd.Timestamp(start), pd.Timestamp(end))
+    period = Period(pd.Timestamp(start), pd.Timestamp(end))
     pieces, noleap = [], False
     for path, da, res in _read_parts(files, variable, time_chunk, log):
-        da = _convert(da, path, variable, file_units, units)
+        da = convert_units(da, path, variable, file_units, units)
         da, cal = decode_time(da, path, variable)
         if da.sizes["time"] == 0:
             raise InputError(path, f"variable {variable!r}", "has no time steps (an empty year)")
         noleap |= cal in ("noleap", "365_day")
         pieces.append((path, _regrid_mean(da, res, target_res, path, variable)))
-    out = _stack(pieces, variable, "D", period, log, calendar_noleap=noleap).astype(np.float32)
+    out = stack_files(pieces, variable, "D", period, log, calendar_noleap=noleap).astype(np.float32)
     out.attrs = {"units": units}
     return out
 
 
-def _convert(da: xr.DataArray, path: Path, name: str, file_units: str | None, units: str) -> xr.DataArray:
+def convert_units(da: xr.DataArray, path: Path, name: str, file_units: str | None, units: str) -> xr.DataArray:
     try:
-        scale, offset = linear_conversion(_units(da, path, name, file_units), units)
+        scale, offset = linear_conversion(units_of(da, path, name, file_units), units)
     except UnitError as e:
         raise InputError(path, f"variable {name!r}", str(e)) from None
     if (scale, offset) == (1.0, 0.0):
@@ -485,7 +485,7 @@ def read_seasonal_driver(files: Sequence[Path], name: str, units: str, *, target
     if n == 365:
         da = xr.concat([da, da.isel(doy=[364])], dim="doy")
         log.notes.append(f"{path.name}: 365-day seasonal cycle, day 366 repeats day 365")
-    da = _convert(da, path, variable, file_units, units)
+    da = convert_units(da, path, variable, file_units, units)
     da = _regrid_mean(da, res, target_res, path, variable).assign_coords(doy=np.arange(1, 367))
     out = da.astype(np.float32)
     out.attrs = {"units": units}
@@ -503,7 +503,7 @@ def read_static_driver(files: Sequence[Path], name: str, units: str, *, target_r
     if any(da.sizes[d] != 1 for d in extra):
         raise InputError(path, f"variable {variable!r}", f"expected (lat, lon), found dims {dict(da.sizes)}")
     da = da.squeeze(extra, drop=True) if extra else da
-    da = _convert(da, path, variable, file_units, units)
+    da = convert_units(da, path, variable, file_units, units)
     out = _regrid_mean(da, res, target_res, path, variable).astype(np.float32)
     out.attrs = {"units": units}
     return out

@@ -3,7 +3,7 @@
 
 The source is a NetCDF file or a Zarr store holding one 2-D variable of IGBP classes on a
 regular latitude/longitude grid (e.g. MODIS MCD12Q1 ``LC_Type1`` regridded to 0.05°, or
-already on 0.5°): class ids 1–17 (:data:`fluxscale.schema.IGBP_CLASSES`), or class names
+already on 0.5°): class ids 1–17 (:data:`fluxscale.dataset.schema.IGBP_CLASSES`), or class names
 (strings: ``"EBF"`` or ``"evergreen broadleaf forest"``, any case), or ids described by CF
 ``flag_values`` / ``flag_meanings`` attributes whose meanings are those names. Latitude may
 run either way, longitude in −180…180 or 0…360; any other value (0, 255, a fill value, NaN,
@@ -13,7 +13,7 @@ Each model-grid cell gets the class most source pixels inside it have (pixels ar
 not area-weighted: inside one cell their areas differ by < 1 % at 0.5°; ties go to the
 lowest class id); a cell with no source pixel inside it (a source coarser than the grid)
 takes the class of the source pixel that contains its centre. Cells that are not land
-cells of the grid, or have no class, get :data:`fluxscale.schema.NO_PFT`.
+cells of the grid, or have no class, get :data:`fluxscale.dataset.schema.NO_PFT`.
 
 Memory: the source is read in bands of rows (about ``block_pixels`` values at a time) and
 only the per-cell class counts ``(lat, lon, 18)`` are kept, so a 500 m global map fits.
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..errors import InputError
-from ..schema import IGBP_CLASSES, NO_PFT, pft_dataset
-from .gridded import LAT_NAMES, LON_NAMES, ReadLog
+from fluxscale.errors import InputError
+from fluxscale.dataset.schema import IGBP_CLASSES, NO_PFT, pft_dataset
+from fluxscale.ingest.gridded import LAT_NAMES, LON_NAMES, ReadLog
 
 __all__ = ["PFT_VARIABLES", "majority_pft", "class_ids", "read_pft"]
 
@@ -83,7 +83,7 @@ def count_classes(ids: np.ndarray, lat: np.ndarray, lon: np.ndarray, res: float,
 
 def majority_pft(counts: np.ndarray) -> np.ndarray:
     """The majority class id of every cell from its class counts ``(..., 18)`` (ties: the
-    lowest id), :data:`~fluxscale.schema.NO_PFT` where no pixel counted; int8."""
+    lowest id), :data:`~fluxscale.dataset.schema.NO_PFT` where no pixel counted; int8."""
     best = np.argmax(counts[..., 1:], axis=-1) + 1
     return np.where(counts[..., 1:].sum(axis=-1) > 0, best, NO_PFT).astype(np.int8)
 
@@ -135,7 +135,7 @@ def read_pft(path: str | Path, grid: xr.Dataset, variable: str = "", log: ReadLo
     Returns
     -------
     xarray.Dataset
-        ``pft`` (lat, lon) int8 class ids (:data:`~fluxscale.schema.NO_PFT` off land),
+        ``pft`` (lat, lon) int8 class ids (:data:`~fluxscale.dataset.schema.NO_PFT` off land),
         ``pft_name``/``pft_long_name`` (pft_class).
     """
     path = Path(path)

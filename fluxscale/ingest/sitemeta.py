@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from .csvtable import line_of, read_table
+from fluxscale.errors import InputError
+from fluxscale.ingest.csvtable import line_of, read_table
 
 __all__ = ["IGBP_CLASSES", "read_site_metadata"]
 

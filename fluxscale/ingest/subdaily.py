@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..errors import InputError
-from ..schema import NEE_UNITS
-from .csvtable import line_of, numeric, read_table, timestamps
-from .towernames import RESOLUTION_WORDS, TowerName
+from fluxscale.errors import InputError
+from fluxscale.dataset.schema import NEE_UNITS
+from fluxscale.ingest.csvtable import line_of, numeric, read_table, timestamps
+from fluxscale.ingest.towernames import RESOLUTION_WORDS, TowerName
 
 __all__ = ["CO2TOC", "aggregate_daily", "read_subdaily"]
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from fluxscale.errors import InputError
 
 __all__ = ["TowerName", "parse_tower_name", "FLUX_KINDS", "DAILY_RESOLUTIONS", "KNOWN_PATTERNS", "finest_first"]
 

@@ -19,12 +19,12 @@ gC m-2 d-1 per m² of land on the model grid (time = month starts of the record)
   daily cubes are averaged over whole months, monthly cubes kept;
 * the grid must be an integer refinement of the model grid (0.05° or 0.25° → 0.5° or
   coarser): the k×k blocks are summed with area weights, so the integral
-  Σ NEE × area over the fine cells is kept (:func:`fluxscale.ingest.gridded._regrid_flux`,
+  Σ NEE × area over the fine cells is kept (:func:`fluxscale.ingest.gridded.regrid_flux`,
   as for the other fluxes), and divided by the model cell's land area. The weight of a
   fine cell is its area (``basis = "cell"``, the default for a cube: fluxscale has no land
   fraction at 0.05°); ``basis = "land"`` uses fluxscale's land fraction, at multiples of
   0.5° only;
-* unit conversions as for every flux (:func:`fluxscale.units.flux_factor`).
+* unit conversions as for every flux (:func:`fluxscale.dataset.units.flux_factor`).
 
 Memory: the cube is opened lazily on its own Zarr chunks (reads are chunk-aligned);
 latitude is flipped with a reversed slice (no reordering), months outside the record are
@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..errors import InputError
-from ..units import UnitError, flux_factor
-from .gridded import (LAT_NAMES, LON_NAMES, ReadLog, _Period, _regrid_flux, _stack, _to_monthly, _units, _variable,
+from fluxscale.errors import InputError
+from fluxscale.dataset.units import UnitError, flux_factor
+from fluxscale.ingest.gridded import (LAT_NAMES, LON_NAMES, ReadLog, Period, regrid_flux, stack_files, to_monthly, units_of, variable_of,
                       decode_time, normalise_space)
 
 __all__ = ["is_zarr", "open_zarr", "read_xbase_nee"]
@@ -106,10 +106,10 @@ def read_xbase_nee(path: str | Path, variable: str = "NEE", *, start: str, end: 
     """
     log = log if log is not None else ReadLog()
     path = Path(path)
-    period = _Period(pd.Timestamp(start), pd.Timestamp(end))
+    period = Period(pd.Timestamp(start), pd.Timestamp(end))
     target_res = float(180.0 / target_weight.sizes["lat"])
     ds = open_zarr(path)
-    da = _variable(ds, path, variable)
+    da = variable_of(ds, path, variable)
     where = f"variable {variable!r}"
     lat_d = next((d for d in LAT_NAMES if d in da.dims), None)
     lon_d = next((d for d in LON_NAMES if d in da.dims), None)
@@ -123,7 +123,7 @@ def read_xbase_nee(path: str | Path, variable: str = "NEE", *, start: str, end: 
         raise InputError(path, where, f"grid {res:g}° is not an integer refinement of the model grid {target_res:g}° "
                                       "(fluxscale sums whole blocks of finer cells and never interpolates)")
     try:
-        factor = flux_factor(_units(da, path, variable, units), species, default_species="C")
+        factor = flux_factor(units_of(da, path, variable, units), species, default_species="C")
     except UnitError as e:
         raise InputError(path, where, str(e)) from None
     da, _ = decode_time(da, path, variable)
@@ -138,13 +138,13 @@ def read_xbase_nee(path: str | Path, variable: str = "NEE", *, start: str, end: 
         n = da.sizes["hour"]
         da = da.mean("hour", skipna=False)
         log.notes.append(f"{path.name}: {variable} averaged over its {n} hours per time step")
-    da = _to_monthly(da, path, variable, log)
+    da = to_monthly(da, path, variable, log)
     if basis is None:
         basis = "cell"
         if res < target_res:
             log.notes.append(f"{path.name}: {variable} on {res:g}° summed with cell-area weights onto {target_res:g}°")
-    da = _regrid_flux(da * factor if factor != 1.0 else da, res, target_res, basis, target_weight, path, variable)
+    da = regrid_flux(da * factor if factor != 1.0 else da, res, target_res, basis, target_weight, path, variable)
     log.read.append(str(path))
-    out = _stack([(path, da)], variable, "MS", period, log, calendar_noleap=False).astype(np.float32)
+    out = stack_files([(path, da)], variable, "MS", period, log, calendar_noleap=False).astype(np.float32)
     out.attrs = {"units": "gC m-2 d-1", "source_files": 1}
     return out

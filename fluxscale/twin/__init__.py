@@ -7,6 +7,6 @@ prior, GCB), :mod:`.vegetation` (the PFT map in the grid, the towers' IGBP class
 orchestration: :mod:`.make`.
 """
 
-from .make import calibrate_sink, cell_block_plan, make_twin, month_block_plan, write_twin
+from fluxscale.twin.make import calibrate_sink, cell_block_plan, make_twin, month_block_plan, write_twin
 
 __all__ = ["make_twin", "write_twin", "cell_block_plan", "month_block_plan", "calibrate_sink"]

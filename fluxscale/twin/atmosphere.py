@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import TwinConfig
-from ..regions import REGIONS
-from .climate import cell_climate, smooth_field
-from .fluxes import night_bias_fraction
+from fluxscale.config.settings import TwinConfig
+from fluxscale.dataset.regions import REGIONS
+from fluxscale.twin.climate import cell_climate, smooth_field
+from fluxscale.twin.fluxes import night_bias_fraction
 
 S_INV, S_MISPLACE, S_PRIOR, S_GCB = 40, 41, 42, 43
 G_PER_PG = 1e15

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.signal import lfilter
 
-from ..drivers import day_of_year_index
+from fluxscale.dataset.drivers import day_of_year_index
 
 # Stream ids of the seeded random draws (kept apart so that knobs don't shift others).
 S_FIELD_T, S_FIELD_WET, S_FIELD_CAP, S_FIELD_HET, S_FIELD_CONT = 1, 2, 3, 4, 5
@@ -49,7 +49,7 @@ def smooth_field(seed: int, stream: int, lat: np.ndarray, lon: np.ndarray, scale
     return (_interp_weights(lat, lon, scale_deg) @ nodes) / 0.70  # bilinear mixing shrinks sd to ~0.7
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
@@ -133,7 +133,7 @@ def seasonal_climatology(clim: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     wfrac = np.clip(clim["wet"][None, :] * w_season, 0.02, 1.0)
     rpot = potential_radiation(doy, clim["lat"])
     rg = (0.75 - 0.25 * wfrac) * rpot
-    g = _sigmoid((t_clim - 3.0) / 3.0) * (wfrac / (wfrac + 0.15))
+    g = sigmoid((t_clim - 3.0) / 3.0) * (wfrac / (wfrac + 0.15))
     ndvi_max = 0.2 + 0.65 * clim["wet"][None, :] ** 0.6
     ndvi = 0.08 + (ndvi_max - 0.08) * g
     evi = np.clip(0.65 * ndvi - 0.02, 0.0, None)

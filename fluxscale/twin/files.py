@@ -44,11 +44,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS
-from ..grid import coarsen_grid, scatter_cells
-from ..ingest.fluxnet import MISSING
-from ..stores import open_store, store_path
-from ..units import M_C, M_CO2
+from fluxscale.dataset.schema import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS
+from fluxscale.dataset.grid import coarsen_grid, scatter_cells
+from fluxscale.ingest.fluxnet import MISSING
+from fluxscale.dataset.stores import open_store, store_path
+from fluxscale.dataset.units import M_C, M_CO2
 
 __all__ = ["export_files", "write_twin_files", "write_tower_files", "INGEST_TOML", "TOWER_LAYOUTS"]
 
@@ -105,7 +105,7 @@ _NET_2025 = {"US": "AMF", "CA": "AMF", "MX": "AMF", "CO": "AMF", "BR": "AMF", "A
 
 def _check_layout(layout: str) -> None:
     if layout not in TOWER_LAYOUTS:
-        from ..errors import ConfigError
+        from fluxscale.errors import ConfigError
 
         raise ConfigError(f"tower layout {layout!r}: choose one of {', '.join(TOWER_LAYOUTS)}")
 
@@ -119,7 +119,7 @@ def _subdaily_records(days: pd.DatetimeIndex, nee: np.ndarray, qc: np.ndarray, t
     of a day are flagged 0/1 (measured, good gap-fill), the others 2/3, so the day's QC
     fraction is QC rounded to 1/per_day; TA_F (degC) plus a zero-mean cycle. A day without
     NEE is −9999 in every record."""
-    from ..ingest.subdaily import CO2TOC
+    from fluxscale.ingest.subdaily import CO2TOC
 
     k = np.arange(per_day)
     shape = np.cos(2.0 * np.pi * (k + 0.5) / per_day)
@@ -389,7 +389,7 @@ def write_twin_files(out: str | Path, cfg, *, client=None, show_progress: bool =
     the twin's stores are made in a temporary directory and removed, except ``truth.zarr``,
     which is moved to ``out/stores/`` (where the ingest writes the other stores) so that
     evaluation can score an ingested run against the truth. Returns the ``ingest.toml``."""
-    from .make import write_twin
+    from fluxscale.twin.make import write_twin
 
     _check_layout(tower_layout)  # before the twin is made
     out = Path(out)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import TwinConfig
-from ..drivers import day_of_year_index
-from .climate import _sigmoid, cell_climate, daily_weather, seasonal_climatology
+from fluxscale.config.settings import TwinConfig
+from fluxscale.dataset.drivers import day_of_year_index
+from fluxscale.twin.climate import sigmoid, cell_climate, daily_weather, seasonal_climatology
 
 LUE = 0.5  # gC MJ-1 (global GPP ≈ 120 PgC yr-1)
 Q10 = 1.6
@@ -24,7 +24,7 @@ SINK_CAP = 0.6
 def gpp_and_resp_factor(tair: np.ndarray, wai: np.ndarray, fapar: np.ndarray, rg: np.ndarray, cap: np.ndarray,
                         lue_factor: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """GPP (gC m-2 d-1) and the dimensionless respiration factor; arrays (days, cells)."""
-    f_t = np.exp(-(((tair - 24.0) / 14.0) ** 2)) * _sigmoid((tair + 2.0) / 2.0)
+    f_t = np.exp(-(((tair - 24.0) / 14.0) ** 2)) * sigmoid((tair + 2.0) / 2.0)
     wf = wai / cap[None, :]
     f_w = 1.12 * wf / (wf + 0.12)
     gpp = LUE * lue_factor * fapar * rg * f_t * f_w
@@ -34,7 +34,7 @@ def gpp_and_resp_factor(tair: np.ndarray, wai: np.ndarray, fapar: np.ndarray, rg
 
 def sink_shape(cfg: TwinConfig, clim: dict[str, np.ndarray]) -> np.ndarray:
     """Relative sink fraction per cell before the global scaling (dimensionless)."""
-    extra = _sigmoid((np.abs(clim["lat"]) - 22.0) / 4.0)
+    extra = sigmoid((np.abs(clim["lat"]) - 22.0) / 4.0)
     lat_shape = cfg.tropical_sink_fraction + (1.0 - cfg.tropical_sink_fraction) * extra
     h = cfg.heterogeneity
     return lat_shape * np.exp(h * clim["het"] - 0.5 * h * h)

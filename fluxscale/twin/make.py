@@ -30,20 +30,20 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import __version__
-from ..config import TwinConfig, preset_name, twin_preset
-from ..drivers import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS
-from ..grid import cell_land_area, coarsen_grid, make_grid
-from ..parallel import run_tasks
-from ..regions import REGIONS
-from ..schema import INPUT_STORES, time_coord, var_attrs
-from ..stores import MANIFEST, begin_dataset, cell_codecs, commit_store, partial_path, store_path, write_region, write_store, write_template
-from .atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, inversion_fluxes,
+from fluxscale import __version__
+from fluxscale.config.settings import TwinConfig, preset_name, twin_preset
+from fluxscale.dataset.schema import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS
+from fluxscale.dataset.grid import cell_land_area, coarsen_grid, make_grid
+from fluxscale.parallel import run_tasks
+from fluxscale.dataset.regions import REGIONS
+from fluxscale.dataset.schema import INPUT_STORES, time_coord, var_attrs
+from fluxscale.dataset.stores import MANIFEST, begin_dataset, cell_codecs, commit_store, partial_path, store_path, write_region, write_store, write_template
+from fluxscale.twin.atmosphere import (G_PER_PG, aggregate_to_coarse, fire_field, gcb_series, inversion_fluxes,
                          misplacement_fields, prior_flux, regional_errors, tropical_regions)
-from .climate import cell_climate, enso_index
-from .fluxes import climatological_gpp, simulate_cells, sink_shape
-from .sites import make_sites
-from .vegetation import pft_variables, tower_igbp
+from fluxscale.twin.climate import cell_climate, enso_index
+from fluxscale.twin.fluxes import climatological_gpp, simulate_cells, sink_shape
+from fluxscale.twin.sites import make_sites
+from fluxscale.twin.vegetation import pft_variables, tower_igbp
 
 __all__ = ["make_twin", "write_twin", "cell_block_plan", "month_block_plan", "calibrate_sink"]
 

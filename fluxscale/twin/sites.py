@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..config import TwinConfig
-from ..drivers import (DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, STATIC_DRIVERS, _assemble,
-                       day_of_year_index)
-from ..regions import region_by_abbrev
-from ..schema import NEE_UNITS
-from .fluxes import night_bias_fraction, simulate_cells
+from fluxscale.config.settings import TwinConfig
+from fluxscale.dataset.driver_kernels import assemble
+from fluxscale.dataset.drivers import day_of_year_index
+from fluxscale.dataset.schema import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, STATIC_DRIVERS
+from fluxscale.dataset.regions import region_by_abbrev
+from fluxscale.dataset.schema import NEE_UNITS
+from fluxscale.twin.fluxes import night_bias_fraction, simulate_cells
 
 S_SITES = 30
 _CC = {"USA": "US", "CAN": "CA", "CAM": "MX", "NSA": "CO", "BRA": "BR", "SSA": "AR", "EU": "EU", "NAF": "NE",
@@ -101,7 +102,7 @@ def make_sites(cfg: TwinConfig, grid: xr.Dataset, time: pd.DatetimeIndex, enso: 
         obs = sim["NEE"][keep, i] - bias_frac[i] * sim["Reco"][keep, i] + offset[i] + noise
         nee[i, keep] = obs
         qc[i, keep] = q
-    block = _assemble({n: sim[n] for n in DAILY_DRIVERS}, {n: sim[n] for n in SEASONAL_DRIVERS},
+    block = assemble({n: sim[n] for n in DAILY_DRIVERS}, {n: sim[n] for n in SEASONAL_DRIVERS},
                       {n: sim[n] for n in STATIC_DRIVERS}, day_of_year_index(time))  # (days, sites, 10)
     data = {name: block[:, :, k].T.copy() for k, name in enumerate(DRIVER_NAMES)}
     data["Tair"] = (data["Tair"] + rng.normal(0.0, cfg.tower_tair_noise, (n, nd))).astype(np.float32)

@@ -1,6 +1,6 @@
 """Twin kernels: a plausible map of plant functional types (IGBP classes) from the twin's
 own climate, and the towers' IGBP classes (numpy only, no I/O). The map is written into
-``grid.zarr`` (``pft``, ``pft_class``, ``pft_name``; :data:`fluxscale.schema.NO_PFT` off land).
+``grid.zarr`` (``pft``, ``pft_class``, ``pft_name``; :data:`fluxscale.dataset.schema.NO_PFT` off land).
 
 Every cell's class is a pure function of the seed and of its (lat, lon), like the rest of
 the twin: its mean air temperature ``t`` (°C), seasonal half-amplitude ``amp`` (°C) and
@@ -40,8 +40,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..schema import IGBP_CLASSES, NO_PFT, pft_dataset
-from .climate import cell_climate, smooth_field
+from fluxscale.dataset.schema import IGBP_CLASSES, NO_PFT, pft_dataset
+from fluxscale.twin.climate import cell_climate, smooth_field
 
 S_FIELD_CROP, S_FIELD_WETLAND, S_TOWER_PFT = 50, 51, 52
 TOWER_PFT_SWAP = 0.1
@@ -126,7 +126,7 @@ def tower_igbp(seed: int, cell_pft: np.ndarray, cells: np.ndarray) -> np.ndarray
 
 def pft_variables(seed: int, grid: xr.Dataset) -> xr.Dataset:
     """The twin's PFT variables of ``grid.zarr``: ``pft`` (lat, lon) int8 class ids
-    (:data:`fluxscale.schema.NO_PFT` off the land cells) and the class table on ``pft_class``
+    (:data:`fluxscale.dataset.schema.NO_PFT` off the land cells) and the class table on ``pft_class``
     (``pft_name``, ``pft_long_name``); assign them to the grid."""
     il, jl = grid.cell_ilat.values, grid.cell_ilon.values
     ids = classify_pft(seed, grid.cell_lat.values, grid.cell_lon.values)

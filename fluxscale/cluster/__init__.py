@@ -1,0 +1,41 @@
+"""Getting a Dask client: LocalCluster, SLURM/PBS, Kubernetes, SSH; TLS; the worker preload."""
+
+from fluxscale.cluster.client import (  # noqa: F401
+    cluster_client,
+    optional_client,
+    describe_client,
+    security,
+    worker_args,
+    jobqueue_cluster,
+    jobqueue_job_script,
+    with_host,
+    kube_cluster_spec,
+    kube_job_spec,
+    ssh_cluster_kwargs,
+    ssh_connect_options,
+    wait_for_workers,
+    wait_for_jobs,
+    slurm_job_states,
+    JobKeeper,
+    strip_network_references,
+)
+
+__all__ = [
+    "cluster_client",
+    "optional_client",
+    "describe_client",
+    "security",
+    "worker_args",
+    "jobqueue_cluster",
+    "jobqueue_job_script",
+    "with_host",
+    "kube_cluster_spec",
+    "kube_job_spec",
+    "ssh_cluster_kwargs",
+    "ssh_connect_options",
+    "wait_for_workers",
+    "wait_for_jobs",
+    "slurm_job_states",
+    "JobKeeper",
+    "strip_network_references",
+]

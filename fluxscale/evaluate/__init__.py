@@ -1,0 +1,41 @@
+"""Evaluation against the truth and the observations: metrics, tables, figures, the report."""
+
+from fluxscale.evaluate.evaluation import (  # noqa: F401
+    ENSEMBLE_LABELS,
+    MODELS,
+    evaluation_data,
+    evaluation_tables,
+    write_tables,
+    summary_dict,
+    markdown_table,
+    pivot_tables,
+    science_checks,
+    consistency_checks,
+    table_value,
+    annual_complete,
+    TABLE_TITLES,
+    pft_labels,
+    pft_composition,
+    site_scores,
+    tropical_sites,
+)
+
+__all__ = [
+    "ENSEMBLE_LABELS",
+    "MODELS",
+    "evaluation_data",
+    "evaluation_tables",
+    "write_tables",
+    "summary_dict",
+    "markdown_table",
+    "pivot_tables",
+    "science_checks",
+    "consistency_checks",
+    "table_value",
+    "annual_complete",
+    "TABLE_TITLES",
+    "pft_labels",
+    "pft_composition",
+    "site_scores",
+    "tropical_sites",
+]
