@@ -19,7 +19,7 @@ from fluxscale.run.cli import app
 from fluxscale.config import GcbInput, GriddedInput, IngestConfig, SitesInput, load_ingest_config
 from fluxscale.errors import InputError
 from fluxscale.ingest import ingest, read_fluxnet_daily
-from fluxscale.ingest.build import _sites_dataset, _tower_files
+from fluxscale.ingest.sites_store import sites_dataset, tower_files
 from fluxscale.ingest.gridded import ReadLog
 from fluxscale.ingest.sitemeta import read_site_metadata
 from fluxscale.ingest.towernames import parse_tower_name
@@ -265,7 +265,7 @@ def test_the_finest_file_of_a_site_is_read_and_the_others_skipped(tmp_path):
     shutil.copy(DATA / "EUF_DE-Tha_FLUXNET_BIF_2023-2023_v1.3_r1.csv", tmp_path)
     log = ReadLog()
     cfg = SimpleNamespace(base=str(tmp_path), sites=SimpleNamespace(fluxnet="*.csv"))
-    files = _tower_files(cfg, log)
+    files = tower_files(cfg, log)
     assert {s: p.name for s, p in files.items()} == {"US-Ha1": HH_2015, "DE-Tha": HH_2025}
     why = {Path(w).name: r for w, r in log.skipped}
     assert set(why) == {DD_2015, HR_AMF, "FLX_US-Ha1_FLUXNET2015_SUBSET_DD_2004-2004_1-4.csv",
@@ -303,7 +303,7 @@ def test_twin_towers_round_trip_in_each_layout(twin_towers, tmp_path, layout):
     toml = write_tower_files(sub, time, tmp_path, layout)
     log = ReadLog()
     cfg = _sites_cfg(tmp_path, toml, int(time.year[0]), int(time.year[-1]))
-    got = _sites_dataset(cfg, grid, store_path(tiny, "drivers"), log)
+    got = sites_dataset(cfg, grid, store_path(tiny, "drivers"), log)
     assert not log.skipped, log.skipped
     assert list(got.site.values) == list(sub.site.values)
     np.testing.assert_array_equal(got.NEE.values, sub.NEE.values)
@@ -335,7 +335,7 @@ def test_without_a_site_table_coordinates_come_from_bif_and_folds_round_robin(tw
     (tmp_path / "sites.csv").unlink()
     log = ReadLog()
     cfg = _sites_cfg(tmp_path, "", int(time.year[0]), int(time.year[-1]), **kw)
-    got = _sites_dataset(cfg, grid, store_path(tiny, "drivers"), log)
+    got = sites_dataset(cfg, grid, store_path(tiny, "drivers"), log)
     order = np.argsort([str(s) for s in sub.site.values])
     assert list(got.site.values) == list(sub.site.values[order])
     np.testing.assert_array_equal(got.fold.values, np.arange(order.size) % 10)
@@ -357,7 +357,7 @@ def test_site_without_coordinates_or_table_entry_is_skipped(twin_towers, tmp_pat
     bif = next((tmp_path / "fluxnet").glob(f"*_{gone}_FLUXNET_BIF_*.csv"))
     bif.unlink()
     log = ReadLog()
-    got = _sites_dataset(_sites_cfg(tmp_path, toml, int(time.year[0]), int(time.year[-1])), grid,
+    got = sites_dataset(_sites_cfg(tmp_path, toml, int(time.year[0]), int(time.year[-1])), grid,
                          store_path(tiny, "drivers"), log)
     assert gone not in list(got.site.values) and got.sizes["site"] == sub.sizes["site"] - 1
     assert any(gone in r and "no coordinates" in r for _, r in log.skipped), log.skipped
