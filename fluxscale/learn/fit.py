@@ -225,20 +225,27 @@ def train_group(root: str | Path, cfg: TrainConfig, members: list[tuple[str, int
                    "device": str(device), "threads": torch.get_num_threads()}
         result = {"metrics": metrics, "log": logs[m]}
         if write:
-            out = models_dir(root, cfg.model_set)
-            (out / "logs").mkdir(parents=True, exist_ok=True)
             ckpt = {"state_dict": best[m]["state"], "log_var": best[m]["log_var"],
                     **({"tower_bias": best[m]["head"]} if has_head[m] else {}),
                     "meta": json.dumps({"config": cfg.to_dict(), "metrics": metrics, "resume_key": resume_key,
                                         "drivers": list(DRIVER_NAMES), "units": "gC m-2 d-1"}, default=float)}
-            tmp = out / f".{name}.pt.{os.getpid()}"
-            torch.save(ckpt, tmp)
-            os.replace(tmp, out / f"{name}.pt")
-            pd.DataFrame(logs[m]).to_csv(out / "logs" / f"{name}.csv", index=False)
+            _write_member(models_dir(root, cfg.model_set), name, ckpt, logs[m])
         else:
             result["state_dict"] = best[m]["state"]
         results.append(result)
     return results
+
+
+def _write_member(out: Path, name: str, ckpt: dict[str, Any], log: list[dict[str, Any]]) -> None:
+    """Write member ``name``'s checkpoint ``out/<name>.pt`` (atomic: written beside, then
+    renamed) and its log ``out/logs/<name>.csv`` (one row per epoch)."""
+    import torch
+
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{name}.pt.{os.getpid()}"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, out / f"{name}.pt")
+    pd.DataFrame(log).to_csv(out / "logs" / f"{name}.csv", index=False)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
