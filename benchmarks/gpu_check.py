@@ -37,7 +37,9 @@ def main(argv=None) -> int:
     from fluxscale.infer.inference import infer
     from fluxscale.bridges.integrals import compute_integrals
     from fluxscale.learn.model import NEENet, load_member
-    from fluxscale.learn.training import load_training_data, train_ensemble, train_group
+    from fluxscale.learn.data import load_training_data
+    from fluxscale.learn.ensemble import train_ensemble
+    from fluxscale.learn.fit import train_group
     from fluxscale.twin import make_twin
 
     if args.device == "cuda" and not torch.cuda.is_available():

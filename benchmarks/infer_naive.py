@@ -49,7 +49,7 @@ class TorchMember:
     def predict(self, X):
         import torch
 
-        from fluxscale.learn.training import load_member
+        from fluxscale.learn.model import load_member
 
         model, _ = load_member(self.path)
         with torch.no_grad():
@@ -61,7 +61,7 @@ def _map_blocks_member(drivers_path: str, member_path: str, out: str) -> None:
     import xarray as xr
 
     from fluxscale.dataset.drivers import assemble_driver_block
-    from fluxscale.learn.training import load_member
+    from fluxscale.learn.model import load_member
 
     ds = xr.open_zarr(drivers_path).drop_vars(["cell_lat", "cell_lon"]).unify_chunks()
 

@@ -5,13 +5,13 @@ Setup (not timed): a twin of the size, its integrals and bridges (10 repeats), t
 training data. Timed, median of ``repeats`` runs of ``steps`` optimiser steps each, one
 torch thread, ``members`` members (folds 0…members−1):
 
-* **group, EC** (``fluxscale.learn.training._Group.step``): the members' stacked networks, each
+* **group, EC** (``fluxscale.learn.group.Group.step``): the members' stacked networks, each
   member its own batch of 10 000 tower-days (Table B1), MSE, the hand-written chunked
   backward, one masked Adam step over the stack;
 * **peer, EC**: a bare PyTorch loop over the same tower tensors (index, forward, MSE,
   autograd backward, ``torch.optim.Adam``) with the same network and batch, member after
   member: what any MLP training pays;
-* **group, EC-ATM** and **per member, EC-ATM** (``fluxscale.learn.training._Member.step``, plain
+* **group, EC-ATM** and **per member, EC-ATM** (``fluxscale.learn.member.Member.step``, plain
   autograd and ``torch.optim.Adam`` on one :class:`~fluxscale.learn.model.NEENet`, the reference
   the tests compare the group with): the EC batch plus one training year of the sampled
   atmospheric term (the default), Eq. 14.
@@ -35,7 +35,9 @@ def bench_train(size: str, workdir: str, repeats: int, steps: int = 10, members:
     from fluxscale.config import BridgeConfig, TrainConfig
     from fluxscale.bridges.integrals import compute_integrals
     from fluxscale.learn.model import init_model
-    from fluxscale.learn.training import _Group, _Member, load_training_data
+    from fluxscale.learn.data import load_training_data
+    from fluxscale.learn.group import Group
+    from fluxscale.learn.member import Member
     from fluxscale.twin import make_twin
 
     root = Path(workdir) / f"train-{size}"
@@ -47,12 +49,12 @@ def bench_train(size: str, workdir: str, repeats: int, steps: int = 10, members:
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
     data = load_training_data(root, cfg)
-    mbs = [_Member(data, cfg, f, cpu) for f in folds]
+    mbs = [Member(data, cfg, f, cpu) for f in folds]
     n_sampled = sum(min(cfg.atm_sample_cells, int((mbs[0].pool.region == j).sum())) for j in range(data.bias.size)) \
         * 12 * cfg.atm_sample_days
 
     def group(variant: str) -> float:
-        g = _Group(data, cfg, [(variant, f) for f in folds], cpu)
+        g = Group(data, cfg, [(variant, f) for f in folds], cpu)
         g.step(cfg.learning_rate)  # warm-up
         t = time.perf_counter()
         for _ in range(steps):

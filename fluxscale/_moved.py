@@ -30,7 +30,7 @@ MOVED: dict[str, str] = {
     "fluxscale.losses": "fluxscale.learn.losses",
     "fluxscale.stacked": "fluxscale.learn.stacked",
     "fluxscale.atm_sample": "fluxscale.learn.atm_sample",
-    "fluxscale.training": "fluxscale.learn.training",
+    "fluxscale.training": "fluxscale.learn.ensemble",
     "fluxscale.inference": "fluxscale.infer.inference",
     "fluxscale.shards": "fluxscale.infer.shards",
     "fluxscale.metrics": "fluxscale.evaluate.metrics",

@@ -47,7 +47,7 @@ def tiny_models(tiny_twin, tmp_path_factory):
     from fluxscale.bridges.build import build_bridges
     from fluxscale.config import BridgeConfig, TrainConfig
     from fluxscale.bridges.integrals import compute_integrals
-    from fluxscale.learn.training import train_ensemble
+    from fluxscale.learn.ensemble import train_ensemble
 
     root = tmp_path_factory.mktemp("models") / "data"
     shutil.copytree(tiny_twin, root)

@@ -87,7 +87,7 @@ def _warn_on_worker() -> list[str]:
         warnings.warn_explicit("lib deprecated", DeprecationWarning, "lib.py", 1, module="somelib.sub")
         warnings.warn_explicit("lib advice", UserWarning, "lib.py", 2, module="distributed.client")
         warnings.warn_explicit("lib nan", RuntimeWarning, "lib.py", 3, module="numpy.lib")
-        warnings.warn_explicit("ours", FluxscaleWarning, "ours.py", 4, module="fluxscale.learn.training")
+        warnings.warn_explicit("ours", FluxscaleWarning, "ours.py", 4, module="fluxscale.learn.ensemble")
     return [str(w.message) for w in seen]
 
 

@@ -8,7 +8,8 @@ from fluxscale.config import TrainConfig, BridgeConfig
 from fluxscale.twin import make_twin
 from fluxscale.bridges.integrals import compute_integrals
 from fluxscale.bridges.build import build_bridges
-from fluxscale.learn.training import load_training_data, train_member
+from fluxscale.learn.data import load_training_data
+from fluxscale.learn.fit import train_member
 root = "/tmp/fluxscale-decoupling-demo"
 shutil.rmtree(root, ignore_errors=True)
 make_twin(root, preset="tiny", show_progress=False)

@@ -448,7 +448,7 @@ def train(
     import dataclasses
 
     from fluxscale.cluster.client import optional_client
-    from fluxscale.learn.training import train_ensemble
+    from fluxscale.learn.ensemble import train_ensemble
 
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)

@@ -7,7 +7,7 @@ system, a pair or a triple instead of all of them, each set into its own model s
 (two) and C5 (three or more): each set's mean seasonal cycle against that of the systems it
 was trained on.
 
-This module only orchestrates: training is :func:`fluxscale.learn.training.train_ensemble` with
+This module only orchestrates: training is :func:`fluxscale.learn.ensemble.train_ensemble` with
 ``TrainConfig(systems=…, model_set=…, variants=("ecatm",))``, inference is
 :func:`fluxscale.infer.inference.infer` with ``InferConfig(model_set=…)``.
 """
@@ -66,7 +66,7 @@ def run_one_against_many(root: str | Path, sets: list[tuple[str, ...]], train: T
     Returns ``{set name: {"systems", "members", "cube"}}``.
     """
     from fluxscale.infer.inference import infer as run_infer, inputs_fingerprint
-    from fluxscale.learn.training import train_ensemble
+    from fluxscale.learn.ensemble import train_ensemble
 
     root = Path(root)
     train = train or TrainConfig()

@@ -177,7 +177,8 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
     from fluxscale.evaluate.report import evaluate
     from fluxscale.parallel import working
     from fluxscale.run.summary import run_summary
-    from fluxscale.learn.training import models_dir, train_ensemble
+    from fluxscale.learn.ensemble import train_ensemble
+    from fluxscale.learn.model import models_dir
     from fluxscale.twin import write_twin
 
     if until not in STAGES:

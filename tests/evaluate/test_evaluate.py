@@ -192,7 +192,7 @@ def test_site_values_are_the_torch_members_at_the_towers(evaluated):
     import torch
 
     from fluxscale.evaluate import evaluation_data
-    from fluxscale.learn.training import load_member
+    from fluxscale.learn.model import load_member
 
     root, _ = evaluated
     ev = evaluation_data(root)
@@ -429,7 +429,7 @@ def test_one_against_many_sets_figures_and_table(evaluated, tmp_path):
     from fluxscale.evaluate import evaluation_data
     from fluxscale.evaluate.metrics import mean_seasonal_cycle
     from fluxscale.run.one_against_many import run_one_against_many
-    from fluxscale.learn.training import load_member
+    from fluxscale.learn.model import load_member
 
     src, _ = evaluated
     root = tmp_path / "data"

@@ -28,7 +28,7 @@ from fluxscale.errors import FluxscaleError
 from fluxscale.infer.inference import (block_memory_bytes, forward_members, infer, list_members, member_weights, plan_blocks,
                                  records_path)
 from fluxscale.dataset.stores import open_store, store_path
-from fluxscale.learn.training import load_member
+from fluxscale.learn.model import load_member
 
 # several blocks on the tiny grid (90 rows), small chunks so that blocks own several
 CFG = InferConfig(lat_rows=8, time_chunk=50, write_members=True)

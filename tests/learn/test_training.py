@@ -19,8 +19,11 @@ from fluxscale.config import BridgeConfig, TrainConfig
 from fluxscale.errors import FluxscaleError
 from fluxscale.bridges.integrals import compute_integrals
 from fluxscale.dataset.stores import open_store, store_path
-from fluxscale.learn.training import (PROGRESS_TOPIC, _Group, learning_rate, load_member, load_training_data,
-                                selection_score, train_ensemble, train_group, train_member)
+from fluxscale.learn.data import load_training_data
+from fluxscale.learn.ensemble import PROGRESS_TOPIC, train_ensemble
+from fluxscale.learn.fit import learning_rate, selection_score, train_group, train_member
+from fluxscale.learn.group import Group
+from fluxscale.learn.model import load_member
 
 FAST = TrainConfig(epochs=2, steps_per_epoch=4, ec_batch=2000, threads=1, folds=(0,))
 
@@ -140,7 +143,7 @@ def test_a_group_lost_with_its_worker_is_retried_and_gives_the_same_weights(trai
 
     from distributed import Client, LocalCluster
 
-    from fluxscale.learn.training import _group_task
+    from fluxscale.learn.ensemble import _group_task
 
     root = tmp_path / "data"
     shutil.copytree(trained_root, root, ignore=shutil.ignore_patterns("models"))
@@ -167,15 +170,15 @@ def test_a_group_lost_with_its_worker_is_retried_and_gives_the_same_weights(trai
 
 def _reference_member(root, cfg, variant, fold, data, epochs_steps=None):
     """One member trained by plain autograd on an NEENet with torch.optim.Adam, through
-    _Member.step (the per-member reference): per-epoch train/validation losses, the best
+    Member.step (the per-member reference): per-epoch train/validation losses, the best
     epoch by selection_score, and the final trained weights."""
     import copy
 
     from fluxscale.learn.model import init_model
-    from fluxscale.learn.training import _Member
+    from fluxscale.learn.member import Member
 
     torch.set_num_threads(1)
-    mb = _Member(data, cfg, fold, torch.device("cpu"))
+    mb = Member(data, cfg, fold, torch.device("cpu"))
     model = init_model(cfg.seed * 1000 + fold)
     model.set_standardisation(mb.mean, mb.std)
     log_var = torch.zeros(2, requires_grad=True)
@@ -279,13 +282,13 @@ def test_a_stopped_member_is_frozen_and_the_others_are_unaffected(trained_root, 
 
 
 def test_a_frozen_member_is_left_exactly_as_it_was(trained_root, data):
-    """_Group.step with a member marked inactive: its weights, Adam moments, moving average,
+    """Group.step with a member marked inactive: its weights, Adam moments, moving average,
     log-variances and head do not move; the other member moves exactly as it does beside an
     active partner."""
     cfg = FAST.replace(folds=(0,))
     members = [("ec", 0), ("ecatm", 0)]
     cpu = torch.device("cpu")
-    g, ref = _Group(data, cfg, members, cpu), _Group(data, cfg, members, cpu)
+    g, ref = Group(data, cfg, members, cpu), Group(data, cfg, members, cpu)
     for grp in (g, ref):
         grp.step(cfg.learning_rate)
     g.active[1] = False
@@ -329,7 +332,7 @@ def test_stacked_adam_equals_torch_adam_on_its_rows():
 
 
 def test_groups_keep_folds_together_and_split_by_slots_and_memory():
-    from fluxscale.learn.training import plan_groups
+    from fluxscale.learn.ensemble import plan_groups
 
     members = [(v, f) for f in range(10) for v in ("ec", "ecatm")]
     two = plan_groups(members, TrainConfig(), slots=2)
@@ -391,10 +394,10 @@ def test_pool_is_unbiased_for_the_regional_sum_against_numpy():
 def test_sampled_estimate_matches_the_full_integral(trained_root, data):
     """With a pool holding every cell, the validation estimate is the full regional integral
     (numpy), and the mean of many per-step samples (cells and days) converges to it."""
-    from fluxscale.learn.training import _Member
+    from fluxscale.learn.member import Member
 
     cfg = FAST.replace(atm_pool_cells=100_000, atm_val_cells=100_000, atm_sample_cells=8, atm_sample_days=3)
-    mb = _Member(data, cfg, 0, torch.device("cpu"))
+    mb = Member(data, cfg, 0, torch.device("cpu"))
     months = mb.months_of([int(data.month_year[0])])
     exact = _full_regional_tair(trained_root, data, months)
     with torch.no_grad():
@@ -447,10 +450,10 @@ def test_control_variate_is_unbiased_and_cuts_the_noise(trained_root, data):
     """With the table filled from another field, the control-variate estimate still averages
     to the full integral (numpy); once the table holds the model's own values its spread is a
     fraction of the plain sample's."""
-    from fluxscale.learn.training import _Member
+    from fluxscale.learn.member import Member
 
     cfg = FAST.replace(atm_pool_cells=100_000, atm_sample_cells=8, atm_sample_days=3, atm_control_variate=True)
-    mb = _Member(data, cfg, 0, torch.device("cpu"))
+    mb = Member(data, cfg, 0, torch.device("cpu"))
     months = mb.months_of([int(data.month_year[0])])
     exact = _full_regional_tair(trained_root, data, months)
     rng = np.random.default_rng(2)
@@ -494,7 +497,7 @@ def test_non_finite_loss_is_refused(trained_root, data):
 
 
 def test_flagged_members_stay_at_ec_level():
-    from fluxscale.learn.training import flag_members
+    from fluxscale.learn.ensemble import flag_members
 
     row = lambda atm, g: {"val_atm": atm, "global_monitor": g, "global_inversions": -3.0}  # noqa: E731
     members = {"ec-fold0": {"variant": "ec", "fold": 0, "best": row(0.12, -20.0), "best_epoch": 30},
@@ -506,7 +509,7 @@ def test_flagged_members_stay_at_ec_level():
 
 
 def test_cosine_learning_rate():
-    from fluxscale.learn.training import learning_rate
+    from fluxscale.learn.fit import learning_rate
 
     cfg = TrainConfig(epochs=2, steps_per_epoch=5, lr_schedule="cosine", lr_final=0.1)
     lr = [learning_rate(cfg, k) for k in range(10)]
