@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fluxscale.config.settings import TrainConfig
+from fluxscale.config import TrainConfig
 from fluxscale.dataset.drivers import DRIVER_NAMES, assemble_driver_block
 from fluxscale.errors import FluxscaleError, StoreError
 from fluxscale.dataset.grid import cell_land_area
