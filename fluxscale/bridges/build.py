@@ -33,7 +33,7 @@ import numpy as np
 import xarray as xr
 
 from fluxscale.bridges.clustering import nystrom_clusters, spectral_clusters, stratified_sample
-from fluxscale.config.settings import BridgeConfig
+from fluxscale.config import BridgeConfig
 from fluxscale.errors import StoreError
 from fluxscale.dataset.grid import gather_cells
 from fluxscale.bridges.lasso import cv_r2, fit_bridge, predict_bridge

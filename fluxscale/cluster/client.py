@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fluxscale.config.settings import ClusterConfig
+from fluxscale.config import ClusterConfig
 from fluxscale.errors import ConfigError, FluxscaleError
 
 if TYPE_CHECKING:

@@ -135,7 +135,7 @@ def _members_term(root: Path, nee: xr.Dataset, grid: xr.Dataset, bridged: xr.Dat
     the member's own fixed validation cells (:func:`fluxscale.learn.atm_sample.member_validation_cells`)
     applied to its monthly NEE in the cube. None without ``members.json``."""
     from fluxscale.learn.atm_sample import member_validation_cells
-    from fluxscale.config.settings import TrainConfig
+    from fluxscale.config import TrainConfig
     from fluxscale.dataset.grid import cell_land_area
     from fluxscale.learn.model import models_dir
 
@@ -176,7 +176,7 @@ def _one_against_many(root: Path, grid: xr.Dataset, integ: xr.Dataset, client=No
     number of systems. None when there is none."""
     import zarr
 
-    from fluxscale.config.settings import InferConfig
+    from fluxscale.config import InferConfig
     from fluxscale.infer.inference import cube_path
     from fluxscale.learn.model import model_sets
 
@@ -226,7 +226,7 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
     """
     from fluxscale.infer.inference import list_members
     from fluxscale.learn.model import forward_members, member_weights
-    from fluxscale.config.settings import InferConfig
+    from fluxscale.config import InferConfig
     from fluxscale.dataset.schema import DRIVER_NAMES
 
     root = Path(root)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fluxscale.config.settings import EvalConfig
+from fluxscale.config import EvalConfig
 from fluxscale.evaluate.evaluation import (TABLE_TITLES, evaluation_data, evaluation_tables, pivot_tables, science_checks, table_value,
                        write_tables)
 from fluxscale.dataset.stores import read_manifest
@@ -101,7 +101,7 @@ def _provenance(root: Path, ev) -> dict[str, Any]:
         timings["infer"] = json.loads(infer_rep.read_text()).get("total_seconds")
     dataset = {k: man.get(k) for k in ("kind", "preset", "created", "fluxscale_version")}
     if dataset["kind"] == "twin" and not dataset["preset"]:  # a twin written before the preset was recorded
-        from fluxscale.config.settings import preset_name
+        from fluxscale.config import preset_name
 
         dataset["preset"] = preset_name(man.get("config"))
     return {"data_dir": str(root.resolve()), "dataset": dataset,

@@ -63,7 +63,7 @@ import pandas as pd
 import xarray as xr
 from numba import njit
 
-from fluxscale.config.settings import InferConfig
+from fluxscale.config import InferConfig
 from fluxscale.dataset.drivers import DRIVER_NAMES, CellDrivers
 from fluxscale.errors import FluxscaleError, StoreError
 from fluxscale.dataset.schema import NEE_UNITS

@@ -30,7 +30,7 @@ import pandas as pd
 import xarray as xr
 
 from fluxscale import __version__
-from fluxscale.config.settings import GriddedInput, IngestConfig
+from fluxscale.config import GriddedInput, IngestConfig
 from fluxscale.dataset.drivers import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS
 from fluxscale.errors import InputError
 from fluxscale.dataset.grid import coarsen_grid, gather_cells, make_grid

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fluxscale.config.settings import TrainConfig
+from fluxscale.config import TrainConfig
 from fluxscale.dataset.drivers import DRIVER_NAMES, assemble_driver_block
 from fluxscale.dataset.grid import cell_land_area
 from fluxscale.dataset.stores import open_store, store_path

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fluxscale.config.settings import TrainConfig
+from fluxscale.config import TrainConfig
 from fluxscale.dataset.stores import open_store, store_path
 from fluxscale.learn.data import TrainingData, load_training_data
 from fluxscale.learn.fit import learning_rate, selection_score, train_group, train_member

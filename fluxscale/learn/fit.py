@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fluxscale.config.settings import TrainConfig
+from fluxscale.config import TrainConfig
 from fluxscale.dataset.drivers import DRIVER_NAMES
 from fluxscale.errors import FluxscaleError
 from fluxscale.learn.data import TrainingData, load_training_data

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fluxscale.config.settings import TrainConfig
+from fluxscale.config import TrainConfig
 from fluxscale.learn.data import TrainingData
 from fluxscale.learn.member import Member
 

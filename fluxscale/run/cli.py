@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fluxscale.config.settings import PRESETS, ClusterConfig, RunConfig, TwinConfig, coerce_setting, twin_preset
+from fluxscale.config import PRESETS, ClusterConfig, RunConfig, TwinConfig, coerce_setting, twin_preset
 from fluxscale.errors import ConfigError, FluxscaleError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -128,7 +128,7 @@ def _stage_config(data_dir: Path | None, config: Path | None, **cluster) -> RunC
     data directory and the ClusterConfig fields it gives (None = not given) on top."""
     import dataclasses
 
-    from fluxscale.config.settings import load_config
+    from fluxscale.config import load_config
 
     cfg = load_config(config) if config else RunConfig()
     given = {k: v for k, v in cluster.items() if v is not None}
@@ -409,7 +409,7 @@ def ingest(
     """Read real files (FLUXNET2015 daily CSVs, FLUXCOM, GCB inversions, GFAS fire, drivers,
     region mask) into validated stores, with a summary of what was read and skipped."""
     from fluxscale.cluster.client import optional_client
-    from fluxscale.config.settings import load_ingest_config
+    from fluxscale.config import load_ingest_config
     from fluxscale.ingest import ingest as run_ingest
     from fluxscale.run.pipeline import check_replaces_nothing
 
@@ -659,7 +659,7 @@ def cluster(
     from distributed import performance_report as perf_report
 
     from fluxscale.cluster.client import cluster_client, describe_client, strip_network_references, tls_dask_config
-    from fluxscale.config.settings import load_config
+    from fluxscale.config import load_config
 
     if stage not in _CLUSTER_STAGES:
         raise ConfigError(f"fluxscale cluster: unknown stage {stage!r}; one of {', '.join(_CLUSTER_STAGES)}")

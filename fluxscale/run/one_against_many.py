@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fluxscale.config.settings import InferConfig, TrainConfig
+from fluxscale.config import InferConfig, TrainConfig
 from fluxscale.errors import FluxscaleError
 from fluxscale.dataset.stores import store_path
 

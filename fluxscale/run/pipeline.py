@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fluxscale.cluster.client import cluster_client, describe_client
-from fluxscale.config.settings import RunConfig
+from fluxscale.config import RunConfig
 from fluxscale.errors import FluxscaleError
 from fluxscale.dataset.stores import open_store, open_stores, read_manifest, store_path
 
@@ -128,7 +128,7 @@ def check_replaces_nothing(root: Path, cfg: RunConfig, overwrite: bool, twin_ove
     if not man:
         return []
     if cfg.ingest:
-        from fluxscale.config.settings import load_ingest_config
+        from fluxscale.config import load_ingest_config
 
         want = config_dict(load_ingest_config(cfg.ingest, out=str(root.resolve())))
         if man.get("kind") == "ingest" and same_config(man.get("config"), want):
@@ -168,7 +168,7 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
     ``overwrite`` (:func:`check_replaces_nothing`); replacing it removes everything made from
     it (models, cube, report, stage log) first, and says so."""
     from fluxscale.bridges.build import build_bridges
-    from fluxscale.config.settings import load_ingest_config
+    from fluxscale.config import load_ingest_config
     from fluxscale.infer.inference import cube_path
     from fluxscale.infer.inference import infer as run_infer
     from fluxscale.ingest import ingest
@@ -266,7 +266,7 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
         stage("bridges", cfg.bridge.to_dict(), "integrals", [store_path(root, "bridges")],
               lambda _k: say(f"bridges: {build_bridges(root, cfg.bridge, client=client(), show_progress=show_progress, say=say)}"))
         # how the members are scheduled (group_size, retries) does not change their weights
-        stage("train", {k: v for k, v in cfg.train.to_dict().items() if k not in ("group_size", "retries")},
+        stage("train", cfg.train.key_dict(),
               "bridges", [models_dir(root) / "members.json"],
               lambda k: train_ensemble(root, cfg.train, client=client(), show_progress=show_progress, say=say,
                                        resume_key=k))

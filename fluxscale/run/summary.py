@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from fluxscale.config.settings import preset_name
+from fluxscale.config import preset_name
 from fluxscale.dataset.grid import cell_land_area
 from fluxscale.dataset.regions import REGIONS
 from fluxscale.dataset.schema import SCHEMAS

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fluxscale.config.settings import TwinConfig
+from fluxscale.config import TwinConfig
 from fluxscale.dataset.regions import REGIONS
 from fluxscale.twin.climate import cell_climate, smooth_field
 from fluxscale.twin.fluxes import night_bias_fraction

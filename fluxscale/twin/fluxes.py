@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fluxscale.config.settings import TwinConfig
+from fluxscale.config import TwinConfig
 from fluxscale.dataset.drivers import day_of_year_index
 from fluxscale.twin.climate import sigmoid, cell_climate, daily_weather, seasonal_climatology
 

@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from fluxscale import __version__
-from fluxscale.config.settings import TwinConfig, preset_name, twin_preset
+from fluxscale.config import TwinConfig, preset_name, twin_preset
 from fluxscale.dataset.schema import DAILY_DRIVERS, DRIVER_NAMES, SEASONAL_DRIVERS
 from fluxscale.dataset.grid import cell_land_area, coarsen_grid, make_grid
 from fluxscale.parallel import run_tasks

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from fluxscale.config.settings import TwinConfig
+from fluxscale.config import TwinConfig
 from fluxscale.dataset.driver_kernels import assemble
 from fluxscale.dataset.drivers import day_of_year_index
 from fluxscale.dataset.schema import DAILY_DRIVERS, DRIVER_NAMES, DRIVER_UNITS, SEASONAL_DRIVERS, STATIC_DRIVERS
