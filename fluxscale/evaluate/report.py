@@ -29,11 +29,13 @@ import numpy as np
 import pandas as pd
 
 from fluxscale.config import EvalConfig
-from fluxscale.evaluate.evaluation import (TABLE_TITLES, evaluation_data, evaluation_tables, pivot_tables, science_checks, table_value,
-                       write_tables)
 from fluxscale.dataset.stores import read_manifest
+from fluxscale.evaluate.collect import ENSEMBLE_LABELS, collect_evaluation_data
+from fluxscale.evaluate.data import open_evaluation_stores
+from fluxscale.evaluate.tables import (TABLE_TITLES, evaluation_tables, pivot_tables, science_checks, table_value,
+                                       write_tables)
 
-__all__ = ["EvalReport", "evaluate", "render_html"]
+__all__ = ["EvalReport", "evaluate", "render_html", "headline_numbers", "truth_note", "figure_number", "display_names"]
 
 
 @dataclass
@@ -220,8 +222,6 @@ def display_names(text: str) -> str:
     ``ec-fold0`` → ``EC fold 0`` (the cube and the checkpoints keep the identifiers)."""
     import re
 
-    from fluxscale.evaluate.evaluation import ENSEMBLE_LABELS
-
     return re.sub(r"\b(ecatm|ec)-fold(\d+)\b", lambda m: f"{ENSEMBLE_LABELS.get(m.group(1), m.group(1))} fold "
                   f"{m.group(2)}", text)
 
@@ -237,7 +237,7 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     client : distributed.Client, optional
         Runs the regional integrals of the cube.
     """
-    from fluxscale.evaluate.figures import evaluation_maps, static_data, write_figures
+    from fluxscale.evaluate.figures import map_fields, static_fields, write_figures
 
     cfg = cfg or EvalConfig()
     root = Path(root)
@@ -245,13 +245,14 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     out = _resolve(root, cfg.out)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    ev = evaluation_data(root, cube=_resolve(root, cfg.cube), qc_min=cfg.qc_min, client=client, say=say)
+    stores = open_evaluation_stores(root, _resolve(root, cfg.cube))  # every reader below shares these
+    ev = collect_evaluation_data(stores, qc_min=cfg.qc_min, client=client, say=say)
     say(f"evaluate: {ev.sizes['time']} months × {ev.sizes['region']} regions, sources "
         f"{', '.join(map(str, ev.source.values))}; {ev.sizes['site']} towers")
     df = evaluation_tables(ev)
     write_tables(df, tmp, ev)
-    maps = evaluation_maps(root, _resolve(root, cfg.cube)) if cfg.maps else None
-    figs, skipped = write_figures(ev, df, tmp, maps, static_data(root), cfg.fig9_sites)
+    maps = map_fields(stores) if cfg.maps else None
+    figs, skipped = write_figures(ev, df, tmp, maps, static_fields(stores), cfg.fig9_sites)
     prov = _provenance(root, ev)
     head = headline_numbers(df)
     head.update(_tower_bias(root, df))

@@ -269,7 +269,7 @@ def test_the_report_reads_like_the_paper(evaluated):
         assert f"<td>{int(want)}</td>" in body
 
 
-def test_maps_have_coastlines_and_every_colour_scale_a_colourbar(evaluated, tmp_path, monkeypatch):
+def test_maps_have_coastlines_and_every_colour_scale_a_colourbar(evaluated, tmp_path):
     """Issue 23, on the figures themselves (kept open instead of saved): maps carry the
     shipped coastline and a colourbar, Fig. 8's hexbins a colourbar each, Fig. 2's legend
     lies outside every panel."""
@@ -280,15 +280,10 @@ def test_maps_have_coastlines_and_every_colour_scale_a_colourbar(evaluated, tmp_
     from fluxscale.evaluate import evaluation_data, evaluation_tables
 
     root, _ = evaluated
-    figs = {}
-    monkeypatch.setattr(F, "_save", lambda fig, out, name: figs.setdefault(name, fig) and out / f"{name}.png")
     ev = evaluation_data(root)
     df = evaluation_tables(ev)
-    maps = F.evaluation_maps(root)
-    F.fig2_global_annual(ev, tmp_path)
-    F.fig8_sites(ev, df, tmp_path)
-    F.fig5_annual_maps(maps, tmp_path)
-    F.figB2_inclusion(maps, tmp_path)
+    inp = F.FigureInputs(ev, df, maps=F.evaluation_maps(root))
+    figs = {f.file: f.draw(inp, tmp_path) for f in F.FIGURES if f.name in ("fig2", "fig8", "fig5", "figB2")}
     n_coast = sum(len(x) for x in F.coastline())
     try:
         for name in ("fig5_annual_maps", "figB2_bridge_inclusion"):
@@ -311,6 +306,37 @@ def test_maps_have_coastlines_and_every_colour_scale_a_colourbar(evaluated, tmp_
     finally:
         for fig in figs.values():
             plt.close(fig)
+
+
+def test_the_stage_opens_each_store_once(evaluated, monkeypatch):
+    """The data, the maps and the static fields of one evaluation share the stores: each
+    is opened once, and only by fluxscale.evaluate.data."""
+    import fluxscale.evaluate.data as D
+    from fluxscale.evaluate.collect import collect_evaluation_data
+    from fluxscale.evaluate.figures import map_fields, static_fields
+
+    root, _ = evaluated
+    opened = []
+    real = D.open_store
+    monkeypatch.setattr(D, "open_store", lambda path, name=None, **kw: opened.append(name) or real(path, name, **kw))
+    stores = D.open_evaluation_stores(root)
+    ev = collect_evaluation_data(stores)
+    map_fields(stores)
+    static_fields(stores)
+    assert sorted(opened) == sorted(set(opened))
+    assert set(opened) == {"grid", "integrals", "nee", "gcb", "bridges", "truth", "sites", "prior", "inversions", "fire"}
+    assert ev.attrs["root"] == str(root)
+
+
+def test_each_figure_is_one_object_with_its_caption():
+    """The figures' names, files and captions agree: ``figB2`` is ``Fig. B2`` in its caption
+    and its file starts with its name; the report's order has each figure once."""
+    from fluxscale.evaluate.figures import CAPTIONS, FIGURES, TITLES
+
+    names = [f.name for f in FIGURES]
+    assert len(set(names)) == len(names) == 17 and set(CAPTIONS) == set(TITLES) == set(names)
+    for f in FIGURES:
+        assert f.caption.startswith(f"Fig. {f.name[3:]}: ") and f.file.startswith(f.name + "_"), f.name
 
 
 def test_the_shipped_coastline_is_the_land_fractions_half_contour():
@@ -339,7 +365,7 @@ def test_the_shipped_coastline_is_the_land_fractions_half_contour():
     j = np.round((pts[:, 0] + 179.75) / 0.5).astype(int) % 720
     near = np.stack([lf[np.clip(i + di, 0, 359), (j + dj) % 720] for di in (-1, 0, 1) for dj in (-1, 0, 1)])
     assert ((near.max(0) >= 0.5) & (near.min(0) < 0.5)).all()
-    assert (Path(F.__file__).parents[1] / "data" / "coastline_0.5deg.npz").stat().st_size < 100 * 1024
+    assert (Path(F.__file__).parents[2] / "data" / "coastline_0.5deg.npz").stat().st_size < 100 * 1024
 
 
 def ev_regions():

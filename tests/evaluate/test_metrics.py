@@ -10,7 +10,7 @@ import scipy.stats
 import xarray as xr
 from sklearn.metrics import mean_squared_error, r2_score
 
-from fluxscale import metrics
+from fluxscale.evaluate import metrics
 
 
 def _pair(seed=0, n=120, k=3, nan=0.1):
