@@ -177,7 +177,7 @@ def _one_against_many(root: Path, grid: xr.Dataset, integ: xr.Dataset, client=No
     import zarr
 
     from fluxscale.config.settings import InferConfig
-    from fluxscale.infer.inference import cube_path
+    from fluxscale.infer.cube import cube_path
     from fluxscale.learn.model import model_sets
 
     model, target, names, n_sys = [], [], [], []
@@ -224,7 +224,7 @@ def evaluation_data(root: str | Path, *, cube: str | Path | None = None, qc_min:
     say : callable
         Receives notes (model sets left out).
     """
-    from fluxscale.infer.inference import list_members
+    from fluxscale.infer.members import list_members
     from fluxscale.learn.model import forward_members, member_weights
     from fluxscale.config.settings import InferConfig
     from fluxscale.dataset.schema import DRIVER_NAMES
