@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
     from fluxscale.bridges.build import build_bridges
     from fluxscale.config import BridgeConfig, InferConfig, TrainConfig
-    from fluxscale.infer.inference import infer
+    from fluxscale.infer.stage import infer
     from fluxscale.bridges.integrals import compute_integrals
     from fluxscale.learn.model import NEENet, load_member
     from fluxscale.learn.data import load_training_data

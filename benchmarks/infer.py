@@ -5,7 +5,7 @@ Setup (not timed): a twin of the size and 10 EC + 10 EC-ATM members. The members
 freshly initialised networks (``init_model(seed)`` with the drivers' standardisation), not
 trained ones: the forward's cost does not depend on the weights, and training 20 members
 at full size would take hours. They are written as real checkpoints with a
-``members.json``, so ``fluxscale.infer.inference.infer`` runs exactly as after ``fluxscale train``.
+``members.json``, so ``fluxscale.infer.stage.infer`` runs exactly as after ``fluxscale train``.
 
 Timed:
 
@@ -107,7 +107,9 @@ def bench_infer(size: str, workdir: str, repeats: int) -> dict:
     from distributed import Client, LocalCluster
 
     from fluxscale.config import InferConfig
-    from fluxscale.infer.inference import infer, list_members, member_weights
+    from fluxscale.infer.members import list_members
+    from fluxscale.infer.stage import infer
+    from fluxscale.learn.model import member_weights
     from fluxscale.twin import make_twin
 
     root = Path(workdir) / f"infer-{size}"

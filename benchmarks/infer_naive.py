@@ -103,7 +103,8 @@ def bench_infer_naive(size: str, workdir: str, repeats: int) -> dict:
     from distributed import Client, LocalCluster
 
     from fluxscale.config import InferConfig
-    from fluxscale.infer.inference import infer, list_members
+    from fluxscale.infer.members import list_members
+    from fluxscale.infer.stage import infer
     from fluxscale.dataset.stores import store_path
     from fluxscale.twin import make_twin
 

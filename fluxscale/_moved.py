@@ -31,7 +31,7 @@ MOVED: dict[str, str] = {
     "fluxscale.stacked": "fluxscale.learn.stacked",
     "fluxscale.atm_sample": "fluxscale.learn.atm_sample",
     "fluxscale.training": "fluxscale.learn.ensemble",
-    "fluxscale.inference": "fluxscale.infer.inference",
+    "fluxscale.inference": "fluxscale.infer.stage",
     "fluxscale.shards": "fluxscale.infer.shards",
     "fluxscale.metrics": "fluxscale.evaluate.metrics",
     "fluxscale.figures": "fluxscale.evaluate.figures",

@@ -15,16 +15,17 @@ import sys
 import time
 from pathlib import Path
 
-import fluxscale.infer.inference as inf
+import fluxscale.infer.block as blk
+import fluxscale.infer.stage as stage
 import fluxscale.parallel as par
 from fluxscale.config import InferConfig
 
 
 def main(root: str, bands: list[int]) -> None:
-    plan = inf.plan_blocks
-    inf.plan_blocks = lambda *a: [b for b in plan(*a) if not bands or b.index in bands]
+    plan = stage.plan_blocks
+    stage.plan_blocks = lambda *a: [b for b in plan(*a) if not bands or b.index in bands]
     par.run_tasks = lambda func, items, client=None, on_result=None, **kw: [func(i, spec=kw["spec"]) for i in items]
-    real = inf._infer_block
+    real = blk.infer_block
 
     def timed(block, *, spec):
         c0, w0 = time.process_time(), time.perf_counter()
@@ -34,11 +35,11 @@ def main(root: str, bands: list[int]) -> None:
               f"forward {r['forward_s']:.2f} s ({r['forward_s'] / cpu:.0%} of the CPU), write {r['write_s']:.2f} s")
         return r
 
-    inf._infer_block = timed
+    blk.infer_block = timed
     out = Path(root) / "nee-profile.zarr"
     for p in (out, out.with_name("nee-profile.blocks")):
         shutil.rmtree(p, ignore_errors=True)
-    inf.infer(root, InferConfig(out=str(out)), show_progress=False)
+    stage.infer(root, InferConfig(out=str(out)), show_progress=False)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ class TrainConfig(Settings):
     """Times a training group's task is retried when its worker is lost (the retry writes the
     same weights)."""
     group_size: int = field(default=0, metadata=NOT_IN_KEY)
-    """Members trained together in one task (:func:`fluxscale.learn.training.train_group`, stacked
+    """Members trained together in one task (:func:`fluxscale.learn.fit.train_group`, stacked
     weights). 0: one group per worker thread of the cluster (at most one per fold, EC and
     EC-ATM of a fold always together), split further where a group's sampling pools would
     pass half a worker's memory."""

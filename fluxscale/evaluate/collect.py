@@ -191,7 +191,7 @@ def _ensembles_at_towers(stores: EvalStores, x: np.ndarray) -> dict[str, np.ndar
     ``(site, day, driver)``: ``{label: (site, day)}``, NaN where a driver is missing."""
     from fluxscale.config import InferConfig
     from fluxscale.dataset.schema import DRIVER_NAMES
-    from fluxscale.infer.inference import list_members
+    from fluxscale.infer.members import list_members
     from fluxscale.learn.model import forward_members, member_weights
 
     flat = x.reshape(-1, len(DRIVER_NAMES))

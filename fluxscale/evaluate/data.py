@@ -118,7 +118,7 @@ class EvalStores:
         import zarr
 
         from fluxscale.config import InferConfig
-        from fluxscale.infer.inference import cube_path
+        from fluxscale.infer.cube import cube_path
         from fluxscale.learn.model import model_sets
 
         systems_all = [str(s) for s in self.integrals.system.values]

@@ -1,15 +1,16 @@
 """Whole-shard writes to a sharded Zarr v3 array, encoded here rather than by zarr.
 
 Global inference writes every variable of its cube one *whole shard* at a time (a block owns
-its shards, see :mod:`fluxscale.infer.inference`). Through ``xarray.to_zarr(region=...)`` that
+its shards, see :mod:`fluxscale.infer.block`). Through ``xarray.to_zarr(region=...)`` that
 write cost ~1.4 s of an 18.7 s block at 0.5° (``python tools/infer_block_cpu.py DIR 61``),
 ~8 % of the block, though lz4 alone compresses the same bytes in ~0.15 s: xarray's encoding
 copy of the NaN-padded gridded band, zarr's per-chunk asyncio tasks and ``all_equal`` scans,
 and the copy of every compressed chunk into one buffer (``Buffer.combine``). Here each inner
 chunk is gridded from the block's compact ``(days, cells)`` values into one reused,
-cache-sized buffer (numba), compressed with the array's own Blosc settings and written with
-the shard index in one file write — the bytes zarr itself would write (checked in
-``tests/infer/test_shards.py`` against zarr's own shard files, and read back with zarr).
+cache-sized buffer (numba: :func:`fluxscale.infer.shard_kernels.grid_chunk`), compressed with
+the array's own Blosc settings and written with the shard index in one file write — the
+bytes zarr itself would write (checked in ``tests/infer/test_shards.py`` against zarr's own
+shard files, and read back with zarr).
 
 Only the layout fluxscale's cube templates use is supported — ``sharding_indexed`` with inner
 codecs ``bytes`` (little endian) + ``blosc`` (+ ``crc32c``, what fluxscale writes since issue
@@ -26,7 +27,8 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
-from numba import njit
+
+from fluxscale.infer.shard_kernels import grid_chunk  # noqa: F401  (re-exported: the old path fluxscale.shards)
 
 __all__ = ["ShardWriter", "UnsupportedLayout", "grid_chunk"]
 
@@ -36,30 +38,6 @@ _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 class UnsupportedLayout(ValueError):
     """The array's codecs are not the layout :class:`ShardWriter` encodes."""
-
-
-@njit(nogil=True, cache=True)
-def grid_chunk(values, t0, t1, li, lj, lon0, out):  # pragma: no cover - numba
-    """Fill ``out`` (float32 ``(tc, rows, lon)``, one inner chunk) with NaN and put
-    ``values[t0 + t, c]`` (``(time, cells)``) at ``out[t, li[c], lj[c] - lon0]`` for ``t <
-    t1 - t0`` and the cells whose column falls inside the chunk. Returns True when any
-    value written is not NaN (else the chunk is empty: zarr does not store it)."""
-    nt, nr, nl = out.shape
-    for t in range(nt):
-        for r in range(nr):
-            for j in range(nl):
-                out[t, r, j] = np.nan
-    seen = False
-    for t in range(t1 - t0):
-        row = values[t0 + t]
-        for c in range(li.size):
-            j = lj[c] - lon0
-            if 0 <= j < nl:
-                v = row[c]
-                out[t, li[c], j] = v
-                if v == v:
-                    seen = True
-    return seen
 
 
 class ShardWriter:

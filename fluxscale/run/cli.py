@@ -101,7 +101,7 @@ def _require(cfg: RunConfig, command: str) -> None:
     """Before any cluster starts: refuse (ConfigError, one line, exit 2) a data directory
     that lacks what ``command`` reads, naming the first missing output and the command
     that makes it."""
-    from fluxscale.infer.inference import cube_path
+    from fluxscale.infer.cube import cube_path
     from fluxscale.learn.model import models_dir
     from fluxscale.dataset.stores import store_path
 
@@ -482,7 +482,7 @@ def infer(
     import dataclasses
 
     from fluxscale.cluster.client import describe_client, optional_client
-    from fluxscale.infer.inference import infer as run_infer
+    from fluxscale.infer.stage import infer as run_infer
 
     cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)

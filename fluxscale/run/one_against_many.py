@@ -9,7 +9,7 @@ was trained on.
 
 This module only orchestrates: training is :func:`fluxscale.learn.ensemble.train_ensemble` with
 ``TrainConfig(systems=…, model_set=…, variants=("ecatm",))``, inference is
-:func:`fluxscale.infer.inference.infer` with ``InferConfig(model_set=…)``.
+:func:`fluxscale.infer.stage.infer` with ``InferConfig(model_set=…)``.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def run_one_against_many(root: str | Path, sets: list[tuple[str, ...]], train: T
 
     Returns ``{set name: {"systems", "members", "cube"}}``.
     """
-    from fluxscale.infer.inference import infer as run_infer, inputs_fingerprint
+    from fluxscale.infer.cube import inputs_fingerprint
+    from fluxscale.infer.stage import infer as run_infer
     from fluxscale.learn.ensemble import train_ensemble
 
     root = Path(root)

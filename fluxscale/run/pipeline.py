@@ -169,8 +169,8 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
     it (models, cube, report, stage log) first, and says so."""
     from fluxscale.bridges.build import build_bridges
     from fluxscale.config import load_ingest_config
-    from fluxscale.infer.inference import cube_path
-    from fluxscale.infer.inference import infer as run_infer
+    from fluxscale.infer.cube import cube_path
+    from fluxscale.infer.stage import infer as run_infer
     from fluxscale.ingest import ingest
     from fluxscale.ingest.build import config_dict
     from fluxscale.bridges.integrals import compute_integrals

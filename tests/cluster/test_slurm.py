@@ -269,7 +269,7 @@ def test_train_and_infer_survive_a_cancelled_worker_job(slurm, tiny_models, tmp_
 
     from fluxscale.cluster import cluster_client
     from fluxscale.config import ClusterConfig, InferConfig, TrainConfig
-    from fluxscale.infer.inference import infer
+    from fluxscale.infer.stage import infer
     from fluxscale.learn.ensemble import train_ensemble
 
     tcfg = TrainConfig(epochs=2, steps_per_epoch=3, ec_batch=2000, threads=1, folds=(0, 1))

@@ -134,7 +134,7 @@ def test_bridge_train_infer_over_ssh_equal_an_undisturbed_local_run(sshd, tiny_m
     from fluxscale.bridges.build import build_bridges
     from fluxscale.cluster import cluster_client
     from fluxscale.config import BridgeConfig, ClusterConfig, InferConfig, TrainConfig
-    from fluxscale.infer.inference import infer
+    from fluxscale.infer.stage import infer
     from fluxscale.learn.ensemble import train_ensemble
 
     from .test_slurm import _same_members

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from fluxscale.config import EvalConfig, InferConfig
 from fluxscale.dataset.drivers import DRIVER_NAMES
 from fluxscale.evaluate import evaluation_tables, summary_dict, write_tables
-from fluxscale.infer.inference import infer
+from fluxscale.infer.stage import infer
 from fluxscale.evaluate.report import evaluate
 from fluxscale.dataset.stores import open_store, store_path
 

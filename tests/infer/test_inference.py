@@ -25,8 +25,11 @@ from fluxscale.run.cli import app
 from fluxscale.config import InferConfig
 from fluxscale.dataset.drivers import assemble_driver_block
 from fluxscale.errors import FluxscaleError
-from fluxscale.infer.inference import (block_memory_bytes, forward_members, infer, list_members, member_weights, plan_blocks,
-                                 records_path)
+from fluxscale.infer.cube import records_path
+from fluxscale.infer.members import list_members
+from fluxscale.infer.plan import block_memory_bytes, plan_blocks
+from fluxscale.infer.stage import infer
+from fluxscale.learn.model import forward_members, member_weights
 from fluxscale.dataset.stores import open_store, store_path
 from fluxscale.learn.model import load_member
 
@@ -145,17 +148,18 @@ def test_rerun_writes_nothing_and_a_changed_model_invalidates_every_block(root, 
 
 _INTERRUPT = textwrap.dedent("""
     import os, sys
-    import fluxscale.infer.inference as inf
+    import fluxscale.infer.block as blk
     from fluxscale.config import InferConfig
-    real, done = inf._infer_block, []
+    from fluxscale.infer.stage import infer
+    real, done = blk.infer_block, []
     def dying(block, *, spec):
         rec = real(block, spec=spec)
         done.append(block.index)
         if len(done) == 3:
             os._exit(9)  # the client process dies mid-run, other blocks half done
         return rec
-    inf._infer_block = dying
-    inf.infer(sys.argv[1], InferConfig(lat_rows=8, time_chunk=50, write_members=True), show_progress=False)
+    blk.infer_block = dying
+    infer(sys.argv[1], InferConfig(lat_rows=8, time_chunk=50, write_members=True), show_progress=False)
 """)
 
 
@@ -177,14 +181,14 @@ def test_an_interrupted_run_resumes_with_only_the_unfinished_blocks(root, cube, 
 def test_the_zarr_fallback_writes_the_same_cube(root, cube, tmp_path, monkeypatch):
     """A cube whose layout fluxscale.infer.shards does not encode goes through xarray/zarr's region
     writes: the same values and the same stored chunks as the shard writer's."""
-    import fluxscale.infer.inference as inf
+    import fluxscale.infer.block as blk
     import fluxscale.infer.shards as shards
 
     def refuse(self, array):
         raise shards.UnsupportedLayout(str(array))
 
     monkeypatch.setattr(shards.ShardWriter, "__init__", refuse)
-    monkeypatch.setattr(inf, "_CACHE", {})
+    monkeypatch.setattr(blk, "_CACHE", {})
     data = tmp_path / "data"
     shutil.copytree(root, data, ignore=shutil.ignore_patterns("nee.*"))
     ours = Path(cube[0].path)
@@ -240,17 +244,17 @@ def test_block_memory_bound_holds(root):
     """The documented per-task bound against tracemalloc's peak of one block (numpy's buffers)."""
     import tracemalloc
 
-    import fluxscale.infer.inference as inf
+    import fluxscale.infer.block as blk
 
     cfg = InferConfig(lat_rows=16, out=str(root / "mem.zarr"), write_members=True)
     grid = _grid(root)
     blocks = plan_blocks(grid.cell_ilat.values, grid.sizes["lat"], 16)
     widest = max(blocks, key=lambda b: b.n_cells)
     peaks = []
-    real = inf._infer_block
+    real = blk.infer_block
 
     def traced(block, *, spec):
-        inf.release_buffers()  # the block allocates its buffers afresh, under tracemalloc
+        blk.release_buffers()  # the block allocates its buffers afresh, under tracemalloc
         tracemalloc.start()
         try:
             return real(block, spec=spec)
@@ -258,12 +262,12 @@ def test_block_memory_bound_holds(root):
             peaks.append((block.index, tracemalloc.get_traced_memory()[1]))
             tracemalloc.stop()
 
-    inf._infer_block = traced
+    blk.infer_block = traced
     try:
         with dask.config.set(num_workers=1):  # one block at a time: tracemalloc is per process
             infer(root, cfg, show_progress=False, client=None)
     finally:
-        inf._infer_block = real
+        blk.infer_block = real
     bound = block_memory_bytes(16, n_lon=180, n_days=1095, n_months=36, n_ensembles=2, n_members=4, write_members=True,
                                driver_chunk_days=366)
     peak = dict(peaks)[widest.index]

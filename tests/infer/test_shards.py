@@ -7,7 +7,8 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec
 
-from fluxscale.infer.shards import ShardWriter, UnsupportedLayout, grid_chunk
+from fluxscale.infer.shard_kernels import grid_chunk
+from fluxscale.infer.shards import ShardWriter, UnsupportedLayout
 
 SHAPE, CHUNK, SHARD = (2, 100, 6, 10), (1, 8, 3, 5), (1, 104, 3, 10)
 

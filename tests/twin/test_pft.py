@@ -194,7 +194,7 @@ def test_ingest_writes_pft_store_from_a_users_map(tiny_twin, tmp_path):
 
 @pytest.fixture(scope="module")
 def reported(tiny_models, tmp_path_factory):
-    from fluxscale.infer.inference import infer
+    from fluxscale.infer.stage import infer
     from fluxscale.evaluate.report import evaluate
 
     root = tmp_path_factory.mktemp("pft_report") / "data"
