@@ -528,7 +528,8 @@ def cluster(
     import dask
     from distributed import performance_report as perf_report
 
-    from fluxscale.cluster.client import cluster_client, describe_client, strip_network_references, tls_dask_config
+    from fluxscale.cluster.client import cluster_client, describe_client, strip_network_references
+    from fluxscale.cluster.security import tls_dask_config
 
     args = flags.stage_arguments(stage, ctx.args, config)
     cc = flags.cluster_config(
