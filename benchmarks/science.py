@@ -120,7 +120,7 @@ def to_markdown(res: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    from fluxscale.run.cli import _parse_run_sets
+    from fluxscale.run.flags import parse_run_sets
     from fluxscale.config import (BridgeConfig, ClusterConfig, EvalConfig, RunConfig, TrainConfig, draw_world,
                                   twin_preset, PRESETS)
     from fluxscale.run.pipeline import run_pipeline
@@ -142,7 +142,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     train = TrainConfig(folds=tuple(range(args.folds)))
     bridge = BridgeConfig(repeats=args.repeats)
-    sets = _parse_run_sets(args.set, RunConfig(train=train, bridge=bridge))
+    sets = parse_run_sets(args.set, RunConfig(train=train, bridge=bridge))
     unknown = set(sets) - {"train", "bridge"}
     if unknown:
         ap.error(f"--set: only train.* and bridge.* settings apply to every world, not {', '.join(sorted(unknown))}")

@@ -1,4 +1,6 @@
-"""TLS for the Dask cluster: a throwaway certificate authority for testing.
+"""TLS for the Dask cluster: the config's certificates as a ``distributed.Security`` and as
+``dask.config`` keys (:func:`security`, :func:`tls_dask_config`), and a throwaway
+certificate authority for testing.
 
 :func:`make_test_certificates` writes a self-signed CA and one certificate (signed by it)
 for the scheduler, the workers and the client, valid for the given hosts. Point the
@@ -16,10 +18,12 @@ import datetime as dt
 import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 
-from fluxscale.errors import FluxscaleError
+from fluxscale.config import ClusterConfig
+from fluxscale.errors import ConfigError, FluxscaleError
 
-__all__ = ["make_test_certificates"]
+__all__ = ["make_test_certificates", "security", "tls_dask_config"]
 
 
 def _write_key(path: Path, key) -> None:
@@ -78,3 +82,32 @@ def make_test_certificates(out: str | Path, hosts: tuple[str, ...] = ("127.0.0.1
     paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(paths["key"], key)
     return paths
+
+
+def security(cfg: ClusterConfig):
+    """A ``distributed.Security`` from the config's TLS files (None without TLS): the same
+    certificate for scheduler, workers and client, encryption required."""
+    if not cfg.tls:
+        return None
+    from distributed.security import Security
+
+    for what in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        p = getattr(cfg, what)
+        if not Path(p).is_file():
+            raise ConfigError(f"cluster config {what}: {p} not found")
+    return Security(tls_ca_file=cfg.tls_ca_file, tls_client_cert=cfg.tls_cert_file,
+                    tls_client_key=cfg.tls_key_file, tls_scheduler_cert=cfg.tls_cert_file,
+                    tls_scheduler_key=cfg.tls_key_file, tls_worker_cert=cfg.tls_cert_file,
+                    tls_worker_key=cfg.tls_key_file, require_encryption=True)
+
+
+def tls_dask_config(cfg: ClusterConfig) -> dict[str, Any]:
+    """The ``dask.config`` keys that make every ``Client``/``Security()`` of this process
+    use the config's certificates (empty without TLS)."""
+    if not cfg.tls:
+        return {}
+    return {"distributed.comm.require-encryption": True, "distributed.comm.tls.ca-file": cfg.tls_ca_file,
+            "distributed.comm.tls.client.cert": cfg.tls_cert_file, "distributed.comm.tls.client.key": cfg.tls_key_file,
+            "distributed.comm.tls.scheduler.cert": cfg.tls_cert_file,
+            "distributed.comm.tls.scheduler.key": cfg.tls_key_file,
+            "distributed.comm.tls.worker.cert": cfg.tls_cert_file, "distributed.comm.tls.worker.key": cfg.tls_key_file}

@@ -13,8 +13,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fluxscale.config import PRESETS, ClusterConfig, RunConfig, TwinConfig, coerce_setting, twin_preset
+from fluxscale.config import PRESETS, ClusterConfig, RunConfig, twin_preset
 from fluxscale.errors import ConfigError, FluxscaleError
+from fluxscale.run import flags
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fluxscale: dual-constraint (EC-ATM) NEE upscaling on Dask.")
@@ -70,70 +71,31 @@ def _handle_errors(func):
     return wrapper
 
 
-def _parse_knobs(items: list[str] | None, defaults=None, what: str = "twin knob") -> dict:
-    """``name=value`` pairs → overrides of a config dataclass (``defaults``: an instance),
-    each value parsed by its field's type (:func:`fluxscale.config.coerce_setting`: ``none``
-    for an optional field, true/false/1/0 for a flag, comma-separated lists)."""
-    out = {}
-    defaults = defaults if defaults is not None else TwinConfig()
-    known = defaults.to_dict()
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
-        k, v = item.split("=", 1)
-        k = k.strip()
-        if k not in known:
-            raise ConfigError(f"--set {k}: unknown {what}; known: {', '.join(sorted(known))}")
-        out[k] = coerce_setting(type(defaults), k, v, "--set")
-    return out
-
-
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (sections: cluster, twin, bridge, train, infer, evaluate).")]
 SchedulerOpt = Annotated[Optional[str], typer.Option(help="Dask scheduler address (default: a LocalCluster).")]
 
 
-_NEEDS = {"integrals": (0,), "bridge": (0,), "train": (0, 1, 2), "infer": (0, 3), "evaluate": (0, 1, 4)}
-"""Which links of :func:`_require`'s chain (0 dataset, 1 integrals, 2 bridges, 3 members,
-4 cube) each stage command reads."""
+@contextlib.contextmanager
+def _stage_client(cc: ClusterConfig | None, describe: bool = False):
+    """The client of a stage command: :func:`fluxscale.cluster.client.optional_client` of
+    ``cc`` (None: Dask's threads in this process), described on the console when
+    ``describe`` and there is one."""
+    from fluxscale.cluster.client import describe_client, optional_client
+
+    with optional_client(cc) as client:
+        if describe and client is not None:
+            console.print(describe_client(client), highlight=False)
+        yield client
 
 
-def _require(cfg: RunConfig, command: str) -> None:
-    """Before any cluster starts: refuse (ConfigError, one line, exit 2) a data directory
-    that lacks what ``command`` reads, naming the first missing output and the command
-    that makes it."""
-    from fluxscale.infer.cube import cube_path
-    from fluxscale.learn.model import models_dir
-    from fluxscale.dataset.stores import store_path
-
-    d = Path(cfg.data_dir)
-    cube = Path(cfg.evaluate.cube) if Path(cfg.evaluate.cube).is_absolute() else d / cfg.evaluate.cube
-    if command == "infer":
-        cube = cube_path(d, cfg.infer)
-    chain = [(store_path(d, "grid"), "store not found", f"make the dataset first with `fluxscale twin --out {d}` "
-              f"(a synthetic twin) or `fluxscale ingest INGEST.toml --out {d}` (real files)"),
-             (store_path(d, "integrals"), "not found", f"run `fluxscale integrals {d}` first"),
-             (store_path(d, "bridges"), "not found", f"run `fluxscale bridge {d}` first"),
-             (models_dir(d, cfg.infer.model_set if command == "infer" else "") / "members.json", "not found",
-              f"train the ensembles first with `fluxscale train {d}`"),
-             (cube, "not found", f"run `fluxscale infer {d}` first (the NEE cube)")]
-    if not d.is_dir():
-        chain[0] = (d, "dataset directory not found", chain[0][2])
-    for path, missing, hint in (chain[k] for k in _NEEDS[command]):
-        if not path.exists():
-            raise ConfigError(f"fluxscale {command}: {path}: {missing}; {hint}")
+def _say(message: str) -> None:
+    """A stage's message on the console."""
+    console.print(message, highlight=False)
 
 
-def _stage_config(data_dir: Path | None, config: Path | None, **cluster) -> RunConfig:
-    """The run config of a command: the config file (or defaults), with the command line's
-    data directory and the ClusterConfig fields it gives (None = not given) on top."""
-    import dataclasses
-
-    from fluxscale.config import load_config
-
-    cfg = load_config(config) if config else RunConfig()
-    given = {k: v for k, v in cluster.items() if v is not None}
-    return dataclasses.replace(cfg, data_dir=str(data_dir) if data_dir else cfg.data_dir,
-                               cluster=dataclasses.replace(cfg.cluster, **given))
+def _done(what: str, t0: float) -> None:
+    """``WHAT in N.N s`` (seconds since ``t0``) on the console."""
+    console.print(f"{what} in {time.perf_counter() - t0:.1f} s")
 
 
 PresetOpt = Annotated[str, typer.Option(help=f"Twin size: {', '.join(PRESETS)}.")]
@@ -174,9 +136,9 @@ def twin(
         raise ConfigError(f"--tower-layout {tower_layout!r}: choose one of {', '.join(TOWER_LAYOUTS)}")
     if tower_layout != "fluxnet2015-dd" and format_ != "files":
         raise ConfigError("--tower-layout applies to --format files only")
-    cfg = twin_preset(preset, seed=seed, **_parse_knobs(set_))
+    cfg = twin_preset(preset, seed=seed, **flags.parse_knobs(set_))
     if format_ == "stores":
-        from fluxscale.run.pipeline import check_replaces_nothing
+        from fluxscale.run.data_stage import check_replaces_nothing
 
         replaced = check_replaces_nothing(out, RunConfig(data_dir=str(out), twin=cfg), overwrite, twin_over_ingest=True)
         if replaced:
@@ -187,7 +149,7 @@ def twin(
     cc = ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout) if scheduler else None
     with optional_client(cc) as client:
         result = writer(out, cfg, client=client, show_progress=progress, region_mask=region_mask, preset=preset)
-    console.print(f"twin [bold]{preset}[/] written to {out} in {time.perf_counter() - t0:.1f} s")
+    _done(f"twin [bold]{preset}[/] written to {out}", t0)
     if format_ == "files":
         console.print(f"ingest them with: fluxscale ingest {result}")
 
@@ -197,8 +159,7 @@ def twin(
 def info(path: Annotated[Path, typer.Argument(help="A dataset directory or one .zarr store.")]):
     """Summarise a dataset directory or one store: variables, dims, sizes, time span, regions
     (and the bridges' table when there are bridges)."""
-    from fluxscale.run.pipeline import inventory
-    from fluxscale.run.summary import summarize_store
+    from fluxscale.run.summary import inventory, summarize_store
 
     # markup=False: "[grid]" and the like are store names, not rich style tags
     if path.suffix == ".zarr":
@@ -232,33 +193,6 @@ def validate(
     else:
         go()
     console.print(f"[green]valid:[/] {path}")
-
-
-_RUN_SECTIONS = ("twin", "bridge", "train", "infer", "evaluate")
-
-
-def _parse_run_sets(items: list[str] | None, cfg: RunConfig) -> dict[str, dict]:
-    """``--set SECTION.NAME=VALUE`` (or a bare ``NAME=VALUE`` that exactly one section has)
-    → typed overrides per section of the run config."""
-    out: dict[str, list[str]] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected SECTION.NAME=VALUE")
-        name, value = item.split("=", 1)
-        if "." in name:
-            sec, field_ = name.split(".", 1)
-            if sec not in _RUN_SECTIONS:
-                raise ConfigError(f"--set {item}: unknown section {sec!r}; sections: {', '.join(_RUN_SECTIONS)}")
-        else:
-            field_ = name
-            having = [sec for sec in _RUN_SECTIONS if field_ in getattr(cfg, sec).to_dict()]
-            if len(having) != 1:
-                raise ConfigError(f"--set {item}: " + (f"{field_!r} is a setting of {', '.join(having)}; write "
-                                                        f"SECTION.{field_}=VALUE" if having else
-                                                        f"unknown setting {field_!r} in {', '.join(_RUN_SECTIONS)}"))
-            sec = having[0]
-        out.setdefault(sec, []).append(f"{field_}={value}")
-    return {sec: _parse_knobs(v, getattr(cfg, sec), f"{sec} setting") for sec, v in out.items()}
 
 
 @app.command()
@@ -296,21 +230,12 @@ def run(
     clusters, bridges → training (EC, EC-ATM) → inference (the NEE cube) → evaluation (the
     report). A rerun skips the stages whose inputs and config did not change
     (DATA_DIR/stages.json). Settings: the --config file (or defaults), then the flags."""
-    import dataclasses
-
     from fluxscale.run.pipeline import run_pipeline
 
-    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
-                        threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-                        connect_timeout_s=connect_timeout)
-    if preset is not None or seed is not None:
-        cfg = dataclasses.replace(cfg, twin=twin_preset(preset or "small", seed=cfg.twin.seed if seed is None else seed))
-    if seed is not None:  # one seed for the run: the twin's, the bridges' repeats and training's
-        cfg = dataclasses.replace(cfg, bridge=cfg.bridge.replace(seed=seed), train=cfg.train.replace(seed=seed))
-    sets = _parse_run_sets(set_, cfg)
-    cfg = dataclasses.replace(cfg, reuse=reuse, **{sec: getattr(cfg, sec).replace(**v) for sec, v in sets.items()})
-    if ingest_config is not None:
-        cfg = dataclasses.replace(cfg, ingest=str(ingest_config))
+    cfg = flags.run_config(data_dir, config, preset=preset, seed=seed, set_=set_, reuse=reuse,
+                           ingest_config=ingest_config, scheduler_address=scheduler, n_workers=workers,
+                           threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                           connect_timeout_s=connect_timeout)
     report = run_pipeline(cfg, console=console, show_progress=progress, preset=preset, until=until,
                           overwrite=overwrite, verbose=verbose)
     if verbose:
@@ -338,23 +263,19 @@ def integrals(
 ):
     """Regional monthly integrals (PgC/month) of the prior, the fire-adjusted inversions,
     fire and truth → DATA_DIR/integrals.zarr."""
-    from fluxscale.cluster.client import cluster_client
     from fluxscale.bridges.integrals import compute_integrals
+    from fluxscale.dataset.stores import open_store
     from fluxscale.parallel import working
+    from fluxscale.run.summary import integrals_table
 
-    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
-                        connect_timeout_s=connect_timeout if scheduler else None)
-    _require(cfg, "integrals")
+    cfg = flags.stage_setup("integrals", data_dir, config, None, scheduler, workers, connect_timeout)
     t0 = time.perf_counter()
-    with cluster_client(cfg.cluster) as client:
+    with _stage_client(cfg.cluster) as client:
         with working("integrals: streaming the prior, inversions and fire through the regional-sum kernel",
                      progress, console):
             path = compute_integrals(cfg.data_dir, client=client)
-    from fluxscale.run.summary import integrals_table
-    from fluxscale.dataset.stores import open_store
-
     console.print(integrals_table(open_store(path, "integrals")), highlight=False)
-    console.print(f"integrals written to {path} in {time.perf_counter() - t0:.1f} s")
+    _done(f"integrals written to {path}", t0)
 
 
 @app.command()
@@ -370,28 +291,22 @@ def bridge(
 ):
     """DTW matrices, spectral clusters, robustness repeats and the Lasso bridge models
     → DATA_DIR/dtw/ and DATA_DIR/bridges.zarr (integrals are made first if missing)."""
-    import dataclasses
-
     from fluxscale.bridges.build import build_bridges
-    from fluxscale.cluster.client import cluster_client
     from fluxscale.bridges.integrals import compute_integrals
+    from fluxscale.dataset.stores import open_store
     from fluxscale.parallel import working
-    from fluxscale.dataset.stores import open_store, store_path
+    from fluxscale.run.stages import stage_named
     from fluxscale.run.summary import bridge_table
 
-    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
-                        connect_timeout_s=connect_timeout if scheduler else None)
-    cfg = dataclasses.replace(cfg, bridge=cfg.bridge.replace(**_parse_knobs(set_, cfg.bridge, "bridge setting")))
-    _require(cfg, "bridge")
+    cfg = flags.stage_setup("bridge", data_dir, config, set_, scheduler, workers, connect_timeout)
     t0 = time.perf_counter()
-    with cluster_client(cfg.cluster) as client:
-        if not store_path(cfg.data_dir, "integrals").exists():
+    with _stage_client(cfg.cluster) as client:
+        if not stage_named("integrals").found_at(cfg.data_dir).exists():
             with working("integrals: not found, computing them first", progress, console):
                 compute_integrals(cfg.data_dir, client=client)
-        path = build_bridges(cfg.data_dir, cfg.bridge, client=client, show_progress=progress,
-                             say=lambda m: console.print(m, highlight=False))
+        path = build_bridges(cfg.data_dir, cfg.bridge, client=client, show_progress=progress, say=_say)
     console.print(bridge_table(open_store(path, "bridges")), highlight=False)
-    console.print(f"bridges written to {path} in {time.perf_counter() - t0:.1f} s")
+    _done(f"bridges written to {path}", t0)
 
 
 @app.command()
@@ -411,7 +326,7 @@ def ingest(
     from fluxscale.cluster.client import optional_client
     from fluxscale.config import load_ingest_config
     from fluxscale.ingest import ingest as run_ingest
-    from fluxscale.run.pipeline import check_replaces_nothing
+    from fluxscale.run.data_stage import check_replaces_nothing
 
     cfg = load_ingest_config(config, **({"out": str(out.resolve())} if out else {}))
     replaced = check_replaces_nothing(Path(cfg.out), RunConfig(data_dir=str(cfg.out), ingest=str(config)), overwrite)
@@ -422,10 +337,9 @@ def ingest(
     cc = ClusterConfig(scheduler_address=scheduler, connect_timeout_s=connect_timeout,
                        **({"n_workers": workers} if workers else {})) if scheduler or workers else None
     with optional_client(cc) as client:
-        report = run_ingest(cfg, client=client, show_progress=progress,
-                            say=lambda m: console.print(m, highlight=False))
+        report = run_ingest(cfg, client=client, show_progress=progress, say=_say)
     console.print(report.text(), highlight=False)
-    console.print(f"ingested into {report['out']} in {time.perf_counter() - t0:.1f} s")
+    _done(f"ingested into {report['out']}", t0)
 
 
 @app.command()
@@ -445,21 +359,13 @@ def train(
     """Train the EC and EC-ATM ensembles (members trained together in groups, one Dask task
     per group) → DATA_DIR/models/ (checkpoints, logs/<member>.csv, members.json). Needs the
     bridges (`fluxscale bridge`)."""
-    import dataclasses
-
-    from fluxscale.cluster.client import optional_client
     from fluxscale.learn.ensemble import train_ensemble
 
-    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
-                        threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
-    cfg = dataclasses.replace(cfg, train=cfg.train.replace(**_parse_knobs(set_, cfg.train, "train setting")))
-    _require(cfg, "train")
+    cfg = flags.stage_setup("train", data_dir, config, set_, scheduler, workers, connect_timeout, threads_per_worker)
     t0 = time.perf_counter()
-    with optional_client(None if local else cfg.cluster) as client:
-        summary = train_ensemble(cfg.data_dir, cfg.train, client=client, show_progress=progress,
-                                 say=lambda m: console.print(m, highlight=False))
-    console.print(f"{len(summary['members'])} members written to {Path(cfg.data_dir) / 'models'} "
-                  f"in {time.perf_counter() - t0:.1f} s")
+    with _stage_client(None if local else cfg.cluster) as client:
+        summary = train_ensemble(cfg.data_dir, cfg.train, client=client, show_progress=progress, say=_say)
+    _done(f"{len(summary['members'])} members written to {Path(cfg.data_dir) / 'models'}", t0)
 
 
 @app.command()
@@ -479,20 +385,11 @@ def infer(
     """Run every trained member over every land cell and day → DATA_DIR/nee.zarr (daily and
     monthly ensemble mean and spread, gridded; open with xarray.open_zarr). Resumes an
     interrupted run; a rerun with the same models and drivers writes nothing."""
-    import dataclasses
-
-    from fluxscale.cluster.client import describe_client, optional_client
     from fluxscale.infer.stage import infer as run_infer
 
-    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
-                        threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
-    cfg = dataclasses.replace(cfg, infer=cfg.infer.replace(**_parse_knobs(set_, cfg.infer, "infer setting")))
-    _require(cfg, "infer")
-    with optional_client(None if local else cfg.cluster) as client:
-        if client is not None:
-            console.print(describe_client(client), highlight=False)
-        run_infer(cfg.data_dir, cfg.infer, client=client, show_progress=progress,
-                  say=lambda m: console.print(m, highlight=False))
+    cfg = flags.stage_setup("infer", data_dir, config, set_, scheduler, workers, connect_timeout, threads_per_worker)
+    with _stage_client(None if local else cfg.cluster, describe=True) as client:
+        run_infer(cfg.data_dir, cfg.infer, client=client, show_progress=progress, say=_say)
 
 
 @app.command("one-against-many")
@@ -518,14 +415,14 @@ def one_against_many(
     """The one-against-many sensitivity runs (paper §3.6): EC-ATM trained on one inversion
     system, a pair or a triple → DATA_DIR/models/sets/<A+B>/ and DATA_DIR/nee-<A+B>.zarr.
     `fluxscale evaluate` then draws Figs. C3–C5 and the 'oam' table."""
-    from fluxscale.cluster.client import describe_client, optional_client
-    from fluxscale.run.one_against_many import choose_sets, run_one_against_many
-    from fluxscale.dataset.stores import open_store, store_path
+    from fluxscale.dataset.stores import open_store
     from fluxscale.learn.model import models_dir
+    from fluxscale.run.one_against_many import choose_sets, run_one_against_many
+    from fluxscale.run.stages import stage_named
 
-    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
+    cfg = flags.stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
                         threads_per_worker=threads_per_worker, connect_timeout_s=connect_timeout if scheduler else None)
-    sets_ = _parse_run_sets(set_, cfg)
+    sets_ = flags.parse_run_sets(set_, cfg)
     bad = set(sets_) - {"train", "infer"}
     if bad:
         raise ConfigError(f"--set: one-against-many takes train and infer settings, not {', '.join(sorted(bad))}")
@@ -535,9 +432,10 @@ def one_against_many(
         raise ConfigError(f"--folds {folds!r}: expected comma-separated integers") from None
     train_cfg = cfg.train.replace(**{"folds": fold_list, **sets_.get("train", {})})
     infer_cfg = cfg.infer.replace(**sets_.get("infer", {}))
-    path = store_path(cfg.data_dir, "integrals")
+    integrals = stage_named("integrals")
+    path = integrals.found_at(cfg.data_dir)
     if not path.exists():
-        raise ConfigError(f"{path}: not found; run `fluxscale integrals {cfg.data_dir}` first")
+        raise ConfigError(f"{path}: {integrals.missing}; {integrals.advice(cfg.data_dir)}")
     known = [str(s) for s in open_store(path, "integrals").system.values]
     if systems:
         groups = [tuple(x.strip() for x in g.split(",") if x.strip()) for g in systems]
@@ -548,10 +446,9 @@ def one_against_many(
                                   f"systems of {path} ({', '.join(known)})" if unknown else "empty"))
     else:
         groups = choose_sets(known, pairs=pairs, triples=triples, seed=seed)
-    with optional_client(cfg.cluster) as client:
-        console.print(describe_client(client), highlight=False)
+    with _stage_client(cfg.cluster, describe=True) as client:
         done = run_one_against_many(cfg.data_dir, groups, train_cfg, infer_cfg, client=client,
-                                    show_progress=progress, say=lambda m: console.print(m, highlight=False))
+                                    show_progress=progress, say=_say)
     for name, d in done.items():
         console.print(f"{name}: {len(d['members'])} member(s) in {models_dir(cfg.data_dir, name)}, "
                       f"cube {d['cube']}", highlight=False)
@@ -573,38 +470,11 @@ def evaluate(
     """Evaluate the NEE cube against the inversions, GCB, the towers (and a twin's truth):
     the paper's tables (CSV, markdown, summary.json), figures (PNG) and a self-contained
     HTML report → DATA_DIR/report/. Runs in this process unless --scheduler or --workers."""
-    import dataclasses
-
-    from fluxscale.cluster.client import describe_client, optional_client
     from fluxscale.evaluate.report import evaluate as run_evaluate
 
-    cfg = _stage_config(data_dir, config, scheduler_address=scheduler, n_workers=workers,
-                        connect_timeout_s=connect_timeout if scheduler else None)
-    cfg = dataclasses.replace(cfg, evaluate=cfg.evaluate.replace(**_parse_knobs(set_, cfg.evaluate,
-                                                                                  "evaluate setting")))
-    _require(cfg, "evaluate")
-    with optional_client(cfg.cluster if (scheduler or workers) else None) as client:
-        if client is not None:
-            console.print(describe_client(client), highlight=False)
-        run_evaluate(cfg.data_dir, cfg.evaluate, client=client, say=lambda m: console.print(m, highlight=False))
-
-
-_CLUSTER_STAGES = ("run", "twin", "ingest", "validate", "integrals", "bridge", "train", "infer", "one-against-many",
-                   "evaluate")
-_CONFIG_STAGES = ("run", "integrals", "bridge", "train", "infer", "one-against-many", "evaluate")
-
-
-def _job_kwargs(items: list[str] | None) -> dict:
-    """``--job KEY=VALUE`` → jobqueue keyword arguments (values read as YAML scalars/lists)."""
-    import yaml
-
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--job {item!r}: expected KEY=VALUE (e.g. --job cores=8 --job walltime=02:00:00)")
-        k, v = item.split("=", 1)
-        out[k.replace("-", "_")] = v if k in ("walltime",) else yaml.safe_load(v)
-    return out
+    cfg = flags.stage_setup("evaluate", data_dir, config, set_, scheduler, workers, connect_timeout)
+    with _stage_client(cfg.cluster if (scheduler or workers) else None, describe=True) as client:
+        run_evaluate(cfg.data_dir, cfg.evaluate, client=client, say=_say)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
@@ -612,7 +482,7 @@ def _job_kwargs(items: list[str] | None) -> dict:
 @_handle_errors
 def cluster(
     ctx: typer.Context,
-    stage: Annotated[str, typer.Argument(help=f"The command to run on the cluster: {', '.join(_CLUSTER_STAGES)}; "
+    stage: Annotated[str, typer.Argument(help=f"The command to run on the cluster: {', '.join(flags.CLUSTER_STAGES)}; "
                                          "everything after it is its own arguments.")],
     config: ConfigOpt = None,
     kind: Annotated[Optional[str], typer.Option(help="local, existing, slurm, pbs, kubernetes or ssh "
@@ -658,31 +528,19 @@ def cluster(
     import dask
     from distributed import performance_report as perf_report
 
-    from fluxscale.cluster.client import cluster_client, describe_client, strip_network_references, tls_dask_config
-    from fluxscale.config import load_config
+    from fluxscale.cluster.client import cluster_client, describe_client, strip_network_references
+    from fluxscale.cluster.security import tls_dask_config
 
-    if stage not in _CLUSTER_STAGES:
-        raise ConfigError(f"fluxscale cluster: unknown stage {stage!r}; one of {', '.join(_CLUSTER_STAGES)}")
-    base = load_config(config).cluster if config else ClusterConfig()
-    given = {"kind": kind, "scheduler_address": scheduler,
-             "scheduler_file": str(scheduler_file) if scheduler_file else None, "n_workers": workers,
-             "threads_per_worker": threads_per_worker, "memory_limit": memory_limit, "wait_workers": wait_workers,
-             "wait_timeout_s": wait_timeout, "connect_timeout_s": connect_timeout,
-             "jobqueue_config": str(jobqueue_config) if jobqueue_config else None,
-             "ssh_hosts": tuple(ssh_host) if ssh_host else None, "ssh_port": ssh_port, "ssh_user": ssh_user,
-             "ssh_key_file": str(ssh_key) if ssh_key else None,
-             "ssh_known_hosts": str(ssh_known_hosts) if ssh_known_hosts else None, "host": host, "k8s_image": image, "k8s_namespace": namespace,
-             "gpu": gpu, "tls_ca_file": str(tls_ca_file) if tls_ca_file else None,
-             "tls_cert_file": str(tls_cert) if tls_cert else None, "tls_key_file": str(tls_key) if tls_key else None}
-    given = {k: v for k, v in given.items() if v is not None}
-    if job:
-        given["jobqueue"] = {**base.jobqueue, **_job_kwargs(job)}
-    cc = base.replace(**given)
-    args = list(ctx.args)
-    if config is not None and stage in _CONFIG_STAGES and not {"--config", "-c"} & set(args):
-        args += ["--config", str(config)]
+    args = flags.stage_arguments(stage, ctx.args, config)
+    cc = flags.cluster_config(
+        config, job, kind=kind, scheduler_address=scheduler, scheduler_file=scheduler_file, n_workers=workers,
+        threads_per_worker=threads_per_worker, memory_limit=memory_limit, wait_workers=wait_workers,
+        wait_timeout_s=wait_timeout, connect_timeout_s=connect_timeout, jobqueue_config=jobqueue_config,
+        ssh_hosts=ssh_host, ssh_port=ssh_port, ssh_user=ssh_user, ssh_key_file=ssh_key, ssh_known_hosts=ssh_known_hosts,
+        host=host, k8s_image=image, k8s_namespace=namespace, gpu=gpu, tls_ca_file=tls_ca_file, tls_cert_file=tls_cert,
+        tls_key_file=tls_key)
     if dry_run:
-        console.print(_dry_run(cc, stage, args), highlight=False, markup=False, soft_wrap=True)
+        console.print(flags.dry_run(cc, stage, args), highlight=False, markup=False, soft_wrap=True)
         return
     report = Path(performance_report if performance_report is not None
                   else cc.performance_report or f"performance-{stage}.html")
@@ -734,29 +592,6 @@ def _invoke(args: list[str]) -> int:
     except click.exceptions.Exit as e:
         return e.exit_code
     return rv if isinstance(rv, int) else 0
-
-
-def _dry_run(cc: ClusterConfig, stage: str, args: list[str]) -> str:
-    """What ``fluxscale cluster`` would start, as text (job script, manifests, settings)."""
-    import yaml
-
-    from fluxscale.cluster.client import jobqueue_job_script, kube_cluster_spec, kube_job_spec, ssh_cluster_kwargs, worker_args
-
-    kind = cc.resolved_kind
-    if kind in ("slurm", "pbs"):
-        return jobqueue_job_script(cc, kind)  # starts no scheduler
-    if kind == "kubernetes":
-        command = ["fluxscale", "cluster", "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--wait-workers",
-                   str(cc.n_workers), "--performance-report", f"/data/performance-{stage}.html", stage, *args]
-        return ("# DaskCluster: kubectl apply -f (workers of fluxscale cluster --kind kubernetes)\n"
-                + yaml.safe_dump(kube_cluster_spec(cc), sort_keys=False)
-                + "---\n# DaskJob: the operator starts the cluster, runs the job pod, then removes both\n"
-                + yaml.safe_dump(kube_job_spec(cc, command), sort_keys=False))
-    if kind == "ssh":
-        return yaml.safe_dump({"SSHCluster": {k: v for k, v in ssh_cluster_kwargs(cc).items() if k != "security"}},
-                              sort_keys=False)
-    return yaml.safe_dump({"cluster": cc.to_dict(), "worker_args": worker_args(cc),
-                           "command": ["fluxscale", stage, *args]}, sort_keys=False)
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """``fluxscale run``: the whole pipeline (orchestration only).
 
-Stages, in order (:data:`STAGES`): ``data`` (make or reuse the twin, or ingest real files,
-or use a directory that ``fluxscale ingest`` made) → ``validate`` (every value of every
-store) → ``integrals`` → ``bridges`` (DTW, clusters, Lasso) → ``train`` (EC and EC-ATM) →
-``infer`` (the NEE cube) → ``evaluate`` (tables, figures, report).
+Stages, in order (:data:`fluxscale.run.stages.STAGES`): ``data`` (make or reuse the twin,
+or ingest real files, or use a directory that ``fluxscale ingest`` made) → ``validate``
+(every value of every store) → ``integrals`` → ``bridges`` (DTW, clusters, Lasso) →
+``train`` (EC and EC-ATM) → ``infer`` (the NEE cube) → ``evaluate`` (tables, figures, report).
 
 **Stage records.** ``<data_dir>/stages.json`` holds, per finished stage, a *key*: a hash of
 the stage's config and of the key of the stage it reads from (``data``'s key hashes the
@@ -12,6 +12,10 @@ unchanged and whose outputs exist; a changed config or rewritten input changes t
 key and so every key downstream. A stage interrupted midway resumes: training keeps the
 members already written under the same key, inference the blocks already recorded, the
 bridges their DTW matrices.
+
+The stages themselves (what each reads, writes, keys and runs) are the table of
+:mod:`fluxscale.run.stages`; this module runs it: one loop over the table, a stage record
+per finished stage, one client for the run.
 """
 
 from __future__ import annotations
@@ -22,24 +26,19 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fluxscale.cluster.client import cluster_client, describe_client
 from fluxscale.config import RunConfig
+from fluxscale.dataset.stores import read_manifest
 from fluxscale.errors import FluxscaleError
-from fluxscale.dataset.stores import open_store, open_stores, read_manifest, store_path
+from fluxscale.run.data_stage import check_replaces_nothing, same_config, twin_is_current  # noqa: F401  (re-exported)
+from fluxscale.run.stages import STAGE_TABLE, STAGES, Stage, StageRun, stage_named
+from fluxscale.run.summary import inventory, run_summary
 
 __all__ = ["STAGES", "StageLog", "inventory", "run_pipeline", "twin_is_current"]
 
-STAGES = ("data", "validate", "integrals", "bridges", "train", "infer", "evaluate")
 STAGE_FILE = "stages.json"
-
-
-def twin_is_current(data_dir: str | Path, cfg) -> bool:
-    """True when ``data_dir`` holds a complete twin written with exactly ``cfg``."""
-    man = read_manifest(data_dir)
-    # the manifest holds the config as JSON (tuples became lists): compare like with like
-    return bool(man) and man.get("kind") == "twin" and same_config(man.get("config"), json.loads(json.dumps(cfg.to_dict())))
 
 
 def _hash(obj: Any) -> str:
@@ -95,63 +94,99 @@ def _data_key(root: Path) -> str:
     return _hash({k: man.get(k) for k in ("kind", "created", "config")})
 
 
-def same_config(old, new) -> bool:
-    """Whether a manifest's recorded config ``old`` (JSON) is ``new``'s, where a setting
-    that ``old`` lacks counts as the same when ``new`` leaves it empty (None, "", [], {}
-    or false): a setting added by a later fluxscale version, at its off default, does not
-    make a dataset made before it look foreign."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return all(same_config(old[k], new[k]) if k in old else new[k] in (None, "", [], {}, False)
-                   for k in new) and set(old) <= set(new)
-    return old == new
 
 
-def _config_difference(old: dict, new: dict, limit: int = 4) -> str:
-    """``key: old → new`` for the settings that differ (the first ``limit``)."""
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    parts = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys[:limit]]
-    return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+class _PipelineRun:
+    """The state of one ``fluxscale run``: the stage log, each stage's key, the timings,
+    the stages skipped and the run's client (started at the first stage with work)."""
 
+    def __init__(self, cfg: RunConfig, root: Path, say, console, show_progress: bool, preset: str | None):
+        self.cfg, self.root, self.say = cfg, root, say
+        self.timings: dict[str, float] = {}
+        self.skipped: list[str] = []
+        self.keys: dict[str, str] = {}
+        self.log: StageLog | None = None
+        self.t0 = time.perf_counter()
+        self.stack = contextlib.ExitStack()
+        self.started: list = []
+        self.work = StageRun(root, cfg, self.client, say, console, show_progress, preset, self.record_timings)
 
-def check_replaces_nothing(root: Path, cfg: RunConfig, overwrite: bool, twin_over_ingest: bool = False) -> list[Path]:
-    """Refuse (:class:`FluxscaleError`) to build a dataset in ``root`` over a complete one
-    made with another config (or a twin over an ingest, or the reverse), naming the
-    difference, unless ``overwrite``; returns what the new dataset would remove
-    (:func:`fluxscale.dataset.stores.stale_outputs`) when it is replaced. ``twin_over_ingest``: the
-    caller writes a twin whatever is there (``fluxscale twin``); without it an ingested
-    dataset is left alone and used (``fluxscale run``)."""
-    from fluxscale.ingest.build import config_dict
-    from fluxscale.dataset.stores import stale_outputs
+    def client(self):
+        """The run's Dask client, started at the first stage that has work to do: a rerun
+        that skips every stage starts no cluster."""
+        if not self.started:
+            self.started.append(self.stack.enter_context(cluster_client(self.cfg.cluster)))
+            self.say(describe_client(self.started[0]))
+        return self.started[0]
 
-    root = Path(root)
-    man = read_manifest(root)
-    if not man:
-        return []
-    if cfg.ingest:
-        from fluxscale.config import load_ingest_config
+    def record_timings(self) -> None:
+        """The stage times so far (and the total) into ``stages.json``."""
+        self.log.record_timings({**self.timings, "total": time.perf_counter() - self.t0})
 
-        want = config_dict(load_ingest_config(cfg.ingest, out=str(root.resolve())))
-        if man.get("kind") == "ingest" and same_config(man.get("config"), want):
-            return []
-        what = "a twin" if man.get("kind") == "twin" else \
-            f"an ingest with another config ({_config_difference(man.get('config') or {}, want)})"
-    else:
-        if twin_is_current(root, cfg.twin):
-            return []
-        if man.get("kind") != "twin":
-            if not twin_over_ingest:
-                return []  # `run` uses an ingested dataset as it is, never replaces it with a twin
-            what = "an ingested dataset (fluxscale ingest)"
+    def run(self, stage: Stage) -> None:
+        """Run (or skip) one stage of the table."""
+        if stage.upstream is None:
+            self.make_data(stage)
         else:
-            what = "a twin made with other settings (" + \
-                _config_difference(man.get("config") or {}, json.loads(json.dumps(cfg.twin.to_dict()))) + ")"
-    stale = stale_outputs(root)
-    if not overwrite:
-        raise FluxscaleError(
-            f"{root}: holds {what}; nothing was changed. Rerun with the settings it was made with, choose "
-            f"another --out, or add --overwrite to replace it"
-            + (f" (removes {', '.join(p.name for p in stale)})" if stale else ""))
-    return stale
+            self.run_keyed(stage)
+
+    def make_data(self, stage: Stage) -> None:
+        """The data stage: its record is the dataset manifest, whose hash is its key."""
+        t = time.perf_counter()
+        if stage.work(self.work):
+            self.skipped.append(stage.name)
+        self.timings[stage.name] = time.perf_counter() - t
+        self.log = StageLog(self.root)
+        self.keys[stage.name] = _data_key(self.root)
+
+    def run_keyed(self, stage: Stage) -> None:
+        """A stage with a record in ``stages.json``: skipped when its key is unchanged and
+        its outputs exist, else run and recorded."""
+        settings = stage.settings(self.cfg)
+        config = stage.key_settings(self.cfg)
+        outputs = stage.paths(self.root, self.cfg)
+        upstream = self.keys[stage.upstream]
+        key = self.keys[stage.name] = StageLog.key(stage.name, config, upstream)
+        if self.log.current(stage.name, key, outputs):
+            self.say(f"{stage.name}: inputs and config unchanged since "
+                     f"{self.log.data['stages'][stage.name]['finished']} (skipped)")
+            self.skipped.append(stage.name)
+            self.timings[stage.name] = 0.0
+            return
+        self.log.forget(stage.name)
+        t = time.perf_counter()
+        stage.work(self.work, settings, key)
+        self.timings[stage.name] = time.perf_counter() - t
+        self.log.done(stage.name, key, config, upstream, outputs, self.timings[stage.name])
+
+    def result(self, last: int, verbose: bool) -> dict[str, Any]:
+        """What :func:`run_pipeline` returns (after the cluster is closed)."""
+        self.timings["total"] = time.perf_counter() - self.t0
+        self.log.record_timings(self.timings)
+        report = stage_named("evaluate").paths(self.root, self.cfg)[0]
+        cube = stage_named("infer").paths(self.root, self.cfg)[0]
+        reported = last >= STAGES.index("evaluate")
+        out: dict[str, Any] = {
+            "timings_s": {k: round(v, 2) for k, v in self.timings.items()}, "skipped": self.skipped,
+            "summary": run_summary(report.parent if reported else self.root / ".no-report",
+                                   cube if last >= STAGES.index("infer") else None, self.timings, self.skipped),
+            "stages": self.log.data["stages"], "cluster_started": bool(self.started)}
+        if verbose:
+            out["inventory"] = inventory(self.root)
+        if reported:
+            out["report"] = str(report)
+        return out
+
+
+def _say_on(console):
+    """Print a line on ``console`` (nothing without one)."""
+    return (lambda m: console.print(m, highlight=False)) if console is not None else (lambda *a, **k: None)
+
+
+def _last_stage(until: str) -> int:
+    if until not in STAGES:
+        raise FluxscaleError(f"--until {until}: unknown stage; stages: {', '.join(STAGES)}")
+    return STAGES.index(until)
 
 
 def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, preset: str | None = None,
@@ -167,142 +202,15 @@ def run_pipeline(cfg: RunConfig, console=None, show_progress: bool = True, prese
     A complete dataset in ``cfg.data_dir`` made with another config is refused unless
     ``overwrite`` (:func:`check_replaces_nothing`); replacing it removes everything made from
     it (models, cube, report, stage log) first, and says so."""
-    from fluxscale.bridges.build import build_bridges
-    from fluxscale.config import load_ingest_config
-    from fluxscale.infer.cube import cube_path
-    from fluxscale.infer.stage import infer as run_infer
-    from fluxscale.ingest import ingest
-    from fluxscale.ingest.build import config_dict
-    from fluxscale.bridges.integrals import compute_integrals
-    from fluxscale.evaluate.report import evaluate
-    from fluxscale.parallel import working
-    from fluxscale.run.summary import run_summary
-    from fluxscale.learn.ensemble import train_ensemble
-    from fluxscale.learn.model import models_dir
-    from fluxscale.twin import write_twin
-
-    if until not in STAGES:
-        raise FluxscaleError(f"--until {until}: unknown stage; stages: {', '.join(STAGES)}")
-    last = STAGES.index(until)
-    say = (lambda m: console.print(m, highlight=False)) if console is not None else (lambda *a, **k: None)
+    last = _last_stage(until)
+    say = _say_on(console)
     root = Path(cfg.data_dir)
     replaced = check_replaces_nothing(root, cfg, overwrite)  # before any cluster starts
     if replaced:
         say(f"data: --overwrite: replacing the dataset in {root}; removing what was made from it: "
             f"{', '.join(p.name for p in replaced)}")
-    timings: dict[str, float] = {}
-    skipped: list[str] = []
-    t0 = time.perf_counter()
-    out: dict[str, Any] = {}
-    stack = contextlib.ExitStack()
-    started: list = []
-
-    def client():
-        """The run's Dask client, started at the first stage that has work to do: a rerun
-        that skips every stage starts no cluster."""
-        if not started:
-            started.append(stack.enter_context(cluster_client(cfg.cluster)))
-            say(describe_client(started[0]))
-        return started[0]
-
-    with stack:
-        t = time.perf_counter()
-        man = read_manifest(root) or {}
-        if cfg.ingest:
-            icfg = load_ingest_config(cfg.ingest, out=str(root.resolve()))
-            if cfg.reuse and man.get("kind") == "ingest" and same_config(man.get("config"), config_dict(icfg)):
-                say(f"ingest: reusing the complete ingest of {cfg.ingest} in {root}")
-                skipped.append("data")
-            else:
-                report = ingest(icfg, client=client(), show_progress=show_progress, say=say)
-                say(report.text())
-        elif man.get("kind") == "ingest":
-            # never overwrite a user's ingested data with a twin
-            say(f"data: using the ingested data in {root} (made by fluxscale ingest)")
-            skipped.append("data")
-        else:
-            if cfg.reuse and twin_is_current(root, cfg.twin):
-                say(f"twin: reusing the complete twin in {root}")
-                skipped.append("data")
-            else:
-                write_twin(root, cfg.twin, client=client(), show_progress=show_progress, preset=preset)
-        timings["data"] = time.perf_counter() - t
-        log = StageLog(root)
-        upstream = _data_key(root)
-        keys = {"data": upstream}
-
-        def stage(name: str, config: Any, after: str, outputs: list[Path], work: Callable[[str], None]) -> None:
-            if STAGES.index(name) > last:
-                return
-            key = StageLog.key(name, config, keys[after])
-            keys[name] = key
-            if log.current(name, key, outputs):
-                say(f"{name}: inputs and config unchanged since {log.data['stages'][name]['finished']} "
-                    f"(skipped)")
-                skipped.append(name)
-                timings[name] = 0.0
-                return
-            log.forget(name)
-            t = time.perf_counter()
-            work(key)
-            timings[name] = time.perf_counter() - t
-            log.done(name, key, config, keys[after], outputs, timings[name])
-
-        def validate(_key: str) -> None:
-            client()
-            with working("validate: checking every value of every store (one Dask pass)",
-                         console is not None and show_progress, console):
-                open_stores(root, deep=True)
-            say(f"validate: every store of {root} matches the schema")
-
-        def integrals(_key: str) -> None:
-            with working("integrals: regional sums of the prior, inversions and fire (one Dask pass)",
-                         console is not None and show_progress, console):
-                path = compute_integrals(root, client=client())
-            say(f"integrals: {path}")
-
-        stage("validate", {}, "data", [root / "fluxscale.json"], validate)
-        stage("integrals", {}, "data", [store_path(root, "integrals")], integrals)
-        stage("bridges", cfg.bridge.to_dict(), "integrals", [store_path(root, "bridges")],
-              lambda _k: say(f"bridges: {build_bridges(root, cfg.bridge, client=client(), show_progress=show_progress, say=say)}"))
-        # how the members are scheduled (group_size, retries) does not change their weights
-        stage("train", cfg.train.key_dict(),
-              "bridges", [models_dir(root) / "members.json"],
-              lambda k: train_ensemble(root, cfg.train, client=client(), show_progress=show_progress, say=say,
-                                       resume_key=k))
-        stage("infer", cfg.infer.to_dict(), "train", [cube_path(root, cfg.infer)],
-              lambda _k: run_infer(root, cfg.infer, client=client(), show_progress=show_progress, say=say))
-        ev_cfg = cfg.evaluate.replace(cube=cfg.infer.out)  # both relative to the data directory
-        report_dir = Path(ev_cfg.out) if Path(ev_cfg.out).is_absolute() else root / ev_cfg.out
-
-        def run_eval(_key: str) -> None:
-            log.record_timings({**timings, "total": time.perf_counter() - t0})  # for the report's provenance
-            with working("evaluate: tables, figures and the report", console is not None and show_progress, console):
-                evaluate(root, ev_cfg, client=client(), say=say)
-
-        stage("evaluate", ev_cfg.to_dict(), "infer", [report_dir / "report.html"], run_eval)
-    timings["total"] = time.perf_counter() - t0
-    log.record_timings(timings)
-    out.update(timings_s={k: round(v, 2) for k, v in timings.items()}, skipped=skipped,
-               summary=run_summary(report_dir if last >= STAGES.index("evaluate") else root / ".no-report",
-                                   cube_path(root, cfg.infer) if last >= STAGES.index("infer") else None,
-                                   timings, skipped),
-               stages=log.data["stages"], cluster_started=bool(started))
-    if verbose:
-        out["inventory"] = inventory(root)
-    if last >= STAGES.index("evaluate"):
-        out["report"] = str(report_dir / "report.html")
-    return out
-
-
-def inventory(root: str | Path) -> str:
-    """The store inventory of a dataset directory (every store's variables, the region
-    table; the bridges' table when there are bridges): ``fluxscale info DIR`` and
-    ``fluxscale run --verbose``."""
-    from fluxscale.run.summary import bridge_table, summarize_dataset
-
-    root = Path(root)
-    text = summarize_dataset(root, open_stores(root))
-    if store_path(root, "bridges").exists():
-        text += "\nbridges:\n" + bridge_table(open_store(store_path(root, "bridges"), "bridges"))
-    return text
+    run = _PipelineRun(cfg, root, say, console, show_progress, preset)
+    with run.stack:
+        for stage in STAGE_TABLE[: last + 1]:
+            run.run(stage)
+    return run.result(last, verbose)

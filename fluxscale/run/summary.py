@@ -1,4 +1,5 @@
-"""Readable summaries of stores and dataset directories (``fluxscale info``)."""
+"""Readable summaries of stores and dataset directories (``fluxscale info``) and the end of
+``fluxscale run``; the stages' names and outputs come from :mod:`fluxscale.run.stages`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from fluxscale.dataset.grid import cell_land_area
 from fluxscale.dataset.regions import REGIONS
 from fluxscale.dataset.schema import SCHEMAS
 from fluxscale.dataset.stores import MANIFEST, open_store, open_stores, read_manifest, store_path
+from fluxscale.run.stages import STAGES, stage_named
 
-__all__ = ["summarize_store", "summarize_dataset", "region_table", "run_summary", "stage_time_table"]
+__all__ = ["summarize_store", "summarize_dataset", "region_table", "run_summary", "stage_time_table", "inventory"]
 
 
 def _du(path: Path) -> int:
@@ -125,7 +127,6 @@ def stage_time_table(timings: dict[str, float], skipped: list[str] | tuple[str, 
     """Stage times as a two-row table (``m:ss``; ``skip`` for a stage skipped as unchanged,
     ``-`` for one that did not run)."""
     from fluxscale.parallel import format_duration
-    from fluxscale.run.pipeline import STAGES
 
     names = [*STAGES, "total"]
     cells = ["skip" if n in skipped else (format_duration(timings[n]) if n in timings else "-") for n in names]
@@ -170,3 +171,15 @@ def run_summary(report_dir: str | Path, cube: str | Path | None = None, timings:
         lines.append("stage times:")
         lines.append(stage_time_table(timings, skipped))
     return "\n".join(lines)
+
+
+def inventory(root: str | Path) -> str:
+    """The store inventory of a dataset directory (every store's variables, the region
+    table; the bridges' table when there are bridges): ``fluxscale info DIR`` and
+    ``fluxscale run --verbose``."""
+    root = Path(root)
+    text = summarize_dataset(root, open_stores(root))
+    bridges = stage_named("bridges").found_at(root)
+    if bridges.exists():
+        text += "\nbridges:\n" + bridge_table(open_store(bridges, "bridges"))
+    return text

@@ -84,23 +84,23 @@ def test_toml_settings_follow_the_field_types(tmp_path, section, line, setting, 
 ])
 def test_set_values_follow_the_field_types(cls, item, message):
     import fluxscale.config as C
-    from fluxscale.run.cli import _parse_knobs
+    from fluxscale.run.flags import parse_knobs
 
     with pytest.raises(ConfigError, match="^--set: " + message.replace("(", r"\(")):
-        _parse_knobs([item], getattr(C, cls)(), "setting")
+        parse_knobs([item], getattr(C, cls)(), "setting")
 
 
 def test_set_and_toml_parse_the_same_values(tmp_path):
     """Each field type from --set text and from TOML gives the same value: float | None (a
     None default is not an int), bool from 1/0/true/false, tuples of ints and strings."""
-    from fluxscale.run.cli import _parse_knobs
+    from fluxscale.run.flags import parse_knobs
     from fluxscale.config import InferConfig, TrainConfig, load_config
 
-    sets = _parse_knobs(["decoupling_max=0.5", "folds=1,2", "systems=CAMS,UoE", "threads=none", "epochs=3"],
+    sets = parse_knobs(["decoupling_max=0.5", "folds=1,2", "systems=CAMS,UoE", "threads=none", "epochs=3"],
                         TrainConfig(), "train setting")
     assert sets == {"decoupling_max": 0.5, "folds": (1, 2), "systems": ("CAMS", "UoE"), "threads": None, "epochs": 3}
-    assert _parse_knobs(["write_members=1"], InferConfig())["write_members"] is True
-    assert _parse_knobs(["write_members=FALSE"], InferConfig())["write_members"] is False
+    assert parse_knobs(["write_members=1"], InferConfig())["write_members"] is True
+    assert parse_knobs(["write_members=FALSE"], InferConfig())["write_members"] is False
     path = tmp_path / "ok.toml"
     path.write_text('[train]\ndecoupling_max = 0.5\nfolds = [1, 2]\nsystems = ["CAMS", "UoE"]\nepochs = 3\n'
                     '[infer]\nwrite_members = 1\n')

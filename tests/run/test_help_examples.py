@@ -13,7 +13,8 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from fluxscale.run.cli import _parse_knobs, _parse_run_sets, app
+from fluxscale.run.cli import app
+from fluxscale.run.flags import parse_knobs, parse_run_sets
 from fluxscale.config import (BridgeConfig, EvalConfig, InferConfig, RunConfig, TrainConfig, TwinConfig, preset_name,
                               twin_preset)
 
@@ -22,13 +23,13 @@ GROUP = typer.main.get_command(app)
 
 # how each command reads its --set NAME=VALUE (the functions the commands call)
 SET_PARSERS = {
-    "run": lambda item: _parse_run_sets([item], RunConfig()),
-    "one-against-many": lambda item: _parse_run_sets([item], RunConfig()),
-    "twin": lambda item: _parse_knobs([item], TwinConfig()),
-    "bridge": lambda item: _parse_knobs([item], BridgeConfig(), "bridge setting"),
-    "train": lambda item: _parse_knobs([item], TrainConfig(), "train setting"),
-    "infer": lambda item: _parse_knobs([item], InferConfig(), "infer setting"),
-    "evaluate": lambda item: _parse_knobs([item], EvalConfig(), "evaluate setting"),
+    "run": lambda item: parse_run_sets([item], RunConfig()),
+    "one-against-many": lambda item: parse_run_sets([item], RunConfig()),
+    "twin": lambda item: parse_knobs([item], TwinConfig()),
+    "bridge": lambda item: parse_knobs([item], BridgeConfig(), "bridge setting"),
+    "train": lambda item: parse_knobs([item], TrainConfig(), "train setting"),
+    "infer": lambda item: parse_knobs([item], InferConfig(), "infer setting"),
+    "evaluate": lambda item: parse_knobs([item], EvalConfig(), "evaluate setting"),
 }
 SETTING = re.compile(r"(?<![\w.-])([a-z_]+(?:\.[a-z_]+)?=[\w.,:+-]+)")
 
