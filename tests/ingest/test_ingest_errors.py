@@ -722,17 +722,20 @@ def _state(out: Path) -> tuple[set[str], set[str], bool]:
 
 
 def _spy(monkeypatch, reader: str, out: Path) -> list[set[str]]:
-    """Record the ``*.partial`` stores present whenever ``build.<reader>`` is called."""
+    """Record the ``*.partial`` stores present whenever ``<reader>`` is called by ingest
+    (looked up in ``ingest.build``, or ``ingest.sites_store`` for the tower readers)."""
     import fluxscale.ingest.build as build
+    import fluxscale.ingest.sites_store as sites_store
 
+    module = build if hasattr(build, reader) else sites_store
     seen: list[set[str]] = []
-    real = getattr(build, reader)
+    real = getattr(module, reader)
 
     def wrapper(*a, **kw):
         seen.append({p.name for p in out.glob("*.partial")})
         return real(*a, **kw)
 
-    monkeypatch.setattr(build, reader, wrapper)
+    monkeypatch.setattr(module, reader, wrapper)
     return seen
 
 
