@@ -245,6 +245,15 @@ class InferConfig(Settings):
     """Blosc compression level. On a 0.5° NEE chunk (72 days × 5 rows, a third ocean) lz4
     level 1 compressed at 5.1 GB/s against level 5's 1.6 GB/s, to the same ratio (1.44 and
     1.45)."""
+    layer: bool = True
+    """Write the default product, ensemble ``dual``: EC's members set onto the inversions by
+    the atmospheric layer (:mod:`fluxscale.infer.layer`; it reads ``integrals.zarr``). Only
+    when ``ec`` is among the variants (see :attr:`layer_active`). The cube's
+    ``fluxscale_default_ensemble`` names the default product: ``dual``, else ``ecatm``, else
+    ``ec``."""
+    layer_q10: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+    """The Q10 values the layer's respiration proxy may take; the fit keeps the one that
+    leaves the smallest monthly residual against the inversions."""
 
     def __post_init__(self) -> None:
         self.refuse_invalid({"variants": set(self.variants) <= {"ec", "ecatm"} and len(self.variants) > 0,
@@ -258,7 +267,18 @@ class InferConfig(Settings):
                              "compressor": self.compressor in ("lz4", "lz4hc", "zstd", "zlib", "blosclz"),
                              "clevel": 0 <= self.clevel <= 9,
                              "shuffle": self.shuffle in ("noshuffle", "shuffle", "bitshuffle"), "out": bool(self.out),
-                             "model_set": valid_set_name(self.model_set)})
+                             "model_set": valid_set_name(self.model_set),
+                             "layer_q10": len(self.layer_q10) > 0 and all(q > 0 for q in self.layer_q10)})
+
+    @property
+    def layer_active(self) -> bool:
+        """Whether the cube gets the ``dual`` ensemble (``layer`` set and ``ec`` run)."""
+        return self.layer and "ec" in self.variants
+
+    @property
+    def default_ensemble(self) -> str:
+        """The ensemble the cube names as its product (``fluxscale_default_ensemble``)."""
+        return "dual" if self.layer_active else ("ecatm" if "ecatm" in self.variants else self.variants[0])
 
 
 @dataclass(frozen=True)

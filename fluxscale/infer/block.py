@@ -37,7 +37,7 @@ from fluxscale.infer.plan import Block, CubeLayout
 from fluxscale.learn.model import forward_members
 from fluxscale.parallel import tune_malloc
 
-__all__ = ["infer_block", "release_buffers"]
+__all__ = ["infer_block", "release_buffers", "write_block"]
 
 _CACHE: dict[tuple, Any] = {}
 _LOCAL = threading.local()
@@ -97,30 +97,37 @@ def _shard_writers(cube: str, names) -> dict | None:
 
 
 def _write_gridded(cube: str, lay: CubeLayout, block: Block, li: np.ndarray, lj: np.ndarray,
-                   data: dict[str, np.ndarray]) -> None:
+                   data: dict[str, np.ndarray], leads: tuple[int, int] = (0, 0)) -> None:
     """The fallback: grid the whole band (NaN-padded) and write it with
     :func:`fluxscale.dataset.stores.write_region`."""
     variables = lay.variables()
     shape = (block.lat1 - block.lat0, lay.n_lon)
-    gridded = {}
+    gridded, n_lead = {}, {}
     for n, a in data.items():
         g = np.full((*a.shape[:2], *shape), np.nan, dtype=np.float32)
         g[:, :, li, lj] = a
         gridded[n] = (variables[n][0], g)
-    write_region(xr.Dataset(gridded), cube, {"ensemble": slice(None), "member": slice(None), "time": slice(None),
-                                             "month": slice(None), "lat": slice(block.lat0, block.lat1),
-                                             "lon": slice(None)})
+        n_lead[variables[n][0][0]] = a.shape[0]
+    e0, m0 = leads
+    region = {"time": slice(None), "month": slice(None), "lat": slice(block.lat0, block.lat1), "lon": slice(None)}
+    if "ensemble" in n_lead:
+        region["ensemble"] = slice(e0, e0 + n_lead["ensemble"])
+    if "member" in n_lead:
+        region["member"] = slice(m0, m0 + n_lead["member"])
+    write_region(xr.Dataset(gridded), cube, region)
 
 
 def _write_shards(writers: dict, lay: CubeLayout, block: Block, li: np.ndarray, lj: np.ndarray,
-                  data: dict[str, np.ndarray]) -> None:
+                  data: dict[str, np.ndarray], leads: tuple[int, int] = (0, 0)) -> None:
     """Encode and write the band's shard of every variable and lead, gridding one inner chunk
     at a time into this thread's reused chunk buffer."""
     from fluxscale.infer.shard_kernels import grid_chunk
 
     band = block.lat0 // lay.lat_rows
+    variables = lay.variables()
     for n, a in data.items():
         w = writers[n]
+        first = leads[0] if variables[n][0][0] == "ensemble" else leads[1]
         tc, lon_c = w.chunk[1], w.chunk[3]
         buf = _buffer("chunk", w.chunk[1:], fill=None)
         for lead in range(a.shape[0]):
@@ -134,16 +141,17 @@ def _write_shards(writers: dict, lay: CubeLayout, block: Block, li: np.ndarray, 
                 return buf if has else None
 
             try:
-                w.write((lead, 0, band, 0), chunk)
+                w.write((first + lead, 0, band, 0), chunk)
             except OSError as e:
                 raise StoreError(str(w.path), n, f"writing the shard of block {block.index} failed: {e}") from e
 
 
-def _write_block(cube: str, lay: CubeLayout, block: Block, li: np.ndarray, lj: np.ndarray,
-                 data: dict[str, np.ndarray]) -> None:
+def write_block(cube: str, lay: CubeLayout, block: Block, li: np.ndarray, lj: np.ndarray,
+                data: dict[str, np.ndarray], leads: tuple[int, int] = (0, 0)) -> None:
     """Write the block's shard of every variable and lead (ensemble or member).
 
-    ``data[name]`` is float32 ``(lead, time or month, cells)``; ``li``/``lj`` are the cells'
+    ``data[name]`` is float32 ``(lead, time or month, cells)``, its leads those from
+    ``leads`` = (first ensemble, first member) on; ``li``/``lj`` are the cells'
     rows within the band and columns. Each shard is encoded by :class:`fluxscale.infer.shards.
     ShardWriter`, gridding one inner chunk at a time into a reused buffer; a store whose
     layout it does not know (another zarr writing other metadata) goes through
@@ -151,9 +159,9 @@ def _write_block(cube: str, lay: CubeLayout, block: Block, li: np.ndarray, lj: n
     """
     writers = _shard_writers(cube, data)
     if writers is None:
-        _write_gridded(cube, lay, block, li, lj, data)
+        _write_gridded(cube, lay, block, li, lj, data, leads)
     else:
-        _write_shards(writers, lay, block, li, lj, data)
+        _write_shards(writers, lay, block, li, lj, data, leads)
 
 
 def _mark_started(started: Path, spec: dict) -> int:
@@ -215,13 +223,13 @@ def infer_block(block: Block, *, spec: dict) -> dict:
     lay = CubeLayout(**spec["layout"])
     li = (np.asarray(spec["cell_ilat"][block.cell0:block.cell1]) - block.lat0).astype(np.intp)
     lj = np.asarray(spec["cell_ilon"][block.cell0:block.cell1]).astype(np.intp)
-    n_e, n_m = len(lay.ensembles), len(lay.members)
-    ens_idx = [np.flatnonzero(np.array(lay.member_ensemble) == e) for e in lay.ensembles]
+    n_e, n_m = len(lay.computed_ensembles), len(lay.computed_members)
+    ens_idx = [np.flatnonzero(np.array(lay.member_ensemble[:n_m]) == e) for e in lay.computed_ensembles]
     month_idx = np.asarray(spec["month_idx"])
     days_in_month = np.bincount(month_idx, minlength=lay.n_months).astype(np.float64)
     ncell = block.n_cells
     # the block's values stay compact, (lead, days, cells); they are gridded chunk by chunk
-    # as the shards are encoded (_write_block), never as whole NaN-padded bands
+    # as the shards are encoded (write_block), never as whole NaN-padded bands
     mean = _buffer("mean", (n_e, lay.n_days, ncell), fill=None)
     std = _buffer("std", (n_e, lay.n_days, ncell), fill=None)
     member = _buffer("member", (n_m, lay.n_days, ncell), fill=None) if lay.write_members else None
@@ -264,7 +272,7 @@ def infer_block(block: Block, *, spec: dict) -> dict:
     if member is not None:
         data["NEE_member"] = member
     t = time.perf_counter()
-    _write_block(spec["cube"], lay, block, li, lj, data)
+    write_block(spec["cube"], lay, block, li, lj, data)
     t_write = time.perf_counter() - t
     rec = {"key": spec["key"], "run": spec["run"], "block": block.index, "lat": [block.lat0, block.lat1],
            "cells": block.n_cells, "evaluations": int(block.n_cells * lay.n_days * n_m), "attempt": attempt,

@@ -84,7 +84,8 @@ def cube_template(grid: xr.Dataset, time: pd.DatetimeIndex, months: pd.DatetimeI
                                        "sign_convention": SIGN_CONVENTION})
         encoding[name] = {"chunks": inner, "shards": shard, "compressors": [codec], "fill_value": np.nan}
     coords = {
-        "ensemble": ("ensemble", np.array(layout.ensembles, dtype=object), {"long_name": "ensemble (EC or EC-ATM)"}),
+        "ensemble": ("ensemble", np.array(layout.ensembles, dtype=object),
+                     {"long_name": "ensemble (ec: EC, ecatm: EC-ATM, dual: EC with the atmospheric layer)"}),
         "member": ("member", np.array(layout.members, dtype=object), {"long_name": "member (ensemble-fold)"}),
         "member_ensemble": ("member", np.array(layout.member_ensemble, dtype=object),
                             {"long_name": "ensemble of each member"}),
@@ -149,6 +150,7 @@ def cube_attrs(root: Path, cfg: InferConfig, key: str, prov: dict[str, Any], mem
             "source": "fluxscale infer: EC and EC-ATM neural-network ensembles (Upton et al. dual constraint)",
             "sign_convention": SIGN_CONVENTION, "fluxscale_infer_key": key,
             "fluxscale_model_set": cfg.model_set,
+            "fluxscale_default_ensemble": cfg.default_ensemble,
             "fluxscale_train_systems": json.dumps(trained_systems(root, cfg.model_set)),
             "fluxscale_provenance": json.dumps({**prov, "config": cfg.to_dict(), "versions": _versions(),
                                                 "data_dir": str(root.resolve()),

@@ -108,6 +108,19 @@ class CubeLayout:
     member_ensemble: tuple[str, ...]
     write_members: bool
     month_chunk: int = 48
+    derived: tuple[str, ...] = ()
+    """Ensembles that no block computes, written after the blocks from the computed ones
+    (``dual``, :mod:`fluxscale.infer.layer_stage`); they and their members come last."""
+
+    @property
+    def computed_ensembles(self) -> tuple[str, ...]:
+        """The ensembles the blocks compute (leads ``0 … n−1`` of the ensemble variables)."""
+        return tuple(e for e in self.ensembles if e not in self.derived)
+
+    @property
+    def computed_members(self) -> tuple[str, ...]:
+        """The trained members the blocks run (leads ``0 … n−1`` of the member variables)."""
+        return tuple(m for m, e in zip(self.members, self.member_ensemble) if e not in self.derived)
 
     @property
     def lon_inner(self) -> int:
@@ -154,13 +167,21 @@ def plan_layout(cfg: InferConfig, n_lat: int, sizes: dict[str, Any], members: Se
     n_lon, n_days, n_months = sizes["n_lon"], sizes["n_days"], sizes["n_months"]
     rows = cfg.lat_rows or min(max(1, n_lat // cfg.min_blocks), choose_lat_rows(n_lat, cfg.block_memory_mib, **sizes))
     rows = min(rows, n_lat)
+    ensembles, members, member_ensemble = tuple(cfg.variants), tuple(members), tuple(member_ensemble)
+    derived: tuple[str, ...] = ()
+    if cfg.layer_active:  # the layer's members: one per EC member, named after its fold
+        derived = ("dual",)
+        ec = [m for m, e in zip(members, member_ensemble) if e == "ec"]
+        ensembles += derived
+        members += tuple("dual-" + m.split("-", 1)[1] for m in ec)
+        member_ensemble += ("dual",) * len(ec)
     lon_inner = -(-n_lon // cfg.lon_chunks)
     time_chunk = cfg.time_chunk or max(1, int(cfg.chunk_mib * 2**20 / (_BYTES * rows * lon_inner)))
     return CubeLayout(n_days=n_days, n_months=n_months, n_lat=n_lat, n_lon=n_lon,
                       lat_rows=rows, time_chunk=min(time_chunk, n_days), lon_chunks=cfg.lon_chunks,
-                      ensembles=tuple(cfg.variants), members=tuple(members),
-                      member_ensemble=tuple(member_ensemble), write_members=cfg.write_members,
-                      month_chunk=n_months)
+                      ensembles=ensembles, members=members,
+                      member_ensemble=member_ensemble, write_members=cfg.write_members,
+                      month_chunk=n_months, derived=derived)
 
 
 def month_index(time: pd.DatetimeIndex) -> tuple[pd.DatetimeIndex, np.ndarray]:

@@ -69,6 +69,7 @@ from fluxscale.infer.block import release_buffers  # noqa: F401
 from fluxscale.infer.cube import (FORMAT_VERSION, SIGN_CONVENTION, commit_cube, cube_attrs, cube_path, cube_template,
                                   inputs_fingerprint, provenance, read_record, read_records, records_path, run_key,
                                   stored_key, write_json)
+from fluxscale.infer.layer_stage import apply_layer, layer_fingerprint
 from fluxscale.infer.members import Member, list_members, trained_systems  # noqa: F401
 from fluxscale.infer.plan import (SUB_SAMPLES, Block, CubeLayout, block_memory_bytes, block_sizes, choose_lat_rows,
                                   month_index, plan_blocks, plan_layout)
@@ -150,6 +151,8 @@ def infer(root: str | Path, cfg: InferConfig | None = None, *, client=None, show
     rows = layout.lat_rows
     blocks = plan_blocks(grid.cell_ilat.values, grid.sizes["lat"], rows)
     prov = provenance(root, cfg, layout, members)
+    if layout.derived:  # the layer's values depend on the inversions and its settings too
+        prov["layer"] = layer_fingerprint(root, cfg)
     key = run_key(prov)
     cube = cube_path(root, cfg)
     partial = partial_path(cube)
@@ -192,6 +195,9 @@ def infer(root: str | Path, cfg: InferConfig | None = None, *, client=None, show
                         retries=cfg.retries, resources={"GPU": 1} if cfg.gpu_workers else None,
                         on_result=on_result, spec=spec)
     seconds = time.perf_counter() - t_run
+    if layout.derived:
+        apply_layer(root, cfg, partial, layout, blocks, grid, months, month_idx, client=client,
+                    show_progress=show_progress, say=say)
     commit_cube(cube, records, blocks, key)
     report = InferReport(str(cube), len(blocks), len(results), len(done), sum(r["attempt"] > 1 for r in results),
                          sum(r["evaluations"] for r in results), seconds, layout.to_dict(), list(layout.members),
