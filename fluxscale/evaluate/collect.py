@@ -44,7 +44,7 @@ from fluxscale.evaluate.towers import pft_labels
 
 __all__ = ["ENSEMBLE_LABELS", "evaluation_data", "collect_evaluation_data"]
 
-ENSEMBLE_LABELS = {"ecatm": "EC-ATM", "ec": "EC"}
+ENSEMBLE_LABELS = {"ecatm": "EC-ATM", "ec": "EC", "dual": "dual"}
 """Cube ensemble name → the paper's label."""
 
 
@@ -186,18 +186,28 @@ def _regional(nee: xr.Dataset, integ: xr.Dataset, members: xr.DataArray, gcb: xr
     return ds
 
 
-def _ensembles_at_towers(stores: EvalStores, x: np.ndarray) -> dict[str, np.ndarray]:
+def _ensembles_at_towers(stores: EvalStores, x: np.ndarray, il: np.ndarray, jl: np.ndarray,
+                         days: pd.DatetimeIndex) -> dict[str, np.ndarray]:
     """Each ensemble's members' mean NEE (gC m-2 d-1) on the towers' drivers ``x``
-    ``(site, day, driver)``: ``{label: (site, day)}``, NaN where a driver is missing."""
+    ``(site, day, driver)``: ``{label: (site, day)}``, NaN where a driver is missing. The
+    layer's ``dual`` is EC's value plus the layer at the tower's grid point ``(il, jl)`` with
+    the tower's own Tair (:func:`fluxscale.infer.layer_stage.layer_at`)."""
     from fluxscale.config import InferConfig
     from fluxscale.dataset.schema import DRIVER_NAMES
+    from fluxscale.infer.layer_stage import layer_at
     from fluxscale.infer.members import list_members
     from fluxscale.learn.model import forward_members, member_weights
 
     flat = x.reshape(-1, len(DRIVER_NAMES))
     ok = np.isfinite(flat).all(axis=1)
     site_vals = {}
-    for ens in [str(e) for e in stores.nee.ensemble.values]:
+    ensembles = [str(e) for e in stores.nee.ensemble.values]
+    for ens in sorted(ensembles, key=lambda e: e == "dual"):  # dual after EC
+        if ens == "dual":
+            region = stores.grid.region.values[il, jl].astype(np.int64)
+            corr = layer_at(stores.nee, il, jl, region, x[..., DRIVER_NAMES.index("Tair")], days)
+            site_vals[ENSEMBLE_LABELS[ens]] = site_vals[ENSEMBLE_LABELS["ec"]] + corr
+            continue
         ms = list_members(stores.root, InferConfig(variants=(ens,)))
         pred = np.full(flat.shape[0], np.nan, dtype=np.float64)
         out = forward_members([member_weights(m.path) for m in ms], np.where(ok[:, None], flat, 0))
@@ -216,9 +226,9 @@ def _towers(stores: EvalStores, regions: np.ndarray, qc_min: float) -> dict:
     site_days = pd.DatetimeIndex(sites.time.values)
     obs = sites.NEE.where(sites.NEE_QC >= qc_min).load()
     x = np.stack([np.asarray(sites[n].values, dtype=np.float32) for n in DRIVER_NAMES], axis=-1)
-    site_vals = _ensembles_at_towers(stores, x)
     cell = sites.cell.values.astype(np.int64)
     il, jl = grid.cell_ilat.values[cell], grid.cell_ilon.values[cell]
+    site_vals = _ensembles_at_towers(stores, x, il, jl, site_days)
     pm = stores.prior.NEE.isel(lat=xr.DataArray(il, dims="site"), lon=xr.DataArray(jl, dims="site")).load()
     pidx = pd.DatetimeIndex(pm.time.values).to_period("M").get_indexer(site_days.to_period("M"))
     pv = pm.values[np.clip(pidx, 0, None)].T  # (site, time)

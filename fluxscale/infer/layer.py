@@ -18,8 +18,11 @@ inversion mean ``I[r, m]`` (PgC month-1) of the months ``m`` the inversions cove
    (The towers' loss scales with respiration, and respiration with temperature: the classic
    Q10 model, e.g. Lloyd & Taylor 1994, Reichstein et al. 2005.)
 2. **The long-term level from the atmosphere.** Each cell's mean over the fitted months is
-   replaced by ``L[c] = k[r] · (−a[c])``, ``a[c]`` the standard deviation of the EC
-   ensemble's monthly NEE of the cell (its seasonal amplitude, a productivity pattern), ``k[r]``
+   replaced by ``L[c] = −k[r] · (α a[c] + (1 − α) ā[r])``: ``a[c]`` the standard deviation of
+   the EC ensemble's monthly NEE of the cell (its seasonal amplitude, a productivity pattern:
+   where more carbon cycles, more can be stored), ``ā[r]`` its land-weighted mean over the
+   region, ``α`` = :attr:`InferConfig.layer_pattern_weight` (the pattern shrunk half-way to
+   even, since the sink's spatial pattern is only partly the productivity's), and ``k[r]``
    such that the region's total over the fitted months equals the inversions'. (A region
    whose amplitudes integrate to 0 gets a level even per m².)
 3. **The monthly residual**, ``u[r, m]`` per m² of land, spread evenly over the region's land so
@@ -106,7 +109,8 @@ def add_stats(a: dict[str, np.ndarray] | None, b: dict[str, np.ndarray]) -> dict
 @dataclass(frozen=True)
 class LayerFit:
     """The fitted layer: ``q10``; ``lam`` (18,) λ per region (gC m-2 d-1 per unit proxy);
-    ``level_k`` (18,) k per region (L = −k·a); ``level_flat`` (18,) True where the level is even
+    ``level_k`` (18,) k per region; ``amp_mean`` (18,) ā per region (gC m-2 d-1); ``alpha`` the
+    pattern's weight (L = −k·(α·a + (1−α)·ā)); ``level_flat`` (18,) True where the level is even
     per m² (then L = ``level_k``); ``u`` (member, 18, month) gC m-2 d-1 per member; ``ybar_int``
     (member, 18) the members' Σ_c w·Ȳ_k per day (PgC d-1); ``residual`` the fit's sum of squared
     monthly residuals (PgC month-1)² per tried Q10."""
@@ -114,6 +118,8 @@ class LayerFit:
     q10: float
     lam: np.ndarray
     level_k: np.ndarray
+    amp_mean: np.ndarray
+    alpha: float
     level_flat: np.ndarray
     u: np.ndarray
     residual: dict
@@ -123,11 +129,12 @@ class LayerFit:
 
 
 def fit_layer(stats: dict[str, np.ndarray], inv: np.ndarray, days: np.ndarray, fit: np.ndarray, q10s,
-              month_of_year: np.ndarray) -> LayerFit:
+              month_of_year: np.ndarray, alpha: float = 0.5) -> LayerFit:
     """Fit the layer (module docstring) from the summed :func:`band_stats`.
 
     ``inv`` (18, month) the inversion mean, PgC month-1 (NaN outside ``fit``);
-    ``month_of_year`` (month,) 1–12. The regions' land areas are the sums of the cells'
+    ``month_of_year`` (month,) 1–12; ``alpha`` the amplitude pattern's weight in the level
+    (the pattern's integral does not depend on it). The regions' land areas are the sums of the cells'
     (``stats["area"]``), so that the integrals close exactly on the cube's cells.
     """
     land_area = stats["area"]
@@ -162,7 +169,8 @@ def fit_layer(stats: dict[str, np.ndarray], inv: np.ndarray, days: np.ndarray, f
         clim[:, :, m - 1] = u[:, :, sel].mean(axis=2) if sel.any() else 0.0
     u = np.where(fit[None, None, :], u, clim[:, :, month_of_year - 1])
     u = np.nan_to_num(u)  # regions without land
-    return LayerFit(q10=q10, lam=lam, level_k=level_k, level_flat=flat, u=u,
+    amp_mean = amp * G_PER_PG / np.where(land_area > 0, land_area, 1.0)
+    return LayerFit(q10=q10, lam=lam, level_k=level_k, amp_mean=amp_mean, alpha=float(alpha), level_flat=flat, u=u,
                     residual={str(q): v[0] for q, v in tried.items()})
 
 
@@ -176,7 +184,8 @@ def cell_terms(fit_: LayerFit, members: np.ndarray, gq: np.ndarray, region: np.n
     ebar = ebar_k.mean(axis=0)
     scale = fit_.lam[region] * np.abs(ebar)
     amp = mean.std(axis=0)
-    level = np.where(fit_.level_flat[region], fit_.level_k[region], -fit_.level_k[region] * amp)
+    pattern = fit_.alpha * amp + (1.0 - fit_.alpha) * fit_.amp_mean[region]
+    level = np.where(fit_.level_flat[region], fit_.level_k[region], -fit_.level_k[region] * pattern)
     gbar = np.tensordot(wd, gq[fit], axes=(0, 0))
     ybar_k = ebar_k + (scale * gbar)[None, :]
     return scale, level, ybar_k, ybar_k.mean(axis=0)

@@ -23,6 +23,7 @@ one of EC's daily mean and spread) and are rerun whole when an interrupted run r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -34,13 +35,14 @@ import pandas as pd
 import xarray as xr
 
 from fluxscale.config import InferConfig
+from fluxscale.dataset.regions import REGIONS
 from fluxscale.dataset.stores import open_store, store_path
 from fluxscale.errors import FluxscaleError
 from fluxscale.infer import layer
 from fluxscale.infer.block import write_block
 from fluxscale.infer.plan import Block, CubeLayout
 
-__all__ = ["layer_inputs", "layer_fingerprint", "apply_layer", "layer_stats_block", "layer_write_block"]
+__all__ = ["layer_inputs", "layer_fingerprint", "apply_layer", "layer_stats_block", "layer_write_block", "layer_at"]
 
 
 def layer_inputs(root: Path, months: pd.DatetimeIndex) -> dict:
@@ -54,6 +56,8 @@ def layer_inputs(root: Path, months: pd.DatetimeIndex) -> dict:
                              f"regional integrals: run `fluxscale integrals {root}` first, or set infer.layer=false")
     integ = open_store(path, "integrals").load()
     regions = [str(r) for r in integ.region.values if str(r) != "GLOBAL"]
+    if regions != [r.abbrev for r in REGIONS]:  # rows are indexed by the grid's region ids
+        raise FluxscaleError(f"{path}: regions {regions} are not Table A1's 18 in order")
     inv = integ.inversions.mean("system").sel(region=regions)
     t = pd.DatetimeIndex(inv.time.values)
     pos = t.get_indexer(months)
@@ -73,7 +77,7 @@ def layer_fingerprint(root: Path, cfg: InferConfig) -> dict:
     its settings and the inversion mean's values."""
     integ = open_store(store_path(root, "integrals"), "integrals")
     inv = np.ascontiguousarray(integ.inversions.mean("system").values, dtype=np.float64)
-    return {"q10": list(cfg.layer_q10), "inversions": hashlib.sha256(inv.tobytes()).hexdigest()}
+    return {"q10": list(cfg.layer_q10), "pattern_weight": cfg.layer_pattern_weight, "inversions": hashlib.sha256(inv.tobytes()).hexdigest()}
 
 
 def _band(spec: dict, block: Block) -> dict:
@@ -153,9 +157,10 @@ def apply_layer(root: Path, cfg: InferConfig, cube: Path, layout: CubeLayout, bl
     for s in run_tasks(layer_stats_block, blocks, client=client, label="infer: layer stats",
                        show_progress=show_progress, retries=cfg.retries, spec=spec):
         stats = layer.add_stats(stats, s)
-    fit_ = layer.fit_layer(stats, inputs["inv"], days, inputs["fit"], spec["q10"], months.month.to_numpy())
+    fit_ = layer.fit_layer(stats, inputs["inv"], days, inputs["fit"], spec["q10"], months.month.to_numpy(),
+                           alpha=cfg.layer_pattern_weight)
     say(f"infer: layer fitted: Q10 {fit_.q10:g}; λ per region {np.round(fit_.lam, 3).tolist()}")
-    spec["fit_"] = {k: getattr(fit_, k) for k in ("q10", "lam", "level_k", "level_flat", "u", "residual")}
+    spec["fit_"] = {f.name: getattr(fit_, f.name) for f in dataclasses.fields(fit_)}
     out = run_tasks(layer_write_block, blocks, client=client, label="infer: layer (dual)",
                     show_progress=show_progress, retries=cfg.retries, spec=spec)
     scale = np.full(grid.land.shape, np.nan, dtype=np.float32)
@@ -196,3 +201,20 @@ def _write_fit(cube: Path, fit_: layer.LayerFit, scale: np.ndarray, level: np.nd
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         zarr.consolidate_metadata(str(cube))
+
+
+def layer_at(cube: xr.Dataset, ilat: np.ndarray, ilon: np.ndarray, region: np.ndarray, tair: np.ndarray,
+             days: pd.DatetimeIndex) -> np.ndarray:
+    """The layer's correction (``dual`` − EC) at grid points ``(ilat, ilon)`` (site,) of
+    regions ``region`` (site,) 0–17, on ``days`` with air temperature ``tair`` (site, day) °C,
+    gC m-2 d-1 (site, day), from the fit stored in ``cube`` (NaN on a day outside the cube's
+    months). With a tower's own Tair it is what the layer adds to the tower's EC prediction."""
+    q10 = float(json.loads(cube.attrs["fluxscale_layer"])["q10"])
+    scale = cube.layer_scale.values[ilat, ilon].astype(np.float64)
+    level = cube.layer_level.values[ilat, ilon].astype(np.float64)
+    offset = cube.layer_offset.values.astype(np.float64)  # (region, month)
+    pos = pd.DatetimeIndex(cube.month.values).get_indexer(days.to_period("M").to_timestamp())
+    u = offset[np.asarray(region)[:, None], np.clip(pos, 0, None)[None, :]]
+    u[:, pos < 0] = np.nan
+    f = np.exp(np.log(q10) * (np.asarray(tair, dtype=np.float64) - layer.T_REF) / 10.0)
+    return scale[:, None] * f + level[:, None] + u
