@@ -33,8 +33,9 @@ from fluxscale.learn.model import forward_members, member_weights
 from fluxscale.dataset.stores import open_store, store_path
 from fluxscale.learn.model import load_member
 
-# several blocks on the tiny grid (90 rows), small chunks so that blocks own several
-CFG = InferConfig(lat_rows=8, time_chunk=50, write_members=True)
+# several blocks on the tiny grid (90 rows), small chunks so that blocks own several; the
+# machinery of the trained ensembles without the layer (its test is test_the_layer_...)
+CFG = InferConfig(lat_rows=8, time_chunk=50, write_members=True, layer=False)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +160,7 @@ _INTERRUPT = textwrap.dedent("""
             os._exit(9)  # the client process dies mid-run, other blocks half done
         return rec
     blk.infer_block = dying
-    infer(sys.argv[1], InferConfig(lat_rows=8, time_chunk=50, write_members=True), show_progress=False)
+    infer(sys.argv[1], InferConfig(lat_rows=8, time_chunk=50, write_members=True, layer=False), show_progress=False)
 """)
 
 
@@ -309,7 +310,8 @@ def test_infer_command(root, tmp_path):
     assert r.exit_code == 0, r.output
     assert "3 blocks written, 0 skipped" in r.output and "pixel-day-member evaluations" in r.output
     ds = xr.open_zarr(data / "nee.zarr")
-    assert list(ds.member.values) == ["ec-fold1", "ecatm-fold0"] and "NEE_member" not in ds
+    assert list(ds.member.values) == ["ec-fold1", "ecatm-fold0", "dual-fold1"] and "NEE_member" not in ds
+    assert ds.attrs["fluxscale_default_ensemble"] == "dual"
     # one member per ensemble: the spread is zero where there is land
     assert float(ds.NEE_std.max()) == 0.0
     r = CliRunner().invoke(app, args)
@@ -352,3 +354,43 @@ def test_a_corrupt_driver_chunk_is_one_line_naming_store_variable_and_chunk(root
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert "drivers.zarr" in r.output and "Tair" in r.output and key in r.output and "corrupt" in r.output, r.output
     assert not (data / "nee.zarr").exists()
+
+
+def test_the_layer_meets_the_inversions_and_recomputes_from_its_stored_fit(root):
+    from fluxscale.infer.layer_stage import layer_at
+
+    cfg = InferConfig(lat_rows=8, time_chunk=50, out="nee-layer.zarr")
+    report = infer(root, cfg, show_progress=False)
+    ds = xr.open_zarr(report.path)
+    assert ds.attrs["fluxscale_default_ensemble"] == "dual" and ds.attrs["fluxscale_infer_key"]
+    assert list(ds.ensemble.values) == ["ec", "ecatm", "dual"]
+    assert list(ds.member.values)[-2:] == ["dual-fold0", "dual-fold1"]
+    grid = _grid(root).load()
+    il, jl = grid.cell_ilat.values, grid.cell_ilon.values
+    w = grid.cell_area.values[il, jl] * grid.land_fraction.values[il, jl]
+    reg = grid.region.values[il, jl].astype(int)
+    months = pd.DatetimeIndex(ds.month.values)
+    integ = open_store(store_path(root, "integrals"), "integrals").load()
+    inv = integ.inversions.mean("system").sel(time=months.values)
+    dual_m = ds.NEE_member_monthly.values[:, :, il, jl].astype(np.float64)  # (member, month, cell)
+    members = [k for k, m in enumerate(ds.member.values) if str(m).startswith("dual-")]
+    for r in range(18):
+        name = str(inv.region.values[r])
+        for k in members:  # every member meets the inversion mean, region by region and month by month
+            got = (dual_m[k][:, reg == r] * w[reg == r]).sum(1) * months.days_in_month.values / 1e15
+            np.testing.assert_allclose(got, inv.sel(region=name).values, rtol=2e-5, atol=1e-7)
+    mean = ds.NEE_monthly.sel(ensemble="dual").values[:, il, jl]
+    np.testing.assert_allclose(mean, dual_m[members].mean(0), rtol=1e-5, atol=1e-6)
+    daily = ds.NEE.sel(ensemble="dual").values[:, il, jl].astype(np.float64)
+    month_of_day = months.get_indexer(pd.DatetimeIndex(ds.time.values).to_period("M").to_timestamp())
+    by_month = np.stack([daily[month_of_day == m].mean(0) for m in range(months.size)])
+    np.testing.assert_allclose(by_month, mean, rtol=1e-4, atol=1e-4)
+    # dual − EC on any day is the stored fit with the drivers' Tair (what the towers get)
+    cells = np.array([0, 17, 400, len(il) - 1])
+    tair = open_store(store_path(root, "drivers"), "drivers").Tair.values[:, cells].T  # (site, day)
+    corr = layer_at(ds, il[cells], jl[cells], reg[cells], tair, pd.DatetimeIndex(ds.time.values))
+    ec = ds.NEE.sel(ensemble="ec").values[:, il[cells], jl[cells]].T
+    np.testing.assert_allclose(ds.NEE.sel(ensemble="dual").values[:, il[cells], jl[cells]].T, ec + corr,
+                               rtol=1e-4, atol=1e-4)
+    again = infer(root, cfg, show_progress=False)  # a rerun writes nothing and keeps the attributes
+    assert again.written == 0 and xr.open_zarr(report.path).attrs == ds.attrs
