@@ -47,7 +47,8 @@ from fluxscale.evaluate.baselines import (BASELINES, INVERSION_MEAN, OFFSET_BASE
                                           inversion_mean_integrals, product_list, truth_field)
 from fluxscale.evaluate.data import EvalStores
 
-__all__ = ["METRICS", "Metric", "scorecard", "scorecard_wide", "scorecard_checks", "scorecard_summary",
+__all__ = ["METRICS", "Metric", "scorecard", "scorecard_wide", "scorecard_checks", "scorecard_summary", "scorecard_markdown",
+           "scorecard_references", "complete_years",
            "default_product", "annual_sums", "cell_statistics", "weighted_rmse"]
 
 GLOBAL_ANNUAL, REGIONAL_ANNUAL, REGIONAL_MONTHLY = "global annual RMSE", "regional annual RMSE", "regional monthly RMSE"
@@ -321,3 +322,26 @@ def scorecard_summary(card: pd.DataFrame) -> dict[str, Any]:
     out["reference"] = first.reference.to_dict()
     out["unit"] = first.unit.to_dict()
     return out
+
+
+def _cell(v: float, best: bool) -> str:
+    if not np.isfinite(v):
+        return "–"
+    text = f"{v:.4g}"
+    return f"**{text}**" if best else text
+
+
+def scorecard_markdown(card: pd.DataFrame, default: str) -> str:
+    """The scorecard as a markdown section: one row per metric (unit, reference), one column
+    per product, the best of each row in bold, ``default`` marked with ``*``."""
+    products = list(dict.fromkeys(card["product"]))
+    head = ["metric", "unit", "reference", *[p + (" *" if p == default else "") for p in products]]
+    lines = [f"## Scorecard: every product and baseline at every scale (* the default product, {default}; "
+             "bold: the best of the row)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in [m.name for m in METRICS if m.name in set(card.metric)]:
+        sub = card[card.metric == m].set_index("product")
+        row = [m, str(sub.unit.iloc[0]), str(sub.reference.iloc[0])]
+        row += [_cell(float(sub.value[p]), bool(sub.best[p])) if p in sub.index else "–" for p in products]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
