@@ -305,7 +305,7 @@ def scorecard_checks(card: pd.DataFrame, default: str) -> list[dict[str, Any]]:
             continue
         bound = factor * best_value
         scale = "" if factor == 1.0 else f"{factor:g} × "
-        out.append({"check": f"{metric} vs truth, {default} ({unit[metric]})", "value": value,
+        out.append({"check": f"scorecard: {metric} vs truth, {default} ({unit[metric]})", "value": value,
                     "bound": f"<= {scale}{best_value:.4g} ({best})", "passed": bool(value <= bound * (1 + 1e-12)),
                     "best": best, "best_value": best_value})
     return out

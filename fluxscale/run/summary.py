@@ -188,7 +188,8 @@ def scorecard_lines(summary: dict) -> list[str]:
     if not sc:
         return []
     default = sc.get("default", "EC-ATM")
-    covered = {c["check"].split(" vs ")[0] for c in summary.get("science_checks", []) if "best" in c}
+    covered = {c["check"].removeprefix("scorecard: ").split(" vs ")[0] for c in summary.get("science_checks", [])
+               if "best" in c}
     rows = []
     for metric, unit in sc.get("unit", {}).items():
         vals = sc.get(metric, {})
