@@ -346,7 +346,7 @@ def test_each_figure_is_one_object_with_its_caption():
     from fluxscale.evaluate.figures import CAPTIONS, FIGURES, TITLES
 
     names = [f.name for f in FIGURES]
-    assert len(set(names)) == len(names) == 17 and set(CAPTIONS) == set(TITLES) == set(names)
+    assert len(set(names)) == len(names) == 18 and set(CAPTIONS) == set(TITLES) == set(names)
     for f in FIGURES:
         assert f.caption.startswith(f"Fig. {f.name[3:]}: ") and f.file.startswith(f.name + "_"), f.name
 
