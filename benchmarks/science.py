@@ -1,7 +1,13 @@
 """The science sweep: the dual-constraint claims on twin worlds drawn at random.
 
-``python -m benchmarks.science --worlds 10 [--preset tiny] [--years 6] [--folds 5]
-[--seed 0] [--set train.atm_term=bridges ...] [--out science-out]``
+``python -m benchmarks.science --worlds 10 [--split tuning|test] [--preset tiny] [--years 6]
+[--folds 5] [--seed 0] [--set train.atm_term=bridges ...] [--out science-out]``
+
+``--split tuning`` (the default) draws the worlds from ``--seed`` (worlds ``w0``, ``w1``, …):
+they are for development, to measure candidates on. ``--split test`` draws them from a
+separate stream, ``np.random.default_rng([seed, 1])`` (worlds ``t0``, ``t1``, …), their twin
+seeds shifted by :data:`TEST_SEED_OFFSET`, apart from every tuning world; run them only for the final numbers of a change (docs/evaluation.md,
+"Scorecard and baselines").
 
 Draws ``--worlds`` twin worlds from the documented knob ranges
 (:data:`fluxscale.config.KNOB_RANGES`, :func:`fluxscale.config.draw_world`), runs the whole
@@ -51,7 +57,7 @@ def world_result(root: Path) -> dict:
     df = pd.read_csv(rep / "metrics.csv")
     summary = json.loads((rep / "summary.json").read_text())
     G = "GLOBAL"
-    out = {"checks": summary["science_checks"]}
+    out = {"checks": summary["science_checks"], "scorecard": summary.get("scorecard")}
     for m in ("truth", "inversions", "EC", "EC-ATM"):
         out[f"{m} mean"] = _value(df, "consistency", m, G, "-", "mean")
         if m != "truth":
@@ -80,8 +86,27 @@ def world_result(root: Path) -> dict:
     return out
 
 
+def scorecard_markdown(sc: dict) -> list[str]:
+    """One world's scorecard (``summary.json``'s ``scorecard``) as a markdown table: metrics
+    as rows, products as columns, the best of each row in bold, the default marked ``*``."""
+    metrics = list(sc.get("unit", {}))
+    products = list(dict.fromkeys(p for m in metrics for p in sc.get(m, {})))
+    default = sc.get("default")
+    head = ["metric", *[p + (" *" if p == default else "") for p in products]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in metrics:
+        cells = []
+        for p in products:
+            v = sc[m].get(p)
+            text = "–" if v is None else f"{v:.4g}"
+            cells.append(f"**{text}**" if p in sc.get("best", {}).get(m, []) else text)
+        lines.append(f"| {m} ({sc['unit'][m]}; vs {sc['reference'][m]}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(res: dict) -> str:
-    lines = [f"# Science sweep: {len(res['worlds'])} twin worlds", "",
+    split = res.get("split", "tuning")
+    lines = [f"# Science sweep: {len(res['worlds'])} {split} twin worlds", "",
              f"Command: `{res['command']}`", "",
              f"Size: {res['size']}. Knobs drawn uniformly from `fluxscale.config.KNOB_RANGES`; "
              "PgC/yr; RMSE = global annual RMSE against the truth; decoupling = mean over regions of the "
@@ -95,7 +120,7 @@ def to_markdown(res: dict) -> str:
     n_pass = 0
     for w in res["worlds"]:
         r = w["result"]
-        mem = list(v for k, v in r["members"].items() if k.startswith("ecatm"))
+        mem = list(v for k, v in r["members"].items() if k.startswith("ecatm")) or [float("nan")]
         failed = [c["check"] for c in r["checks"] if not c["passed"]]
         n_pass += not failed
         lines.append(
@@ -114,9 +139,28 @@ def to_markdown(res: dict) -> str:
             checks.setdefault(c["check"], []).append(bool(c["passed"]))
     lines += ["| check | worlds passing |", "|---|---|"]
     lines += [f"| {k} | {sum(v)} of {len(v)} |" for k, v in checks.items()]
+    for w in res["worlds"]:
+        sc = w["result"].get("scorecard")
+        if sc:
+            lines += ["", f"Scorecard of {w['name']} ({split}; * the default product, bold the best of each row):", ""]
+            lines += scorecard_markdown(sc)
     lines += ["", "World knobs:", ""]
     lines += [f"- {w['name']}: " + ", ".join(f"{k}={v}" for k, v in w["knobs"].items()) for w in res["worlds"]]
     return "\n".join(lines) + "\n"
+
+
+TEST_SEED_OFFSET = 10_000
+"""Added to a test world's twin seed (:func:`fluxscale.config.draw_world` draws it in [0, 10 000)),
+so that no test world shares its twin seed with a tuning world."""
+
+
+def world_stream(seed: int, split: str) -> np.random.Generator:
+    """The random stream the worlds of a split are drawn from: ``default_rng(seed)`` for the
+    tuning worlds (as before the split), ``default_rng([seed, 1])`` for the test worlds (a
+    stream apart: no test world repeats a tuning world's draw)."""
+    if split not in ("tuning", "test"):
+        raise ValueError(f"split {split!r}: tuning or test")
+    return np.random.default_rng(seed if split == "tuning" else [seed, 1])
 
 
 def main(argv=None) -> dict:
@@ -128,6 +172,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.science", description=__doc__.split("\n\n")[0])
     ap.add_argument("--worlds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0, help="seed of the draw of the worlds")
+    ap.add_argument("--split", default="tuning", choices=("tuning", "test"),
+                    help="tuning worlds (drawn from --seed; for development) or test worlds (drawn apart, from "
+                         "[seed, 1]; only for the final numbers of a change)")
     ap.add_argument("--preset", default="tiny", choices=("tiny", "small"))
     ap.add_argument("--years", type=int, default=6, help="years of record from 2001 (the preset's if 0)")
     ap.add_argument("--folds", type=int, default=5, help="members per ensemble")
@@ -151,9 +198,12 @@ def main(argv=None) -> dict:
     size = {"n_sites": base_sites}
     if args.years:
         size["end_year"] = 2001 + args.years - 1
-    rng = np.random.default_rng(args.seed)
+    rng = world_stream(args.seed, args.split)
     path = out / "science.json"
-    res = json.loads(path.read_text()) if path.exists() else {"worlds": []}
+    res = json.loads(path.read_text()) if path.exists() else {"worlds": [], "split": args.split}
+    if res.get("split", "tuning") != args.split:
+        ap.error(f"{path} holds {res.get('split', 'tuning')} worlds; use another --out for --split {args.split}")
+    res["split"] = args.split
     done = {w["name"] for w in res["worlds"]}
     res.update(command="python -m benchmarks.science " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
                size=f"preset {args.preset} (resolution {twin_preset(args.preset).resolution_deg}°), "
@@ -162,7 +212,9 @@ def main(argv=None) -> dict:
                train=train.to_dict())
     for i in range(args.worlds):
         knobs = draw_world(rng, size["n_sites"])
-        name = f"w{i}"
+        if args.split == "test":  # the twin's own seed apart too: tuning worlds draw theirs in [0, 10 000)
+            knobs["seed"] += TEST_SEED_OFFSET
+        name = f"{'w' if args.split == 'tuning' else 't'}{i}"
         if name in done:
             continue
         root = out / name

@@ -57,17 +57,21 @@ def test_dual_constraint_claims_hold_on_twin_variants(name, tmp_path):
     rep = Path(out["report"]).parent
     summary = json.loads((rep / "summary.json").read_text())
     df = pd.read_csv(rep / "metrics.csv")
-    checks = {c["check"]: c for c in summary["science_checks"]}
+    assert "scorecard" in summary and summary["science_checks"]
     consistency = {c["check"]: c for c in consistency_checks(df)}
-    assert len(consistency) == 7, consistency  # every absolute check has its inputs
+    assert len(consistency) == 4, consistency  # every absolute check has its inputs
     for key in ("largest error of an EC-ATM member's global mean vs truth (PgC/yr)",
                 "error of EC-ATM's tropics mean vs truth (PgC/yr)",
                 "error of EC-ATM's extratropics mean vs truth (PgC/yr)"):
         assert consistency[key]["passed"], (key, consistency[key])
-    for name in ("global annual RMSE vs truth, EC-ATM / EC",
-                 "decoupling of the atmospheric term (rel diff vs full integral), EC-ATM / EC",
-                 "per-cell RMSE of mean annual NEE vs truth, EC-ATM / EC"):
-        assert checks[name]["passed"], (name, checks[name])
+    # the paper's claims relative to EC (no longer checks since issue 31: EC is far off), from the tables
+    get = lambda *key: table_value(df, *key)  # noqa: E731
+    assert get("consistency", "EC-ATM", "GLOBAL", "truth", "annual RMSE") <= \
+        get("consistency", "EC", "GLOBAL", "truth", "annual RMSE") / 3
+    assert get("consistency", "EC-ATM", "PIXELS", "truth", "RMSE mean annual") <= \
+        get("consistency", "EC", "PIXELS", "truth", "RMSE mean annual")
+    term = df[(df.table == "bridge") & (df.metric == "term rel diff")].groupby("model").value.mean()
+    assert term["EC-ATM"] <= term["EC"], term
     m = df[(df.table == "monthly") & (df.reference == "inversions") & (df.metric == "RMSE") & (df.region != "GLOBAL")]
     w = m.pivot_table(index="region", columns="model", values="value")
     assert int((w["EC-ATM"] <= w["EC"]).sum()) >= 12, w

@@ -2,11 +2,12 @@
 
 :func:`evaluate` writes into ``<data_dir>/<EvalConfig.out>``:
 
-* ``summary.json`` (per model and region, every figure of merit; see
-  :func:`fluxscale.evaluate.summary_dict`), ``metrics.csv`` (the long table),
-  ``<table>_vs_<reference>.csv`` and ``tables.md``;
+* ``summary.json`` (per model and region, every figure of merit, the scorecard and the
+  checks; see :func:`fluxscale.evaluate.summary_dict`), ``metrics.csv`` (the long table),
+  ``<table>_vs_<reference>.csv``, ``scorecard.csv`` (:mod:`fluxscale.evaluate.scorecard`)
+  and ``tables.md``;
 * ``fig*.png`` (:mod:`fluxscale.evaluate.figures`), and the tables some are drawn from (``fig*.csv``);
-* ``report.html``: the tables, the figures (embedded as base64 PNG, each with its caption,
+* ``report.html``: the scorecard, the tables, the figures (embedded as base64 PNG, each with its caption,
   :data:`fluxscale.evaluate.figures.CAPTIONS`) and the run's
   provenance (config, versions, seeds, store paths, timings per stage). It loads nothing
   from the network.
@@ -51,6 +52,8 @@ class EvalReport:
     headline: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     """:func:`fluxscale.evaluate.science_checks` (on a twin)."""
+    default: str = "EC-ATM"
+    """The default product (the cube's ``fluxscale_default_ensemble``)."""
 
     def text(self) -> str:
         lines = [f"evaluate: {len(self.figures)} figures, tables and summary.json in {self.out} "
@@ -159,8 +162,33 @@ pre{background:#f7f7f7;padding:0.8em;overflow-x:auto;font-size:12px}h2{border-bo
 details summary{cursor:pointer;color:#246}"""
 
 
+def _scorecard_html(card: pd.DataFrame, default: str) -> list[str]:
+    """The scorecard as an HTML table (metric × product, the best of each row in bold)."""
+    from fluxscale.evaluate.scorecard import scorecard_wide
+
+    e = html.escape
+    wide = scorecard_wide(card)
+    products = [c for c in wide.columns if c not in ("unit", "reference")]
+    parts = [f"<h2>Scorecard</h2><p>RMSE of every product and simple baseline at every scale; the default product "
+             f"is <b>{e(default)}</b>; bold: the best of the row (Fig. S1, scorecard.csv).</p>",
+             "<table><tr><th>metric</th><th>unit</th><th>reference</th>"
+             + "".join(f"<th>{e(p)}{' *' if p == default else ''}</th>" for p in products) + "</tr>"]
+    for m, row in wide.iterrows():
+        best = set(card[(card.metric == m) & card.best]["product"])
+        cells = []
+        for p in products:
+            v = row[p]
+            text = "–" if not np.isfinite(v) else f"{v:.4g}"
+            cells.append(f"<td>{'<b>' + text + '</b>' if p in best else text}</td>")
+        parts.append(f"<tr><td>{e(str(m))}</td><td>{e(str(row['unit']))}</td><td>{e(str(row['reference']))}</td>"
+                     + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return parts
+
+
 def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, str], prov: dict[str, Any],
-                headline: dict[str, str], checks: list[dict[str, Any]] = ()) -> str:
+                headline: dict[str, str], checks: list[dict[str, Any]] = (), card: pd.DataFrame | None = None,
+                default: str = "EC-ATM") -> str:
     """The report as one HTML string (figures embedded; no external resources)."""
     e = html.escape
     ds = prov.get("dataset") or {}
@@ -177,6 +205,8 @@ def render_html(df: pd.DataFrame, figures: dict[str, Path], skipped: dict[str, s
         parts += [f"<li><b>{'PASS' if c['passed'] else 'FAIL'}</b> {e(c['check'])} = {c['value']:.3g} "
                   f"(bound {e(c['bound'])}{e(truth_note(c))})</li>" for c in checks]
         parts.append("</ul>")
+    if card is not None and len(card):
+        parts += _scorecard_html(card, default)
     parts.append("<h2>Tables</h2>")
     for t, title in TABLE_TITLES.items():
         if not (df.table == t).any():
@@ -238,6 +268,7 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
         Runs the regional integrals of the cube.
     """
     from fluxscale.evaluate.figures import map_fields, static_fields, write_figures
+    from fluxscale.evaluate.scorecard import default_product, scorecard
 
     cfg = cfg or EvalConfig()
     root = Path(root)
@@ -250,23 +281,25 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     say(f"evaluate: {ev.sizes['time']} months × {ev.sizes['region']} regions, sources "
         f"{', '.join(map(str, ev.source.values))}; {ev.sizes['site']} towers")
     df = evaluation_tables(ev)
-    write_tables(df, tmp, ev)
+    card = scorecard(stores, qc_min=cfg.qc_min)
+    default = default_product(stores)
+    write_tables(df, tmp, ev, card, default)
     maps = map_fields(stores) if cfg.maps else None
-    figs, skipped = write_figures(ev, df, tmp, maps, static_fields(stores), cfg.fig9_sites)
+    figs, skipped = write_figures(ev, df, tmp, maps, static_fields(stores), cfg.fig9_sites, card)
     prov = _provenance(root, ev)
     head = headline_numbers(df)
     head.update(_tower_bias(root, df))
     flagged = _flagged(root)
     if flagged:
         head["flagged members"] = "; ".join(f"{k}: {v}" for k, v in flagged.items())
-    checks = science_checks(df)
-    (tmp / "report.html").write_text(render_html(df, figs, skipped, prov, head, checks))
+    checks = science_checks(df, card, default)
+    (tmp / "report.html").write_text(render_html(df, figs, skipped, prov, head, checks, card, default))
     (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, default=str))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     rep = EvalReport(str(out), str(out / "report.html"), str(out / "summary.json"),
                      {k: str(out / Path(v).name) for k, v in figs.items()}, skipped, time.perf_counter() - t0, head,
-                     checks)
+                     checks, default)
     say(rep.text())
     return rep

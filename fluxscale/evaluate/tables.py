@@ -272,47 +272,28 @@ def table_value(df: pd.DataFrame, table: str, model: str, region: str, reference
     return float(v.iloc[0]) if len(v) else float("nan")
 
 
-def science_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The dual-constraint claims, checked on a twin (issue 7 §6; they need the truth):
-
-    * EC-ATM's global annual RMSE against the truth is at most a third of EC's;
-    * EC-ATM's monthly R against the inversion mean is at least EC's in 12 or more of the
-      18 regions;
-    * EC-ATM's site RMSE against the towers is within 15 % of EC's.
-
-    Returns one ``{"check", "value", "bound", "passed"}`` per claim (empty without truth).
-    """
-    get = lambda *key: table_value(df, *key)  # noqa: E731
+def science_checks(df: pd.DataFrame, card: pd.DataFrame | None = None, default: str = "EC-ATM"
+                   ) -> list[dict[str, Any]]:
+    """The checks on a twin (they need the truth): the absolute global-consistency checks of
+    the product ``default`` (:func:`consistency_checks`) and, given the scorecard ``card``,
+    its checks against the best simple alternative at every scale
+    (:func:`fluxscale.evaluate.scorecard.scorecard_checks`). Each ``{"check", "value",
+    "bound", "passed"}`` (the scorecard's also ``best`` and ``best_value``); empty without
+    a truth."""
+    from fluxscale.evaluate.scorecard import scorecard_checks
 
     if not (df.reference == "truth").any():
         return []
-    out = []
-    a, e = get("annual", "EC-ATM", GLOBAL, "truth", "RMSE"), get("annual", "EC", GLOBAL, "truth", "RMSE")
-    out.append({"check": "global annual RMSE vs truth, EC-ATM / EC", "value": a / e, "bound": "<= 1/3",
-                "passed": bool(a <= e / 3)})
-    m = df[(df.table == "monthly") & (df.reference == "inversions") & (df.metric == "R") & (df.region != GLOBAL)]
-    w = m.pivot_table(index="region", columns="model", values="value")
-    n = int((w["EC-ATM"] >= w["EC"]).sum())
-    out.append({"check": "regions where EC-ATM's monthly R vs inversions >= EC's", "value": n,
-                "bound": f">= 12 of {len(w)}", "passed": bool(n >= 12)})
-    a, e = get("site", "EC-ATM", "ALL", "towers", "RMSE"), get("site", "EC", "ALL", "towers", "RMSE")
-    out.append({"check": "site RMSE vs towers, EC-ATM / EC", "value": a / e, "bound": "<= 1.15",
-                "passed": bool(a <= 1.15 * e),
-                # the truth's own ratio: above 1.15 the towers' bias makes the check unreachable for a
-                # model that matches the truth
-                "truth_value": get("site", "truth", "ALL", "towers", "RMSE") / e})
-    return out + consistency_checks(df)
+    return consistency_checks(df, default) + (scorecard_checks(card, default) if card is not None else [])
 
 
-def consistency_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The absolute global-consistency claims on a twin (issue 24): EC-ATM's global annual
-    RMSE against the truth ≤ 1 PgC/yr and ≤ 2× the inversion mean's; every EC-ATM member's
-    period-mean global NEE within 2 PgC/yr of the truth's; EC-ATM's tropical (|lat| < 23.5°)
-    and extratropical period means each within 1 PgC/yr of the truth's; the decoupling of
-    EC-ATM's atmospheric term (mean over regions of mean|term − integral| / mean|integral|,
-    the term being the bridges or its sampled cells, whichever it trained with) no worse
-    than EC's bridge decoupling (§3.5); EC-ATM's per-cell RMSE of mean annual NEE against the truth ≤ EC's.
-    A check whose inputs are missing (no bridges, no maps) is left out."""
+def consistency_checks(df: pd.DataFrame, model: str = "EC-ATM") -> list[dict[str, Any]]:
+    """The absolute global-consistency claims on a twin (issue 24) for ``model``: its global
+    annual RMSE against the truth ≤ 1 PgC/yr; every one of its members' period-mean global
+    NEE within 2 PgC/yr of the truth's; its tropical (|lat| < 23.5°) and extratropical period
+    means each within 1 PgC/yr of the truth's. A check whose inputs are missing is left out
+    (the comparisons with the simple alternatives are the scorecard's,
+    :func:`fluxscale.evaluate.scorecard.scorecard_checks`)."""
     get = lambda *key: table_value(df, *key)  # noqa: E731
 
     out = []
@@ -321,32 +302,25 @@ def consistency_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
         if np.isfinite(value):
             out.append({"check": name, "value": float(value), "bound": bound, "passed": bool(passed)})
 
-    a, inv = (get("consistency", m, GLOBAL, "truth", "annual RMSE") for m in ("EC-ATM", "inversions"))
-    check("global annual RMSE vs truth, EC-ATM (PgC/yr)", a, "<= 1.0", a <= 1.0)
-    if np.isfinite(inv) and inv > 0:
-        check("global annual RMSE vs truth, EC-ATM / inversion mean", a / inv, "<= 2", a <= 2 * inv)
+    a = get("consistency", model, GLOBAL, "truth", "annual RMSE")
+    check(f"global annual RMSE vs truth, {model} (PgC/yr)", a, "<= 1.0", a <= 1.0)
     truth = get("consistency", "truth", GLOBAL, "-", "mean")
-    mem = df[(df.table == "consistency") & (df.model == "EC-ATM") & df.region.str.startswith("member ")]
+    mem = df[(df.table == "consistency") & (df.model == model) & df.region.str.startswith("member ")]
     if len(mem) and np.isfinite(truth):
         worst = float(np.max(np.abs(mem.value.to_numpy() - truth)))
-        check("largest error of an EC-ATM member's global mean vs truth (PgC/yr)", worst, "<= 2.0", worst <= 2.0)
+        check(f"largest error of an {model} member's global mean vs truth (PgC/yr)", worst, "<= 2.0", worst <= 2.0)
     for band in ("TROPICS", "EXTRATROPICS"):
-        d = abs(get("consistency", "EC-ATM", band, "-", "mean") - get("consistency", "truth", band, "-", "mean"))
-        check(f"error of EC-ATM's {band.lower()} mean vs truth (PgC/yr)", d, "<= 1.0", d <= 1.0)
-    b = df[(df.table == "bridge") & (df.metric == "term rel diff")]
-    if len(b):
-        w = b.groupby("model").value.mean()
-        if {"EC-ATM", "EC"} <= set(w.index):
-            check("decoupling of the atmospheric term (rel diff vs full integral), EC-ATM / EC", w["EC-ATM"] / w["EC"],
-                  "<= 1.0", w["EC-ATM"] <= w["EC"])
-    pa, pe = (get("consistency", m, "PIXELS", "truth", "RMSE mean annual") for m in ("EC-ATM", "EC"))
-    check("per-cell RMSE of mean annual NEE vs truth, EC-ATM / EC", pa / pe, "<= 1.0", pa <= pe)
+        d = abs(get("consistency", model, band, "-", "mean") - get("consistency", "truth", band, "-", "mean"))
+        check(f"error of {model}'s {band.lower()} mean vs truth (PgC/yr)", d, "<= 1.0", d <= 1.0)
     return out
 
 
-def summary_dict(df: pd.DataFrame, ev: xr.Dataset | None = None) -> dict[str, Any]:
-    """``{model: {region: {"<table> <metric> vs <reference>": value}}}`` plus ``meta`` and
-    ``science_checks`` (:func:`science_checks`, on a twin)."""
+def summary_dict(df: pd.DataFrame, ev: xr.Dataset | None = None, card: pd.DataFrame | None = None,
+                 default: str = "EC-ATM") -> dict[str, Any]:
+    """``{model: {region: {"<table> <metric> vs <reference>": value}}}`` plus ``meta``,
+    ``science_checks`` (:func:`science_checks` of the product ``default``, on a twin) and,
+    given the scorecard ``card``, ``scorecard``
+    (:func:`fluxscale.evaluate.scorecard.scorecard_summary`, with ``default``)."""
     out: dict[str, Any] = {}
     for r in df.itertuples(index=False):
         key = f"{r.table} {r.metric}" + ("" if r.reference == "-" else f" vs {r.reference}")
@@ -356,12 +330,20 @@ def summary_dict(df: pd.DataFrame, ev: xr.Dataset | None = None) -> dict[str, An
         t = pd.DatetimeIndex(ev.time.values)
         meta.update(root=ev.attrs.get("root"), cube=ev.attrs.get("cube"), months=[str(t[0].date()), str(t[-1].date())],
                     sources=[str(s) for s in ev.source.values], sites=int(ev.sizes.get("site", 0)))
-    return {"meta": meta, "models": out, "science_checks": science_checks(df)}
+    res = {"meta": meta, "models": out, "science_checks": science_checks(df, card, default)}
+    if card is not None:
+        from fluxscale.evaluate.scorecard import scorecard_summary
+
+        res["scorecard"] = {**scorecard_summary(card), "default": default}
+    return res
 
 
-def write_tables(df: pd.DataFrame, out: str | Path, ev: xr.Dataset | None = None) -> dict[str, Path]:
+def write_tables(df: pd.DataFrame, out: str | Path, ev: xr.Dataset | None = None, card: pd.DataFrame | None = None,
+                 default: str = "EC-ATM") -> dict[str, Path]:
     """Write ``<table>_vs_<reference>.csv`` for every table, ``tables.md`` (all of them, markdown),
-    ``metrics.csv`` (the long table) and ``summary.json`` into ``out``; return the paths."""
+    ``metrics.csv`` (the long table) and ``summary.json`` into ``out``; given the scorecard
+    ``card`` also ``scorecard.csv`` (the tidy table) and its section in ``tables.md`` and
+    ``summary.json``; return the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / "metrics.csv", "summary": out / "summary.json", "markdown": out / "tables.md"}
@@ -376,6 +358,12 @@ def write_tables(df: pd.DataFrame, out: str | Path, ev: xr.Dataset | None = None
             wide.to_csv(out / f"{name}.csv")
             paths[name] = out / f"{name}.csv"
             md += ([] if ref == "-" else [f"against {ref}:", ""]) + [markdown_table(wide), ""]
+    if card is not None:
+        from fluxscale.evaluate.scorecard import scorecard_markdown
+
+        paths["scorecard"] = out / "scorecard.csv"
+        card.to_csv(paths["scorecard"], index=False)
+        md += [scorecard_markdown(card, default), ""]
     paths["markdown"].write_text("\n".join(md))
-    paths["summary"].write_text(json.dumps(summary_dict(df, ev), indent=1))
+    paths["summary"].write_text(json.dumps(summary_dict(df, ev, card, default), indent=1))
     return paths

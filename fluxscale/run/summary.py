@@ -15,7 +15,8 @@ from fluxscale.dataset.schema import SCHEMAS
 from fluxscale.dataset.stores import MANIFEST, open_store, open_stores, read_manifest, store_path
 from fluxscale.run.stages import STAGES, stage_named
 
-__all__ = ["summarize_store", "summarize_dataset", "region_table", "run_summary", "stage_time_table", "inventory"]
+__all__ = ["summarize_store", "summarize_dataset", "region_table", "run_summary", "stage_time_table", "inventory",
+           "scorecard_lines"]
 
 
 def _du(path: Path) -> int:
@@ -138,7 +139,9 @@ def stage_time_table(timings: dict[str, float], skipped: list[str] | tuple[str, 
 def run_summary(report_dir: str | Path, cube: str | Path | None = None, timings: dict[str, float] | None = None,
                 skipped: list[str] | tuple[str, ...] = ()) -> str:
     """The end of ``fluxscale run`` in about a dozen lines, read from what the run wrote:
-    the science checks (PASS/FAIL with their values, from ``summary.json``), the headline
+    the science checks (PASS/FAIL with their values, from ``summary.json``; the scorecard's
+    name the best baseline of each metric and its value), the default product's scorecard
+    rows that no check covers (real data: every row; :func:`scorecard_lines`), the headline
     numbers (from ``metrics.csv``, as the report's headline), where the report and the cube
     are, and the stage times (:func:`stage_time_table`). The store inventory is
     :func:`summarize_dataset` (``fluxscale info DIR``, ``fluxscale run --verbose``)."""
@@ -152,12 +155,14 @@ def run_summary(report_dir: str | Path, cube: str | Path | None = None, timings:
     lines: list[str] = []
     summ = report_dir / "summary.json"
     if summ.exists():
-        checks = json.loads(summ.read_text()).get("science_checks", [])
+        summary = json.loads(summ.read_text())
+        checks = summary.get("science_checks", [])
         if checks:
             n_pass = sum(bool(c["passed"]) for c in checks)
             lines.append(f"science checks against the twin's truth: {n_pass} of {len(checks)} pass")
             lines += [f"  {'PASS' if c['passed'] else 'FAIL'}  {c['check']} = {c['value']:.3g} (bound {c['bound']}"
                       f"{truth_note(c)})" for c in checks]
+        lines += scorecard_lines(summary)
     metrics = report_dir / "metrics.csv"
     if metrics.exists():
         head = headline_numbers(pd.read_csv(metrics))
@@ -171,6 +176,31 @@ def run_summary(report_dir: str | Path, cube: str | Path | None = None, timings:
         lines.append("stage times:")
         lines.append(stage_time_table(timings, skipped))
     return "\n".join(lines)
+
+
+def scorecard_lines(summary: dict) -> list[str]:
+    """The default product's scorecard in a few lines from ``summary.json``: per metric its
+    value, the best baseline's and which it is; metrics a scorecard check already prints
+    (a twin) are left out."""
+    from fluxscale.evaluate.baselines import BASELINES
+
+    sc = summary.get("scorecard")
+    if not sc:
+        return []
+    default = sc.get("default", "EC-ATM")
+    covered = {c["check"].removeprefix("scorecard: ").split(" vs ")[0] for c in summary.get("science_checks", [])
+               if "best" in c}
+    rows = []
+    for metric, unit in sc.get("unit", {}).items():
+        vals = sc.get(metric, {})
+        v = vals.get(default)
+        if metric in covered or v is None:
+            continue
+        base = {p: vals[p] for p in BASELINES if vals.get(p) is not None}
+        best = min(base, key=base.get) if base else None
+        rows.append(f"  {metric} vs {sc['reference'][metric]}: {default} {v:.4g}"
+                    + (f", best baseline {best} {base[best]:.4g}" if best else "") + f" {unit}")
+    return ([f"scorecard of {default}:"] + rows) if rows else []
 
 
 def inventory(root: str | Path) -> str:

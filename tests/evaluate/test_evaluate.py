@@ -127,11 +127,11 @@ def test_tables_on_a_hand_built_case(tmp_path):
 
     checks = {c["check"]: c for c in science_checks(df)}
     g = {m: np.sqrt(np.mean((ann[s[m], 2] - ann[s["truth"], 2]) ** 2)) for m in ("EC-ATM", "EC")}
-    c = checks["global annual RMSE vs truth, EC-ATM / EC"]
-    assert c["value"] == pytest.approx(g["EC-ATM"] / g["EC"]) and c["passed"] == (g["EC-ATM"] <= g["EC"] / 3)
-    n = sum(np.corrcoef(mon[s["EC-ATM"], j], mon[s["inversions"], j])[0, 1] >=
-            np.corrcoef(mon[s["EC"], j], mon[s["inversions"], j])[0, 1] for j in (0, 1))
-    assert checks["regions where EC-ATM's monthly R vs inversions >= EC's"]["value"] == n
+    c = checks["global annual RMSE vs truth, EC-ATM (PgC/yr)"]
+    assert c["value"] == pytest.approx(g["EC-ATM"]) and c["passed"] == (g["EC-ATM"] <= 1.0)
+    assert not any("/ EC" in k or "decoupling" in k for k in checks)  # the ratios to EC are gone (issue 31)
+    checks_ec = {c["check"]: c for c in science_checks(df, default="EC")}
+    assert checks_ec["global annual RMSE vs truth, EC (PgC/yr)"]["value"] == pytest.approx(g["EC"])
     assert science_checks(df[df.reference != "truth"]) == []
     # written forms agree with the long table
     paths = write_tables(df, tmp_path, ev)
@@ -233,6 +233,18 @@ def test_report_figures_and_summary(evaluated):
     assert set(summ["models"]["EC"]) == set(ev_regions()) | {"ALL", "TROPICS", "EXTRATROPICS", "PIXELS"} | members
     checks = {c["check"]: c for c in summ["science_checks"]}
     assert "global annual RMSE vs truth, EC-ATM (PgC/yr)" in checks and len(checks) >= 9
+    # the scorecard (issue 31): in summary.json, scorecard.csv, tables.md, Fig. S1 and the report
+    sc = summ["scorecard"]
+    card = pd.read_csv(out / "scorecard.csv")
+    assert sc["default"] == "EC-ATM" and set(card["product"]) >= {"EC-ATM", "EC", "prior", "inversion mean",
+                                                                  "EC + offset", "flat inversions"}
+    row = card[(card.metric == "cell mean RMSE") & (card["product"] == "EC-ATM")].value.iloc[0]
+    assert sc["cell mean RMSE"]["EC-ATM"] == pytest.approx(row)
+    assert sc["best"]["cell mean RMSE"] == list(card[(card.metric == "cell mean RMSE") & card.best]["product"])
+    scored = [c for c in summ["science_checks"] if c["check"].startswith("scorecard: ")]
+    assert len(scored) == 7 and all(c["best"] in set(card["product"]) for c in scored)
+    assert "## Scorecard" in (out / "tables.md").read_text() and "figS1" in rep.figures
+    assert "<h2>Scorecard</h2>" in (out / "report.html").read_text()
 
 
 def test_the_report_reads_like_the_paper(evaluated):
@@ -334,7 +346,7 @@ def test_each_figure_is_one_object_with_its_caption():
     from fluxscale.evaluate.figures import CAPTIONS, FIGURES, TITLES
 
     names = [f.name for f in FIGURES]
-    assert len(set(names)) == len(names) == 17 and set(CAPTIONS) == set(TITLES) == set(names)
+    assert len(set(names)) == len(names) == 18 and set(CAPTIONS) == set(TITLES) == set(names)
     for f in FIGURES:
         assert f.caption.startswith(f"Fig. {f.name[3:]}: ") and f.file.startswith(f.name + "_"), f.name
 

@@ -4,7 +4,8 @@ Each figure is one :class:`Figure` object (its drawing, file, title and caption 
 a theme module: :mod:`~fluxscale.evaluate.figures.regional` (Figs. 2, 3, 4, C1, C3–C5),
 :mod:`~fluxscale.evaluate.figures.maps` (Figs. 5, 6, 7, B2),
 :mod:`~fluxscale.evaluate.figures.static` (Figs. A1, B3, B4) and
-:mod:`~fluxscale.evaluate.figures.towers` (Figs. 8, 9, C2). :func:`write_figures` draws
+:mod:`~fluxscale.evaluate.figures.towers` (Figs. 8, 9, C2) and
+:mod:`~fluxscale.evaluate.figures.scorecard` (Fig. S1, the scorecard). :func:`write_figures` draws
 every figure whose inputs exist (:data:`FIGURES`, in the report's order) and returns
 ``({name: path}, {name: why skipped})``. Figs. 5–7 and B2 read :func:`evaluation_maps`;
 Figs. A1, B3, B4 read :func:`static_data` (grid, PFT map, bridges); the figures drawn from a

@@ -23,14 +23,16 @@ class FigureInputs:
     """What the figures are drawn from: ``ev`` (:func:`fluxscale.evaluate.evaluation_data`),
     ``tables`` (:func:`fluxscale.evaluate.evaluation_tables`), ``maps``
     (:func:`fluxscale.evaluate.figures.evaluation_maps`, None: no maps), ``static``
-    (:func:`fluxscale.evaluate.figures.static_data`, None: no grid) and ``fig9_sites`` (the
-    towers of Fig. 9; empty: :func:`fluxscale.evaluate.tropical_sites` chooses)."""
+    (:func:`fluxscale.evaluate.figures.static_data`, None: no grid), ``fig9_sites`` (the
+    towers of Fig. 9; empty: :func:`fluxscale.evaluate.tropical_sites` chooses) and
+    ``scorecard`` (:func:`fluxscale.evaluate.scorecard.scorecard`, None: none)."""
 
     ev: xr.Dataset
     tables: pd.DataFrame
     maps: xr.Dataset | None = None
     static: xr.Dataset | None = None
     fig9_sites: tuple[str, ...] = ()
+    scorecard: pd.DataFrame | None = None
 
 
 def _always(inp: FigureInputs) -> None:
