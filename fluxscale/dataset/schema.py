@@ -257,13 +257,10 @@ SCHEMAS: dict[str, StoreSchema] = {
                                       eager=False, long_name="monthly mean NEE of each member"),
         "NEE_member": VarSpec(("member", "time", "lat", "lon"), "f", NEE_UNITS, (-200, 200), allow_nan=True,
                               eager=False, optional=True, long_name="daily NEE of each member"),
-        "region": VarSpec(("region",), _STR, optional=True),
         "layer_scale": VarSpec(("lat", "lon"), "f", NEE_UNITS, (-1e4, 1e4), allow_nan=True, optional=True,
                                long_name="atmospheric layer: the respiration proxy's scale"),
-        "layer_level": VarSpec(("lat", "lon"), "f", NEE_UNITS, (-1e4, 1e4), allow_nan=True, optional=True,
-                               long_name="atmospheric layer: the long-term level minus EC's corrected mean"),
-        "layer_offset": VarSpec(("region", "month"), "f", NEE_UNITS, (-1e4, 1e4), allow_nan=True, optional=True,
-                                long_name="atmospheric layer: each region-month's residual per m2 of land"),
+        "layer_monthly": VarSpec(("month", "lat", "lon"), "f", NEE_UNITS, (-1e4, 1e4), allow_nan=True, optional=True,
+                                 eager=False, long_name="atmospheric layer: its monthly part"),
     }, "global NEE cubes of the trained ensembles (fluxscale infer)"),
 }
 STORE_NAMES: tuple[str, ...] = tuple(SCHEMAS)

@@ -204,8 +204,7 @@ def _ensembles_at_towers(stores: EvalStores, x: np.ndarray, il: np.ndarray, jl: 
     ensembles = [str(e) for e in stores.nee.ensemble.values]
     for ens in sorted(ensembles, key=lambda e: e == "dual"):  # dual after EC
         if ens == "dual":
-            region = stores.grid.region.values[il, jl].astype(np.int64)
-            corr = layer_at(stores.nee, il, jl, region, x[..., DRIVER_NAMES.index("Tair")], days)
+            corr = layer_at(stores.nee, il, jl, x[..., DRIVER_NAMES.index("Tair")], days)
             site_vals[ENSEMBLE_LABELS[ens]] = site_vals[ENSEMBLE_LABELS["ec"]] + corr
             continue
         ms = list_members(stores.root, InferConfig(variants=(ens,)))
