@@ -163,6 +163,24 @@ def world_stream(seed: int, split: str) -> np.random.Generator:
     return np.random.default_rng(seed if split == "tuning" else [seed, 1])
 
 
+def paper_formulation(root: Path, cfg) -> None:
+    """Train the paper's formulation of EC-ATM (:data:`fluxscale.config.PAPER_TRAIN`, the run's
+    folds and epochs) as model set ``paper``, infer its cube ``nee-paper.zarr`` (no layer) and
+    evaluate the run again with that cube in the scorecard (``evaluate.compare``)."""
+    from fluxscale.cluster.client import cluster_client
+    from fluxscale.config import PAPER_TRAIN, InferConfig
+    from fluxscale.evaluate.report import evaluate
+    from fluxscale.infer.stage import infer
+    from fluxscale.learn.ensemble import train_ensemble
+
+    train = cfg.train.replace(**PAPER_TRAIN, model_set="paper", variants=("ecatm",))
+    with cluster_client(cfg.cluster) as client:
+        train_ensemble(root, train, client=client, show_progress=False)
+        infer(root, InferConfig(model_set="paper", variants=("ecatm",), layer=False), client=client,
+              show_progress=False)
+        evaluate(root, cfg.evaluate.replace(compare=("nee-paper.zarr",)), client=client)
+
+
 def main(argv=None) -> dict:
     from fluxscale.run.flags import parse_run_sets
     from fluxscale.config import (BridgeConfig, ClusterConfig, EvalConfig, RunConfig, TrainConfig, draw_world,
@@ -183,6 +201,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                     help="train.* or bridge.* settings for every world, e.g. train.atm_term=bridges")
     ap.add_argument("--keep", action="store_true", help="keep each world's data directory")
+    ap.add_argument("--paper", action="store_true",
+                    help="also train the paper's formulation of EC-ATM (fluxscale.config.PAPER_TRAIN) as model set "
+                         "'paper' in every world and score it in the same scorecard ('EC-ATM [paper]')")
     ap.add_argument("--out", default="science-out")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -224,6 +245,8 @@ def main(argv=None) -> dict:
                         evaluate=EvalConfig(maps=False))
         t = time.perf_counter()
         run_pipeline(cfg, show_progress=False)
+        if args.paper:
+            paper_formulation(root, cfg)
         result = world_result(root)
         res["worlds"].append({"name": name, "knobs": knobs, "seconds": time.perf_counter() - t, "result": result})
         path.write_text(json.dumps(res, indent=2, default=float))

@@ -10,7 +10,7 @@ from fluxscale.config.base import coerce_setting
 from fluxscale.config.cluster import ClusterConfig
 from fluxscale.config.ingest import GcbInput, GriddedInput, IngestConfig, SitesInput, load_ingest_config
 from fluxscale.config.load import RunConfig, load_config
-from fluxscale.config.stages import BridgeConfig, EvalConfig, InferConfig, TrainConfig
+from fluxscale.config.stages import PAPER_TRAIN, BridgeConfig, EvalConfig, InferConfig, TrainConfig
 from fluxscale.config.twin import KNOB_RANGES, PRESETS, TwinConfig, draw_world, preset_name, twin_preset
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "load_config",
     "TrainConfig",
     "InferConfig",
+    "PAPER_TRAIN",
     "GriddedInput",
     "SitesInput",
     "GcbInput",

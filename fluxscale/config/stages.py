@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fluxscale.config.base import NOT_IN_KEY, Settings
 from fluxscale.errors import ConfigError
 
-__all__ = ["BridgeConfig", "EvalConfig", "InferConfig", "TrainConfig", "valid_set_name"]
+__all__ = ["BridgeConfig", "EvalConfig", "InferConfig", "PAPER_TRAIN", "TrainConfig", "valid_set_name"]
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,16 @@ class TrainConfig(Settings):
                              "model_set": valid_set_name(self.model_set)})
 
 
+PAPER_TRAIN: dict[str, object] = {"atm_term": "bridges", "kendall_init": "zero", "lr_schedule": "constant",
+                                  "selection": "relative_sum", "atm_annual_weight": 0.0, "ema_decay": 0.0,
+                                  "tower_bias": "none"}
+"""The training settings of the paper's own formulation of EC-ATM (Upton et al.: the Lasso
+bridges as the atmospheric term, σ² from 1, a constant rate, the relative-sum best epoch, no
+annual part, no weight averaging, no tower-bias head): ``TrainConfig(**PAPER_TRAIN)``, or
+``fluxscale train DIR --set model_set=paper --set variants=ecatm`` plus ``--set NAME=VALUE`` for
+each (docs/evaluation.md, "The default product")."""
+
+
 @dataclass(frozen=True)
 class InferConfig(Settings):
     """Global inference: every trained member over every land cell and day (paper §3.4).
@@ -304,6 +314,11 @@ class EvalConfig(Settings):
     fig9_sites: tuple[str, ...] = ()
     """Tower ids of Fig. 9 (EC and EC-ATM against the observations at single towers); empty:
     the two tropical towers (|lat| < 23.5°) with the most observed days."""
+    compare: tuple[str, ...] = ()
+    """Other cubes (relative to the data directory unless absolute) whose ensembles the
+    scorecard scores beside this run's, named ``<ensemble> [<cube>]`` (``nee-paper.zarr`` →
+    ``EC-ATM [paper]``): e.g. the paper's formulation trained as model set ``paper``
+    (docs/evaluation.md, "The default product")."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.qc_min <= 1:

@@ -46,7 +46,7 @@ from fluxscale.evaluate.data import EvalStores
 __all__ = ["BASELINES", "OFFSET_BASELINES", "INVERSION_MEAN", "CellSpace", "Product", "cell_space",
            "integrate_cells_monthly", "offset_to", "spread_flat", "inversion_mean_integrals", "ensemble_field",
            "prior_field", "truth_field", "inversions_gridded_field", "default_ensemble", "ensemble_label",
-           "truth_product", "product_list"]
+           "truth_product", "product_list", "compare_label"]
 
 BASELINES = ("EC + offset", "prior + offset", "flat inversions", "inversions (gridded)")
 """The baselines' names, in the scorecard's order."""
@@ -213,14 +213,29 @@ def truth_product(stores: EvalStores, space: CellSpace, name: str = "truth") -> 
     return Product(name, "reference", field=lambda: truth_field(stores, space), daily=daily)
 
 
-def product_list(stores: EvalStores, space: CellSpace) -> list[Product]:
+def compare_label(path) -> str:
+    """The scorecard's name of a compared cube: ``nee-paper.zarr`` → ``paper``."""
+    from pathlib import Path
+
+    name = Path(path).name.removesuffix(".zarr")
+    return name.removeprefix("nee-") if name != "nee" else name
+
+
+def product_list(stores: EvalStores, space: CellSpace, compare: dict[str, xr.Dataset] | None = None) -> list[Product]:
     """Every product and baseline of the scorecard, nothing loaded yet: each cube ensemble,
-    the prior, the inversion mean (regional only), then :data:`BASELINES` (``EC + offset``
-    only when the cube has an ``ec`` ensemble)."""
+    each ensemble of the ``compare`` cubes (label → opened cube, named ``<ensemble>
+    [<label>]``), the prior, the inversion mean (regional only), then :data:`BASELINES`
+    (``EC + offset`` only when the cube has an ``ec`` ensemble)."""
     ensembles = [str(e) for e in stores.nee.ensemble.values]
     target = lambda: inversion_mean_integrals(stores, space)  # noqa: E731
     out = [Product(ensemble_label(e), "product", field=lambda e=e: ensemble_field(stores, e, space),
                    daily=_cube_daily(stores.nee, e, space)) for e in ensembles]
+    for label, cube in (compare or {}).items():
+        for e in [str(e) for e in cube.ensemble.values]:
+            out.append(Product(f"{ensemble_label(e)} [{label}]", "product",
+                               field=lambda e=e, cube=cube: _gridded_cells(cube.NEE_monthly.sel(ensemble=e), space,
+                                                                           "month"),
+                               daily=_cube_daily(cube, e, space)))
     out += [Product("prior", "product", field=lambda: prior_field(stores, space)),
             Product(INVERSION_MEAN, "product", integrals=target)]
     if "ec" in ensembles:

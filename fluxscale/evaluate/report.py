@@ -30,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from fluxscale.config import EvalConfig
-from fluxscale.dataset.stores import read_manifest
+from fluxscale.dataset.stores import open_store, read_manifest
+from fluxscale.errors import FluxscaleError
+from fluxscale.evaluate.baselines import compare_label
 from fluxscale.evaluate.collect import ENSEMBLE_LABELS, collect_evaluation_data
 from fluxscale.evaluate.data import open_evaluation_stores
 from fluxscale.evaluate.tables import (TABLE_TITLES, evaluation_tables, pivot_tables, science_checks, table_value,
@@ -281,7 +283,13 @@ def evaluate(root: str | Path, cfg: EvalConfig | None = None, *, client=None, sa
     say(f"evaluate: {ev.sizes['time']} months × {ev.sizes['region']} regions, sources "
         f"{', '.join(map(str, ev.source.values))}; {ev.sizes['site']} towers")
     df = evaluation_tables(ev)
-    card = scorecard(stores, qc_min=cfg.qc_min)
+    compare = {}
+    for c in cfg.compare:
+        path = _resolve(root, c)
+        if not path.exists():
+            raise FluxscaleError(f"{path}: evaluate.compare names a cube that does not exist")
+        compare[compare_label(path)] = open_store(path, "nee")
+    card = scorecard(stores, qc_min=cfg.qc_min, compare=compare)
     default = default_product(stores)
     write_tables(df, tmp, ev, card, default)
     maps = map_fields(stores) if cfg.maps else None

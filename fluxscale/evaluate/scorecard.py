@@ -206,9 +206,10 @@ def _scores(product: Product, space: CellSpace, ref: _Reference, tw: _Towers) ->
 
 
 def scorecard(stores: EvalStores, *, qc_min: float | None = 0.5, extra: list[Product] | tuple[Product, ...] = (),
-              say=lambda m: None) -> pd.DataFrame:
+              compare: dict | None = None, say=lambda m: None) -> pd.DataFrame:
     """Score every product and baseline (:func:`fluxscale.evaluate.baselines.product_list`,
-    then ``extra``) against the reference at every scale (module docstring).
+    then ``extra``; ``compare``: label → another cube, whose ensembles are scored too) against
+    the reference at every scale (module docstring).
 
     ``qc_min``: tower days below this QC fraction are not scored against the towers (real
     data; on a twin every observed day counts). One product's field is in memory at a
@@ -219,7 +220,7 @@ def scorecard(stores: EvalStores, *, qc_min: float | None = 0.5, extra: list[Pro
     tw = _towers(stores, space, None if stores.truth is not None else qc_min)
     ref = scorecard_references(stores, space, tw)
     rows = []
-    for p in [*product_list(stores, space), *extra]:
+    for p in [*product_list(stores, space, compare), *extra]:
         say(f"scorecard: {p.name}")
         for name, value in _scores(p, space, ref, tw).items():
             rows.append({"metric": name, "product": p.name, "kind": p.kind, "reference": ref.names[name],
