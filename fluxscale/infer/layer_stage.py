@@ -39,7 +39,7 @@ import xarray as xr
 from fluxscale.config import InferConfig
 from fluxscale.dataset.regions import REGIONS
 from fluxscale.dataset.stores import open_store, store_path
-from fluxscale.errors import FluxscaleError
+from fluxscale.errors import FluxscaleError, StoreError
 from fluxscale.infer import layer
 from fluxscale.infer.block import write_block
 from fluxscale.infer.plan import Block, CubeLayout, plan_blocks
@@ -142,7 +142,6 @@ def apply_layer(root: Path, cfg: InferConfig, cube: Path, layout: CubeLayout, bl
                 say=lambda m: None) -> layer.LayerFit:
     """Run the passes of the module docstring on the partial ``cube`` (every block of the
     trained ensembles written) and write the fit's variables and attributes."""
-    from fluxscale.bridges.integrals import grid_for
     from fluxscale.dataset.grid import cell_land_area
     from fluxscale.parallel import run_tasks
 
@@ -150,7 +149,10 @@ def apply_layer(root: Path, cfg: InferConfig, cube: Path, layout: CubeLayout, bl
     inputs = layer_inputs(root, months)
     inv_path = store_path(root, "inversions")
     inv = open_store(inv_path, "inversions")
-    grid_for(inv, grid, str(inv_path))  # refuses a grid that is no integer coarsening
+    factor, rem = divmod(grid.sizes["lat"], inv.sizes["lat"])
+    if rem or grid.sizes["lon"] != factor * inv.sizes["lon"]:
+        raise StoreError(str(inv_path), "land_flux", f"grid {inv.sizes['lat']}x{inv.sizes['lon']} is not an integer "
+                                                     f"coarsening of the model grid {grid.sizes['lat']}x{grid.sizes['lon']}")
     il, jl = grid.cell_ilat.values, grid.cell_ilon.values
     ec_members = [k for k, e in enumerate(layout.member_ensemble) if e == "ec"]
     dual = [k for k, e in enumerate(layout.member_ensemble) if e == "dual"]
