@@ -308,7 +308,9 @@ def consistency_checks(df: pd.DataFrame, model: str = "EC-ATM") -> list[dict[str
     mem = df[(df.table == "consistency") & (df.model == model) & df.region.str.startswith("member ")]
     if len(mem) and np.isfinite(truth):
         worst = float(np.max(np.abs(mem.value.to_numpy() - truth)))
-        check(f"largest error of an {model} member's global mean vs truth (PgC/yr)", worst, "<= 2.0", worst <= 2.0)
+        article = "an" if model[:1].upper() in "AEIOU" else "a"
+        check(f"largest error of {article} {model} member's global mean vs truth (PgC/yr)", worst, "<= 2.0",
+              worst <= 2.0)
     for band in ("TROPICS", "EXTRATROPICS"):
         d = abs(get("consistency", model, band, "-", "mean") - get("consistency", "truth", band, "-", "mean"))
         check(f"error of {model}'s {band.lower()} mean vs truth (PgC/yr)", d, "<= 1.0", d <= 1.0)
