@@ -47,22 +47,45 @@ from fluxscale.infer.plan import Block, CubeLayout, plan_blocks
 __all__ = ["layer_inputs", "layer_fingerprint", "apply_layer", "layer_stats_block", "layer_write_block", "layer_at"]
 
 
+def _open_integrals(root: Path) -> xr.Dataset:
+    path = store_path(root, "integrals")
+    if not path.exists():
+        raise FluxscaleError(f"{path}: not found; the atmospheric layer (infer.layer) needs the inversions' "
+                             f"regional integrals: run `fluxscale integrals {root}` first, or set infer.layer=false")
+    return open_store(path, "integrals")
+
+
 def layer_inputs(root: Path, months: pd.DatetimeIndex) -> dict:
-    """The months of the cube the inversions cover, ``fit`` (month,) bool, and the regions'
-    names; a clear error when ``inversions.zarr`` covers none of them."""
-    path = store_path(root, "inversions")
-    t = pd.DatetimeIndex(open_store(path, "inversions").time.values)
-    fit = t.get_indexer(months) >= 0
+    """The inversion mean's regional integrals of ``integrals.zarr`` on the cube's months,
+    ``inv`` (18, month) PgC month-1 (NaN where the inversions do not cover a month), ``fit``
+    (month,) bool, and the regions' names. A clear error when ``integrals.zarr`` is missing or
+    covers none of the months."""
+    path = store_path(root, "integrals")
+    integ = _open_integrals(root).load()
+    regions = [str(r) for r in integ.region.values if str(r) != "GLOBAL"]
+    if regions != [r.abbrev for r in REGIONS]:  # rows are indexed by the grid's region ids
+        raise FluxscaleError(f"{path}: regions {regions} are not Table A1's 18 in order")
+    inv = integ.inversions.mean("system").sel(region=regions)
+    pos = pd.DatetimeIndex(inv.time.values).get_indexer(months)
+    fit = pos >= 0
     if not fit.any():
         raise FluxscaleError(f"{path}: the inversions cover none of the cube's months "
                              f"({months[0]:%Y-%m} … {months[-1]:%Y-%m}); set infer.layer=false")
-    return {"fit": fit, "regions": [r.abbrev for r in REGIONS]}
+    vals = np.full((len(regions), months.size), np.nan)
+    vals[:, fit] = inv.values[:, pos[fit]]
+    if not np.isfinite(vals[:, fit]).all():
+        raise FluxscaleError(f"{path}: variable inversions has missing regional values in the cube's months")
+    return {"inv": vals, "fit": fit, "regions": regions}
 
 
 def layer_fingerprint(root: Path, cfg: InferConfig) -> dict:
-    """The layer's settings, for the cube's key (its other inputs, the inversions and the
-    drivers, are in the dataset's fingerprint already)."""
-    return {"q10": list(cfg.layer_q10), "pattern_weight": cfg.layer_pattern_weight}
+    """The layer's settings and the inversion mean's regional integrals (a rewritten
+    ``integrals.zarr`` changes the cube's key; the drivers and the gridded inversions are in
+    the dataset's fingerprint already)."""
+    integ = _open_integrals(root)
+    inv = np.ascontiguousarray(integ.inversions.mean("system").values, dtype=np.float64)
+    return {"q10": list(cfg.layer_q10), "pattern_weight": cfg.layer_pattern_weight,
+            "inversions": hashlib.sha256(inv.tobytes()).hexdigest()}
 
 
 def _band(spec: dict, block: Block) -> dict:
@@ -171,7 +194,7 @@ def apply_layer(root: Path, cfg: InferConfig, cube: Path, layout: CubeLayout, bl
     for s in run_tasks(layer_stats_block, blocks, client=client, label="infer: layer, pass 1 of 3",
                        show_progress=show_progress, retries=cfg.retries, spec=spec):
         stats1 = layer.add_stats(stats1, s)
-    fit_ = layer.fit_layer(stats1, days, inputs["fit"], spec["q10"], alpha=cfg.layer_pattern_weight)
+    fit_ = layer.fit_layer(stats1, inputs["inv"], days, inputs["fit"], spec["q10"], alpha=cfg.layer_pattern_weight)
     spec["fit_"] = _fields(fit_)
     # pass 2 on bands of whole inversion cells (its representation error groups by them)
     rows = spec["coarsen"] * max(1, round(layout.lat_rows / spec["coarsen"]))

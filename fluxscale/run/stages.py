@@ -11,7 +11,8 @@ The stages, in order (:data:`STAGES`)::
 
     data → validate
     data → integrals → bridges → train → infer → evaluate
-    (train also reads data and integrals; infer data; evaluate data and integrals)
+    (train also reads data and integrals; infer data and integrals (the layer); evaluate data
+    and integrals)
 
 A stage's key (``stages.json``) hashes its key settings (:meth:`Stage.key_settings`) and the
 key of its last input, which lies downstream of every other input, so a changed setting or
@@ -244,7 +245,7 @@ STAGE_TABLE: tuple[Stage, ...] = (
           made_if_missing=("integrals",)),
     Stage("train", ("data", "integrals", "bridges"), _members, "train", "fluxscale train {d}", _train,
           hint="train the ensembles first with `{command}`", found=_members_read_by_infer),
-    Stage("infer", ("data", "train"), _cube, "infer", "fluxscale infer {d}", _infer,
+    Stage("infer", ("data", "integrals", "train"), _cube, "infer", "fluxscale infer {d}", _infer,
           hint="run `{command}` first (the NEE cube)", found=_cube_read_by_evaluate),
     Stage("evaluate", ("data", "integrals", "infer"), _report, "evaluate", "fluxscale evaluate {d}", _evaluate,
           settings_of=_evaluate_the_run_cube),

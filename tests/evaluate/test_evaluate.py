@@ -232,12 +232,13 @@ def test_report_figures_and_summary(evaluated):
     # 18 regions + GLOBAL, the towers' ALL, the consistency bands and pixels, and each member
     assert set(summ["models"]["EC"]) == set(ev_regions()) | {"ALL", "TROPICS", "EXTRATROPICS", "PIXELS"} | members
     checks = {c["check"]: c for c in summ["science_checks"]}
-    assert "global annual RMSE vs truth, EC-ATM (PgC/yr)" in checks and len(checks) >= 9
+    # the checks are the default product's: the cube's dual (the atmospheric layer)
+    assert "global annual RMSE vs truth, dual (PgC/yr)" in checks and len(checks) >= 9
     # the scorecard (issue 31): in summary.json, scorecard.csv, tables.md, Fig. S1 and the report
     sc = summ["scorecard"]
     card = pd.read_csv(out / "scorecard.csv")
-    assert sc["default"] == "EC-ATM" and set(card["product"]) >= {"EC-ATM", "EC", "prior", "inversion mean",
-                                                                  "EC + offset", "flat inversions"}
+    assert sc["default"] == "dual" and set(card["product"]) >= {"dual", "EC-ATM", "EC", "prior", "inversion mean",
+                                                                "EC + offset", "flat inversions"}
     row = card[(card.metric == "cell mean RMSE") & (card["product"] == "EC-ATM")].value.iloc[0]
     assert sc["cell mean RMSE"]["EC-ATM"] == pytest.approx(row)
     assert sc["best"]["cell mean RMSE"] == list(card[(card.metric == "cell mean RMSE") & card.best]["product"])
@@ -302,7 +303,8 @@ def test_maps_have_coastlines_and_every_colour_scale_a_colourbar(evaluated, tmp_
             # the map panels: a mesh with a colourbar (the colourbars' own axes hold meshes too)
             panels = [a for a in figs[name].axes
                       if any(isinstance(c, QuadMesh) and c.colorbar is not None for c in a.collections)]
-            assert len(panels) == (6 if name == "fig5_annual_maps" else 1), name
+            n_ens = xr.open_zarr(root / "nee.zarr").sizes["ensemble"]  # EC, EC-ATM and the layer's dual
+            assert len(panels) == (2 * n_ens + 2 if name == "fig5_annual_maps" else 1), name
             for a in panels:
                 coast = [c for c in a.collections if isinstance(c, LineCollection)]
                 assert coast and sum(len(s) for s in coast[0].get_segments()) == n_coast, name

@@ -370,14 +370,12 @@ def test_the_layer_meets_the_inversions_and_recomputes_from_its_stored_fit(root)
     w = grid.cell_area.values[il, jl] * grid.land_fraction.values[il, jl]
     reg = grid.region.values[il, jl].astype(int)
     months = pd.DatetimeIndex(ds.month.values)
-    inv = open_store(store_path(root, "inversions"), "inversions").load()
-    fire = open_store(store_path(root, "fire"), "fire").load()
-    f = grid.sizes["lat"] // inv.sizes["lat"]
-    gridded = (inv.land_flux - fire.co2fire).mean("system").sel(time=months.values).values[:, il // f, jl // f]
+    integ = open_store(store_path(root, "integrals"), "integrals").load()
+    inv = integ.inversions.mean("system").sel(time=months.values)
     dual_m = ds.NEE_member_monthly.values[:, :, il, jl].astype(np.float64)  # (member, month, cell)
     members = [k for k, m in enumerate(ds.member.values) if str(m).startswith("dual-")]
-    for r in range(18):  # every member meets the inversions' gridded fluxes integrated on the model's land
-        want = (gridded[:, reg == r] * w[reg == r]).sum(1) * months.days_in_month.values / 1e15
+    for r in range(18):  # every member meets the inversion mean, region by region and month by month
+        want = inv.sel(region=str(inv.region.values[r])).values
         for k in members:
             got = (dual_m[k][:, reg == r] * w[reg == r]).sum(1) * months.days_in_month.values / 1e15
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)
