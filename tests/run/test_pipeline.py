@@ -55,7 +55,9 @@ def test_run_end_to_end_writes_every_stage_and_the_report(ran):
     import xarray as xr
 
     cube = xr.open_zarr(root / "nee.zarr")
-    assert list(cube.member.values) == sorted(members) and list(cube.ensemble.values) == ["ec", "ecatm"]
+    # the trained members, then the layer's (one per EC member): the default product dual
+    assert list(cube.member.values) == sorted(members) + ["dual-fold0", "dual-fold1"]
+    assert list(cube.ensemble.values) == ["ec", "ecatm", "dual"] and cube.attrs["fluxscale_default_ensemble"] == "dual"
 
 
 def test_the_final_summary_is_short_and_its_numbers_are_the_reports(ran):
