@@ -115,7 +115,7 @@ def bench_infer(size: str, workdir: str, repeats: int) -> dict:
     root = Path(workdir) / f"infer-{size}"
     make_twin(root, preset=size, show_progress=False)
     write_untrained_members(root)
-    cfg = InferConfig()
+    cfg = InferConfig(layer=False)  # the members' inference; the layer (ensemble dual) is not measured here
     weights = [member_weights(m.path) for m in list_members(root, cfg)]
     cores = os.cpu_count() or 1
     # The ceiling is measured before and after the end-to-end runs and the higher of the two

@@ -113,7 +113,7 @@ def bench_infer_naive(size: str, workdir: str, repeats: int) -> dict:
     root = Path(workdir) / f"infer-naive-{size}"
     make_twin(root, preset=size, show_progress=False)
     write_untrained_members(root, per_variant=N_MEMBERS[size] // 2)
-    cfg = InferConfig(write_members=True)
+    cfg = InferConfig(write_members=True, layer=False)
     members = list_members(root, cfg)
     drivers = str(store_path(root, "drivers"))
     times: dict[str, float] = {}

@@ -39,7 +39,7 @@ def main(root: str, bands: list[int]) -> None:
     out = Path(root) / "nee-profile.zarr"
     for p in (out, out.with_name("nee-profile.blocks")):
         shutil.rmtree(p, ignore_errors=True)
-    stage.infer(root, InferConfig(out=str(out)), show_progress=False)
+    stage.infer(root, InferConfig(out=str(out), layer=False), show_progress=False)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def test_a_missing_earlier_output_is_named_with_the_command_that_makes_it(tiny_t
     d.mkdir()
     (d / "grid.zarr").symlink_to(tiny_twin / "grid.zarr")
     for command, missing, maker in (("train", "integrals.zarr", "fluxscale integrals"),
-                                    ("infer", "models/members.json", "fluxscale train"),
+                                    ("infer", "integrals.zarr", "fluxscale integrals"),  # the layer reads it
                                     ("evaluate", "integrals.zarr", "fluxscale integrals")):
         res = CliRunner().invoke(app, [command, str(d)])
         assert res.exit_code == 2 and f"{d / missing}: not found" in res.output and f"`{maker} {d}`" in res.output, \
