@@ -52,7 +52,7 @@ the globe; the regional sums of the two stats passes add up over bands.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -146,9 +146,6 @@ class LayerFit:
     beta_i: np.ndarray
     u: np.ndarray
     residual: dict
-
-    def to_dict(self) -> dict:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
 
 
 def fit_layer(stats: dict[str, np.ndarray], inv: np.ndarray, days: np.ndarray, fit: np.ndarray, q10s,
